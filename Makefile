@@ -1,0 +1,48 @@
+# ModelPort: `make run` serves the API with embedded defaults; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test envs venv locks lint typecheck clean bench
+
+# The control environment: the project itself (editable) and its pinned dependencies, no ML framework.
+$(STAMP): locks/control.txt pyproject.toml
+	@echo "[make] creating the control environment in $(VENV)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r locks/control.txt
+	@$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
+		|| $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Toolchain environments, one per lock file, built once into $$MODELPORT_HOME (default ~/.cache/modelport).
+envs: $(STAMP)
+	@$(BIN)/python -m worker.envs build
+
+run: envs
+	@$(BIN)/modelport run
+
+test: envs
+	@$(BIN)/python -m tests.run
+
+lint: $(STAMP)
+	@$(BIN)/ruff check app worker stages tests bench
+	@$(BIN)/ruff format --check app worker stages tests bench
+
+typecheck: $(STAMP)
+	@$(BIN)/mypy
+
+bench: envs
+	@$(BIN)/python -m bench.pipeline
+
+# Re-resolve every lock file from its .in (an upgrade is this one command, then `make envs`).
+locks: $(STAMP)
+	@$(BIN)/python -m worker.envs lock control
+	@$(BIN)/python -m worker.envs lock torch
+	@$(BIN)/python -m worker.envs lock onnx-tf
+
+clean:
+	rm -rf var .pytest_cache

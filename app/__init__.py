@@ -1,0 +1,1 @@
+"""ModelPort control plane: the HTTP API, the domain services and the persistence."""

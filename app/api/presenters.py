@@ -1,0 +1,59 @@
+"""ORM rows to API schemas."""
+
+from __future__ import annotations
+
+from app.models import Artifact, Job
+from app.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
+
+
+def job_out(job: Job) -> JobOut:
+    base = f"/v1/jobs/{job.id}"
+    error = None
+    if job.error_code:
+        error = JobError(
+            code=job.error_code,
+            message=job.error_message or "",
+            stage=job.error_stage,
+            log_tail=job.error_log_tail,
+        )
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        stage=job.stage,
+        stages=[
+            StageOut(
+                name=s.name,
+                toolchain=s.toolchain,
+                state=s.state,
+                seconds=s.seconds,  # type: ignore[arg-type]
+                attempts=s.attempts,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+                error=JobError(code=s.error_code, message=s.error_message or "", stage=s.name)
+                if s.error_code
+                else None,
+            )
+            for s in job.stages
+        ],
+        error=error,
+        model={"filename": job.model_filename, "size": job.model_size, "sha256": job.model_sha256},
+        spec=job.spec,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=JobLinks(
+            self=base, artifacts=f"{base}/artifacts", report=f"{base}/report", cancel=f"{base}/cancel"
+        ),
+    )
+
+
+def artifact_out(artifact: Artifact) -> ArtifactOut:
+    return ArtifactOut(
+        name=artifact.name,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        media_type=artifact.media_type,
+        precision=artifact.precision,
+        toolchain=artifact.toolchain,
+    )

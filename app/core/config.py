@@ -1,0 +1,88 @@
+"""Typed settings, one class per concern, each with its own environment prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("var")
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    # SQLite in the data directory unless DATABASE_URL says otherwise.
+    database_url: str = Field(default="", alias="DATABASE_URL")
+    sqlite_busy_timeout_ms: int = 15_000
+
+
+class StorageSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_STORAGE_", extra="ignore")
+
+    backend: str = "local"
+    # Local backend: a directory; empty means <data dir>/objects.
+    local_root: str = ""
+
+
+class QueueSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
+    # Prefix for queue names, so tests can share a Redis without sharing queues.
+    queue_prefix: str = Field(default="", alias="MODELPORT_QUEUE_PREFIX")
+
+
+class LimitSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
+
+    max_upload_bytes: int = 4 * 1024**3
+    max_data_upload_bytes: int = 1024**3
+    stage_timeout_seconds: int = 30 * 60
+    stage_threads: int = 1
+    stage_nice: int = 10
+    # Peak RSS of a stage's process tree; 0 means 60% of the machine's memory.
+    stage_memory_bytes: int = 0
+    max_validation_samples: int = 64
+
+
+class ConversionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
+
+    # Dotted-name prefixes a state dict's architecture may be built from.
+    allowed_architectures: list[str] = ["torchvision.models."]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
+
+    environment: str = "development"
+    data_dir: Path = DEFAULT_DATA_DIR
+    # Seeded at start as an admin key of the default tenant, accepted verbatim.
+    api_key: str = ""
+    log_json: bool = False
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    conversion: ConversionSettings = Field(default_factory=ConversionSettings)
+
+    @property
+    def database_url(self) -> str:
+        if self.database.database_url:
+            return self.database.database_url
+        return f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
+
+    @property
+    def storage_root(self) -> Path:
+        if self.storage.local_root:
+            return Path(self.storage.local_root).resolve()
+        return (self.data_dir / "objects").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,234 @@
+"""Jobs: submission checks, creation, lookup and listing. Services flush; the caller commits."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidRequest, NotFound
+from app.models import Job, StageRun
+from app.models.base import utcnow
+from app.schemas.spec import JobSpec
+from worker.plan import plan_stages
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# Toolchains this installation can run; `auto` and `best` resolve among them.
+AVAILABLE_TOOLCHAINS = ("onnx-tf",)
+IMPLEMENTED_FORMATS = ("state_dict",)
+
+
+def parse_spec(text: str | None) -> JobSpec:
+    if text is None:
+        raise InvalidRequest("the 'spec' form field (JSON) is required", code="invalid_spec")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"'spec' is not valid JSON: {exc}", code="invalid_spec") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("'spec' must be a JSON object", code="invalid_spec")
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
+        ]
+        summary = "; ".join(f"{e['loc'] or 'spec'}: {e['message']}" for e in errors)
+        raise InvalidRequest(f"the spec is invalid: {summary}", code="invalid_spec", errors=errors) from None
+
+
+def resolve_format(declared: str, sniffed: str | None) -> str:
+    """The format to convert as, from the declared one and what the bytes say."""
+    if sniffed is None:
+        raise InvalidRequest(
+            "the model file is not a format ModelPort recognises (a torch.save state dict, "
+            "safetensors, TorchScript, a torch.export archive or ONNX); check that the upload is complete",
+            code="unrecognized_format",
+        )
+    actual = {"safetensors": "state_dict"}.get(sniffed, sniffed)
+    if declared == "auto":
+        # torch.save archives hold a state dict or a pickled module: only loading tells, and
+        # the state-dict loader refuses anything but tensors.
+        actual = "state_dict" if actual == "state_dict_or_module" else actual
+    elif actual == "state_dict_or_module":
+        if declared not in ("state_dict", "pickled_module"):
+            raise InvalidRequest(
+                f"model_format is {declared!r} but the file is a torch.save archive "
+                "(a state dict or a pickled module)",
+                code="format_mismatch",
+            )
+        actual = declared
+    elif declared != actual:
+        raise InvalidRequest(
+            f"model_format is {declared!r} but the file is {actual!r}; send model_format "
+            f"{actual!r} or 'auto'",
+            code="format_mismatch",
+        )
+    if actual == "pickled_module":
+        raise InvalidRequest(
+            "pickled modules run code when loaded and are disabled on this server; "
+            "upload a state dict with an architecture instead",
+            code="format_disabled",
+        )
+    if actual not in IMPLEMENTED_FORMATS:
+        raise InvalidRequest(
+            f"{actual!r} uploads are not supported yet; upload a state dict (.pth) with an architecture",
+            code="format_not_supported",
+        )
+    return actual
+
+
+def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str, Any]:
+    """Everything that can be known before the job runs; returns the normalized spec."""
+    if model_format == "state_dict":
+        if spec.architecture is None:
+            raise InvalidRequest(
+                'a state dict needs \'architecture\', e.g. {"name": "torchvision.models.resnet18"}',
+                code="architecture_required",
+            )
+        allowed = settings.conversion.allowed_architectures
+        if not any(spec.architecture.name.startswith(prefix) for prefix in allowed):
+            raise InvalidRequest(
+                f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: "
+                f"{', '.join(allowed)}",
+                code="architecture_not_allowed",
+            )
+        if not spec.inputs:
+            raise InvalidRequest(
+                "a state dict needs 'inputs': the model's signature, e.g. "
+                '[{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]',
+                code="inputs_required",
+            )
+    if spec.toolchain in ("auto", "best"):
+        toolchain = AVAILABLE_TOOLCHAINS[0]
+    elif spec.toolchain in AVAILABLE_TOOLCHAINS:
+        toolchain = spec.toolchain
+    else:
+        raise InvalidRequest(
+            f"toolchain {spec.toolchain!r} is not installed on this server; available: "
+            f"{', '.join(AVAILABLE_TOOLCHAINS)} (or 'auto')",
+            code="toolchain_unavailable",
+        )
+    if spec.layout != "nchw":
+        raise InvalidRequest("layout 'nhwc' is not supported yet; use 'nchw'", code="unsupported_option")
+    if spec.callback_url is not None:
+        raise InvalidRequest("callback_url (webhooks) is not supported yet", code="unsupported_option")
+    unavailable = [p for p in spec.quantization if p != "float32"]
+    if unavailable and spec.strict:
+        raise InvalidRequest(
+            f"quantization {unavailable} cannot be produced by this server and strict is true",
+            code="precision_unavailable",
+        )
+    if spec.validation_samples > settings.limits.max_validation_samples:
+        raise InvalidRequest(
+            f"validation_samples is limited to {settings.limits.max_validation_samples} here",
+            code="invalid_spec",
+        )
+    normalized = spec.model_dump(mode="json")
+    normalized.update(model_format=model_format, toolchain=toolchain, tolerance=spec.effective_tolerance())
+    normalized["requested_toolchain"] = spec.toolchain
+    return normalized
+
+
+def request_hash(spec_text: str, digests: dict[str, str]) -> str:
+    material = json.dumps({"spec": json.loads(spec_text), "files": digests}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def create_job(
+    session: Session,
+    *,
+    job_id: str,
+    tenant: str,
+    spec: dict[str, Any],
+    model: dict[str, Any],
+    inputs_key: str | None,
+    idempotency_key: str | None,
+    req_hash: str | None,
+) -> Job:
+    job = Job(
+        id=job_id,
+        tenant=tenant,
+        status="queued",
+        stage=None,
+        spec=spec,
+        model_filename=model.get("filename"),
+        model_key=model["key"],
+        model_size=model["size"],
+        model_sha256=model["sha256"],
+        inputs_key=inputs_key,
+        idempotency_key=idempotency_key,
+        request_hash=req_hash,
+    )
+    job.stages = [
+        StageRun(position=i, name=s.name, toolchain=s.toolchain, state="pending", attempts=0)
+        for i, s in enumerate(plan_stages(spec))
+    ]
+    session.add(job)
+    session.flush()
+    return job
+
+
+def find_by_idempotency_key(session: Session, tenant: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
+
+
+def get_job(session: Session, tenant: str, job_id: str) -> Job:
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"no job {job_id!r}: job ids are UUIDs", code="job_not_found") from None
+    job = session.get(Job, job_id)
+    if job is None or job.tenant != tenant:
+        raise NotFound(f"no job {job_id!r} for this API key", code="job_not_found")
+    return job
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, job_id = base64.urlsafe_b64decode(padded).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(
+            "the cursor is invalid; use next_cursor from a previous page", code="invalid_cursor"
+        ) from None
+
+
+def list_jobs(
+    session: Session, tenant: str, *, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    query = select(Job).where(Job.tenant == tenant)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    if job.status in FINAL_STATUSES:
+        raise Conflict(f"job is already {job.status}", code="job_finished")
+    job.status = "cancelled"
+    job.finished_at = utcnow()
+    for stage in job.stages:
+        if stage.state in ("pending", "running"):
+            stage.state = "cancelled"
+    session.flush()
+    return job

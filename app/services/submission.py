@@ -1,0 +1,125 @@
+"""Accepting a job: stream the upload, check it, create the job, enqueue after commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+
+from app.core.config import Settings
+from app.core.errors import InvalidRequest
+from app.models import Job
+from app.models.base import new_id
+from app.services import jobs
+from app.services.sniff import sniff_format
+from app.services.uploads import MultipartReceiver, receive_multipart
+from app.storage import ObjectStore
+
+FILE_FIELDS = ("model", "inputs", "calibration")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass
+class Submission:
+    job: Job
+    replayed: bool
+
+
+def _check_data_file(store: ObjectStore, key: str, field: str) -> None:
+    with store.open_read(key) as handle:
+        magic = handle.read(6)
+    if magic != NPY_MAGIC and not magic.startswith(b"PK\x03\x04"):
+        raise InvalidRequest(
+            f"'{field}' must be a .npy array (one input) or an .npz archive keyed by input name",
+            code="invalid_samples",
+        )
+
+
+async def submit(
+    request: Request,
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    tenant: str,
+    idempotency_key: str | None,
+) -> Submission:
+    job_id = new_id()
+    prefix = f"uploads/{job_id}"
+    limits = settings.limits
+    receiver = MultipartReceiver(
+        store,
+        prefix,
+        file_fields={
+            "model": limits.max_upload_bytes,
+            "inputs": limits.max_data_upload_bytes,
+            "calibration": limits.max_data_upload_bytes,
+        },
+        text_fields={"spec"},
+    )
+    max_body = limits.max_upload_bytes + 2 * limits.max_data_upload_bytes + 4 * 1024 * 1024
+    try:
+        parts = await receive_multipart(request, receiver, max_body)
+        model = parts.get("model")
+        if model is None or model.stored is None:
+            raise InvalidRequest("the 'model' file part is required", code="model_required")
+        if model.stored.size == 0:
+            raise InvalidRequest("the 'model' file is empty", code="empty_model")
+        spec_text = parts["spec"].text if "spec" in parts else None
+        spec = jobs.parse_spec(spec_text)
+        with store.open_read(model.stored.key) as handle:
+            sniffed = sniff_format(handle)
+        model_format = jobs.resolve_format(spec.model_format, sniffed)
+        normalized = jobs.check_spec(spec, model_format, settings)
+        digests = {name: p.stored.sha256 for name, p in parts.items() if p.stored is not None}
+        for field in ("inputs", "calibration"):
+            if field in parts and parts[field].stored is not None:
+                _check_data_file(store, parts[field].stored.key, field)  # type: ignore[union-attr]
+        assert spec_text is not None
+        req_hash = jobs.request_hash(spec_text, digests)
+        if idempotency_key:
+            existing = jobs.find_by_idempotency_key(session, tenant, idempotency_key)
+            if existing is not None:
+                store.delete_prefix(prefix)
+                return _replay(existing, req_hash)
+        inputs = parts.get("inputs")
+        job = jobs.create_job(
+            session,
+            job_id=job_id,
+            tenant=tenant,
+            spec=normalized,
+            model={
+                "key": model.stored.key,
+                "size": model.stored.size,
+                "sha256": model.stored.sha256,
+                "filename": model.filename,
+            },
+            inputs_key=inputs.stored.key if inputs and inputs.stored else None,
+            idempotency_key=idempotency_key,
+            req_hash=req_hash,
+        )
+    except BaseException:
+        store.delete_prefix(prefix)
+        raise
+    try:
+        session.flush()
+    except IntegrityError:
+        # Another request with this Idempotency-Key committed first.
+        session.rollback()
+        store.delete_prefix(prefix)
+        existing = jobs.find_by_idempotency_key(session, tenant, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, req_hash)
+    return Submission(job=job, replayed=False)
+
+
+def _replay(existing: Job, req_hash: str) -> Submission:
+    if existing.request_hash != req_hash:
+        raise InvalidRequest(
+            "this Idempotency-Key was used with a different request; use a new key for a new job",
+            code="idempotency_key_reused",
+        )
+    return Submission(job=existing, replayed=True)

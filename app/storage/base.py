@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+
+
+class ObjectWriter(Protocol):
+    """A streaming upload: write chunks, then commit (atomic) or abort."""
+
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> StoredObject: ...
+
+    def abort(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    def open_writer(self, key: str) -> ObjectWriter: ...
+
+    def put_file(self, key: str, path: Path) -> StoredObject: ...
+
+    def get_to_file(self, key: str, path: Path) -> None: ...
+
+    def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]: ...
+
+    def read_bytes(self, key: str) -> bytes: ...
+
+    def open_read(self, key: str) -> BinaryIO: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete_prefix(self, prefix: str) -> int: ...

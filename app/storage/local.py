@@ -1,0 +1,97 @@
+"""A local directory as object store: the embedded default."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from app.storage.base import StoredObject
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class LocalWriter:
+    def __init__(self, root: Path, key: str) -> None:
+        self._target = root / key
+        self._target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._target.parent, prefix=".upload-")
+        self._file = os.fdopen(fd, "wb")
+        self._tmp = Path(tmp)
+        self._digest = hashlib.sha256()
+        self._key = key
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> StoredObject:
+        self._file.close()
+        os.replace(self._tmp, self._target)  # atomic: readers never see a partial object
+        return StoredObject(self._key, self.size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalObjectStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def open_writer(self, key: str) -> LocalWriter:
+        return LocalWriter(self.root, _check_key(key))
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        writer = self.open_writer(key)
+        try:
+            with open(path, "rb") as source:
+                while chunk := source.read(1024 * 1024):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def get_to_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
+
+    def iter_chunks(self, key: str, chunk_size: int = 1024 * 1024) -> Iterator[bytes]:
+        with open(self._path(key), "rb") as source:
+            while chunk := source.read(chunk_size):
+                yield chunk
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def open_read(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> int:
+        target = self._path(prefix.rstrip("/"))
+        if target.is_dir():
+            count = sum(1 for p in target.rglob("*") if p.is_file())
+            shutil.rmtree(target)
+            return count
+        if target.is_file():
+            target.unlink()
+            return 1
+        return 0

@@ -1,0 +1,1 @@
+"""Celery workers: the job chain, the stage runner and the toolchain environments."""

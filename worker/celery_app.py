@@ -1,0 +1,38 @@
+"""The Celery application: Redis broker, no result backend (job state lives in the database)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.core.config import get_settings
+
+CONTROL_QUEUE = "control"
+
+
+def queue_name(toolchain: str) -> str:
+    return f"{get_settings().queue.queue_prefix}{toolchain}"
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    hard_limit = settings.limits.stage_timeout_seconds + 300
+    app = Celery("modelport", broker=settings.queue.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,  # a stage lost with its worker is redelivered...
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # ...and a worker holds one stage at a time
+        task_time_limit=hard_limit,
+        task_soft_time_limit=hard_limit - 60,
+        # Redelivery after a lost worker waits for the visibility timeout: keep it past the hard limit.
+        broker_transport_options={"visibility_timeout": hard_limit + 600},
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queue_name(CONTROL_QUEUE),
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+celery_app = make_celery()

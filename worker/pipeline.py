@@ -1,0 +1,252 @@
+"""One step of a job: claim a stage, run it, record the outcome, hand over to the next.
+
+Plain functions: the Celery task only calls ``run_stage``. Job state lives in the
+database, and every step checks it first, so a redelivered task never runs a finished
+stage twice and never revives a finished job.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from app.core.db import session_scope
+from app.models import Job, StageRun
+from app.models.base import utcnow
+from worker.context import WorkerContext
+from worker.enqueue import enqueue_stage
+from worker.plan import CONTROL, StageDef, next_stage, stage_def
+from worker.report import finish_job
+from worker.runner import RunLimits, StageCancelled, StageFailure, log_tail
+from worker.toolchains import get_toolchain
+
+log = structlog.get_logger()
+
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
+
+
+@dataclass
+class Claim:
+    definition: StageDef
+    spec: dict[str, Any]
+    model_key: str
+    inputs_key: str | None
+    previous: dict[str, dict[str, Any]]  # earlier stages' recorded results, by stage name
+
+
+def _stage_run(job: Job, name: str) -> StageRun | None:
+    return next((s for s in job.stages if s.name == name), None)
+
+
+def fail_job(job: Job, run: StageRun | None, code: str, message: str, tail: str = "") -> None:
+    now = utcnow()
+    job.status, job.finished_at = "failed", now
+    job.error_code, job.error_message, job.error_stage = code, message, run.name if run else job.stage
+    job.error_log_tail = tail[-8000:] if tail else None
+    if run is not None:
+        run.state, run.finished_at = "failed", now
+        run.error_code, run.error_message = code, message
+    for other in job.stages:
+        if other.state == "pending":
+            other.state = "skipped"
+
+
+def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | None:
+    """Mark the stage running. Returns None when there is nothing to do, or the next
+    stage's definition when this one already succeeded (a redelivery after a crash
+    between recording and enqueueing)."""
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINAL:
+            log.info("job.stage.skipped", job_id=job_id, stage=stage, reason="missing or finished")
+            return None
+        run = _stage_run(job, stage)
+        if run is None:
+            return None
+        definition = stage_def(job.spec, stage)
+        if run.state == "succeeded":
+            return next_stage(job.spec, stage)
+        if run.attempts >= MAX_ATTEMPTS:
+            fail_job(
+                job,
+                run,
+                "worker_lost",
+                f"the worker running stage {stage!r} was lost {run.attempts} times; the job was stopped "
+                "so it is not retried forever. Resubmit it; if it happens again the model may exhaust "
+                "the worker's memory.",
+            )
+            return None
+        now = utcnow()
+        run.state, run.attempts, run.started_at = "running", run.attempts + 1, now
+        job.status, job.stage = "running", stage
+        job.started_at = job.started_at or now
+        previous = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
+        return Claim(definition, dict(job.spec), job.model_key, job.inputs_key, previous)
+
+
+def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | None = None) -> None:
+    bound = log.bind(job_id=job_id, stage=stage, request_id=request_id)
+    claimed = claim(ctx, job_id, stage)
+    if claimed is None:
+        return
+    if isinstance(claimed, StageDef):
+        enqueue_stage(job_id, claimed.name, claimed.toolchain, request_id=request_id)
+        return
+    bound.info("job.stage.started")
+    started = time.monotonic()
+    try:
+        if claimed.definition.toolchain == CONTROL:
+            result: dict[str, Any] = {}
+        else:
+            result = execute(ctx, job_id, claimed)
+    except StageCancelled:
+        bound.info("job.stage.cancelled")
+        return
+    except StageFailure as failure:
+        bound.warning("job.stage.failed", code=failure.code, error=failure.message)
+        with session_scope(ctx.sessions) as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.status not in FINAL:
+                run = _stage_run(job, stage)
+                if run is not None:
+                    run.seconds = round(time.monotonic() - started, 3)
+                    run.log_key = f"jobs/{job_id}/logs/{stage}.log" if failure.log_tail else None
+                fail_job(job, run, failure.code, failure.message, failure.log_tail)
+        return
+    seconds = round(time.monotonic() - started, 3)
+    following = record_success(ctx, job_id, stage, result, seconds)
+    bound.info("job.stage.finished", seconds=seconds)
+    if following is not None:
+        enqueue_stage(job_id, following.name, following.toolchain, request_id=request_id)
+
+
+def record_success(
+    ctx: WorkerContext, job_id: str, stage: str, result: dict[str, Any], seconds: float
+) -> StageDef | None:
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINAL:
+            return None
+        run = _stage_run(job, stage)
+        assert run is not None
+        run.state, run.seconds, run.finished_at, run.result = "succeeded", seconds, utcnow(), result
+        if result.get("log_key"):
+            run.log_key = result["log_key"]
+        following = next_stage(job.spec, stage)
+        if following is None:
+            session.flush()
+            finish_job(session, ctx.store, job)
+        return following
+
+
+def _input_key(claim: Claim, source: str, name: str) -> str | None:
+    if source == "upload":
+        return claim.model_key if name == "model" else claim.inputs_key if name == "inputs" else None
+    output = claim.previous.get(source, {}).get("outputs", {}).get(name)
+    return output["key"] if output else None
+
+
+def _suffix_for(path: Path) -> str:
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    return ".npy" if magic == b"\x93NUMPY" else ".npz" if magic.startswith(b"PK") else ""
+
+
+def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
+    definition = claim.definition
+    assert definition.entry is not None
+    settings = ctx.settings
+    work_root = (settings.data_dir / "work").resolve()
+    work_root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{job_id[:8]}-{definition.name}-", dir=work_root))
+    try:
+        inputs: dict[str, str] = {}
+        (workdir / "in").mkdir()
+        for logical, (source, name) in definition.inputs.items():
+            key = _input_key(claim, source, name)
+            if key is None:
+                continue
+            local = workdir / "in" / logical
+            ctx.store.get_to_file(key, local)
+            if logical == "samples" and source == "upload":
+                local = local.rename(local.with_suffix(_suffix_for(local)))
+            inputs[logical] = str(local)
+        request = {
+            "stage": definition.entry,
+            "inputs": inputs,
+            "spec": claim.spec,
+            "options": {
+                "allowed_architectures": settings.conversion.allowed_architectures,
+                "threads": settings.limits.stage_threads,
+                **definition.options,
+            },
+            "output_dir": str(workdir / "out"),
+        }
+        limits = RunLimits(
+            timeout_seconds=settings.limits.stage_timeout_seconds,
+            memory_bytes=settings.limits.stage_memory_bytes or int(psutil.virtual_memory().total * 0.6),
+            threads=settings.limits.stage_threads,
+            nice=settings.limits.stage_nice,
+        )
+        log_key = f"jobs/{job_id}/logs/{definition.name}.log"
+        try:
+            outcome = ctx.runner.run(
+                definition.toolchain,
+                definition.entry,
+                request,
+                workdir,
+                limits,
+                should_cancel=lambda: _is_cancelled(ctx, job_id),
+            )
+        finally:
+            if (workdir / "stage.log").exists():
+                ctx.store.put_file(log_key, workdir / "stage.log")
+        result = outcome.result
+        if not result.get("ok"):
+            error = result.get("error") or {}
+            raise StageFailure(
+                error.get("code", "stage_failed"),
+                error.get("message", "the stage failed"),
+                log_tail(workdir / "stage.log"),
+            )
+        outputs: dict[str, dict[str, Any]] = {}
+        for logical, relative in result.get("outputs", {}).items():
+            path = (workdir / "out" / relative).resolve()
+            if not path.is_relative_to(workdir / "out") or not path.is_file():
+                raise StageFailure(
+                    "stage_crashed", f"stage output {logical!r} is missing or outside its folder"
+                )
+            stored = ctx.store.put_file(f"jobs/{job_id}/stages/{definition.name}/{path.name}", path)
+            outputs[logical] = {
+                "key": stored.key,
+                "size": stored.size,
+                "sha256": stored.sha256,
+                "file": path.name,
+            }
+        toolchain = get_toolchain(definition.toolchain)
+        return {
+            "outputs": outputs,
+            "metrics": result.get("metrics", {}),
+            "info": result.get("info", {}),
+            "process_seconds": round(outcome.seconds, 3),
+            "peak_rss_bytes": outcome.peak_rss_bytes,
+            "isolation": outcome.isolation,
+            "lock_sha256": toolchain.lock_hash,
+            "log_key": log_key,
+        }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _is_cancelled(ctx: WorkerContext, job_id: str) -> bool:
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        return job is None or job.status == "cancelled"

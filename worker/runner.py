@@ -1,0 +1,227 @@
+"""Running one stage in its toolchain's interpreter: the only place that starts stage processes.
+
+``SubprocessRunner`` starts ``<env>/bin/python -m stages ...`` per stage. A warm runner
+(a pre-imported parent that forks a child per stage) can replace it behind the same
+``run`` signature without touching the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from worker.toolchains import get_toolchain, stages_pythonpath
+
+
+class StageFailure(Exception):
+    """A stage ended without a result: the job fails with ``code``."""
+
+    def __init__(self, code: str, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.log_tail = code, message, log_tail
+
+
+class StageCancelled(Exception):
+    pass
+
+
+@dataclass
+class RunLimits:
+    timeout_seconds: float
+    memory_bytes: int | None
+    threads: int = 1
+    nice: int = 10
+
+
+@dataclass
+class RunOutcome:
+    result: dict[str, Any]
+    seconds: float
+    peak_rss_bytes: int
+    isolation: list[str] = field(default_factory=list)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 16_000))
+        text = handle.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        for member in [proc, *proc.children(recursive=True)]:
+            try:
+                total += member.memory_info().rss
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return total
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class SubprocessRunner:
+    def stage_env(self, workdir: Path, limits: RunLimits) -> dict[str, str]:
+        threads = str(limits.threads)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(workdir),
+            "TMPDIR": str(workdir / "tmp"),
+            "PYTHONPATH": stages_pythonpath(),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "MODELPORT_STAGE_THREADS": threads,
+        }
+        # Older OpenBLAS builds compute wrong results on some CPUs without these.
+        for name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LANG", "LC_ALL"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return env
+
+    def run(
+        self,
+        toolchain: str,
+        entry: str,
+        request: dict[str, Any],
+        workdir: Path,
+        limits: RunLimits,
+        should_cancel: Callable[[], bool] = lambda: False,
+    ) -> RunOutcome:
+        interpreter = get_toolchain(toolchain).interpreter
+        if not interpreter.exists():
+            raise StageFailure(
+                "toolchain_missing",
+                f"the {toolchain!r} environment is not built on this worker; run 'make envs'",
+            )
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        request_path, result_path, log_path = (
+            workdir / "request.json",
+            workdir / "result.json",
+            workdir / "stage.log",
+        )
+        request_path.write_text(json.dumps(request))
+        result_path.unlink(missing_ok=True)
+        nice = limits.nice
+        started = time.monotonic()
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [str(interpreter), "-m", "stages", entry, str(request_path), str(result_path)],
+                cwd=workdir,
+                env=self.stage_env(workdir, limits),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a kill takes its children too
+                preexec_fn=lambda: os.nice(nice),
+            )
+            watch = _Watchdog(proc, limits, should_cancel)
+            watch.start()
+            returncode = proc.wait()
+            watch.stop()
+        seconds = time.monotonic() - started
+        tail = log_tail(log_path)
+        if watch.reason == "cancelled":
+            raise StageCancelled()
+        if watch.reason == "timeout":
+            raise StageFailure(
+                "timeout",
+                f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
+                tail,
+            )
+        if watch.reason == "memory":
+            raise StageFailure(
+                "resource_exhausted",
+                f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
+                tail,
+            )
+        result = _read_result(result_path)
+        if result is None:
+            if returncode < 0:
+                name = signal.Signals(-returncode).name
+                message = f"the stage process was killed by {name}"
+            else:
+                message = f"the stage process exited with status {returncode} without a result"
+            raise StageFailure("stage_crashed", message, tail)
+        return RunOutcome(
+            result=result,
+            seconds=seconds,
+            peak_rss_bytes=watch.peak_rss,
+            isolation=["process_group", "nice", "memory_watchdog", "timeout"],
+        )
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class _Watchdog(threading.Thread):
+    """Kills the stage's process group on timeout, memory over the limit, or cancellation."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], limits: RunLimits, should_cancel: Callable[[], bool]):
+        super().__init__(daemon=True)
+        self.proc, self.limits, self.should_cancel = proc, limits, should_cancel
+        self.reason: str | None = None
+        self.peak_rss = 0
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limits.timeout_seconds
+        try:
+            root = psutil.Process(self.proc.pid)
+        except psutil.Error:
+            return
+        last_cancel_check = 0.0
+        while not self._stopped.wait(0.25):
+            now = time.monotonic()
+            self.peak_rss = max(self.peak_rss, _tree_rss(root))
+            if now > deadline:
+                self.reason = "timeout"
+            elif self.limits.memory_bytes and self.peak_rss > self.limits.memory_bytes:
+                self.reason = "memory"
+            elif now - last_cancel_check > 2.0:
+                last_cancel_check = now
+                try:
+                    if self.should_cancel():
+                        self.reason = "cancelled"
+                except Exception:  # noqa: BLE001 - a failed check must not kill the stage
+                    pass
+            if self.reason:
+                _kill_group(self.proc.pid)
+                return

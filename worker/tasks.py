@@ -1,0 +1,58 @@
+"""Celery tasks: thin. Validate arguments, call one plain function, record the outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError
+
+from app.core.db import session_scope
+from app.models import Job
+from worker import pipeline
+from worker.celery_app import celery_app
+from worker.context import get_context
+from worker.enqueue import RUN_STAGE_TASK
+
+log = structlog.get_logger()
+
+# Only infrastructure errors are retried; a conversion error is a final answer.
+TRANSIENT = (OperationalError, RedisConnectionError, ConnectionError)
+
+
+@celery_app.task(
+    name=RUN_STAGE_TASK,
+    bind=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=5,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=5,
+)
+def run_stage(self, job_id: str, stage: str, request_id: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    try:
+        uuid.UUID(job_id)
+    except (ValueError, TypeError):
+        log.error("task.rejected", reason="malformed job id", job_id=job_id)
+        return
+    ctx = get_context()
+    try:
+        pipeline.run_stage(ctx, job_id, stage, request_id=request_id)
+    except TRANSIENT:
+        if self.request.retries < self.max_retries:
+            raise
+        _fail_internal(job_id, stage, "the service's database or queue was unreachable; resubmit the job")
+    except Exception as exc:  # noqa: BLE001 - an accepted job must reach a final state
+        log.exception("job.stage.internal_error", job_id=job_id, stage=stage)
+        _fail_internal(job_id, stage, f"internal error in stage {stage!r}: {type(exc).__name__}: {exc}")
+
+
+def _fail_internal(job_id: str, stage: str, message: str) -> None:
+    ctx = get_context()
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in pipeline.FINAL:
+            return
+        run = next((s for s in job.stages if s.name == stage), None)
+        pipeline.fail_job(job, run, "internal_error", message)
