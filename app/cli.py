@@ -34,13 +34,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         print(f"[run] starting: data in {data_dir}", flush=True)
+        database = env.get("DATABASE_URL") or f"SQLite in {data_dir}"
         stack.start()
         print(
             f"\n  ModelPort is running at http://127.0.0.1:{port}  (API docs: http://127.0.0.1:{port}/docs)\n"
             f"  Authenticate with:  Authorization: Bearer {key}\n"
             f"  e.g.  export KEY={key}\n"
             f'        curl -H "Authorization: Bearer $KEY" http://127.0.0.1:{port}/v1/jobs\n'
-            f"  Broker: {env['REDIS_URL']}   Database: {env.get('DATABASE_URL') or 'SQLite in ' + str(data_dir)}\n"
+            f"  Broker: {env['REDIS_URL']}   Database: {database}\n"
             "  Ctrl-C stops everything this command started.\n",
             flush=True,
         )

@@ -3,6 +3,7 @@ worker per queue, all children of this process and stopped with it (``make run``
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shutil
@@ -19,6 +20,14 @@ from worker.celery_app import CONTROL_QUEUE
 from worker.toolchains import TOOLCHAINS
 
 QUEUES = [CONTROL_QUEUE, *TOOLCHAINS]
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if this process dies without stopping them (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -78,7 +87,12 @@ class LocalStack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
         proc = subprocess.Popen(
-            argv, env=self.env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True
+            argv,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.processes[name] = proc
         return proc

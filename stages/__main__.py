@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from stages.contract import EXIT_STAGE_ERROR, StageError, StageRequest, error_json
@@ -24,6 +25,10 @@ def main(argv: list[str]) -> int:
         code = 0
     except StageError as exc:
         result, code = error_json(exc), EXIT_STAGE_ERROR
+    except Exception as exc:  # noqa: BLE001 - any uncaught error is this stage's failure, with its trace in the log
+        traceback.print_exc()
+        message = f"unexpected {type(exc).__name__} in stage {name}: {exc}"
+        result, code = error_json(StageError("stage_failed", message)), EXIT_STAGE_ERROR
     result["seconds"] = round(time.monotonic() - started, 3)
     Path(result_path).write_text(json.dumps(result, indent=2, default=float))
     print(f"stage.finished stage={name} ok={result['ok']} seconds={result['seconds']}", flush=True)

@@ -1,0 +1,39 @@
+"""Stage names -> stage functions, imported only when asked for.
+
+A stage module imports its framework inside its function, but importing the module
+lazily as well keeps ``python -m stages`` from touching modules (and their helper
+imports, such as numpy) that belong to another toolchain's environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from stages.contract import StageError, StageRequest, StageResult
+
+Stage = Callable[[StageRequest], StageResult]
+
+# name -> (module, function, toolchain whose interpreter runs it)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "torch.prepare": ("stages.torch_prepare", "run", "torch"),
+    "onnx_tf.convert": ("stages.onnx_tf_convert", "run", "onnx-tf"),
+    "litert.validate": ("stages.validate_tflite", "run", "torch"),
+}
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        module_name, function, _toolchain = STAGES[name]
+    except KeyError:
+        raise StageError("unknown_stage", f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
+    stage: Stage = getattr(importlib.import_module(module_name), function)
+    return stage
+
+
+def toolchain_of(name: str) -> str:
+    """The toolchain environment a stage must run in (for the worker's routing)."""
+    try:
+        return STAGES[name][2]
+    except KeyError:
+        raise StageError("unknown_stage", f"unknown stage {name!r}; known: {sorted(STAGES)}") from None

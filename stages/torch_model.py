@@ -1,0 +1,228 @@
+"""Build a PyTorch model from an uploaded state dict and an allow-listed architecture.
+
+Imported only by torch-env stages; torch is imported inside the functions so the
+module itself stays cheap to import (and testable without torch).
+
+Safety: a state dict is loaded with ``torch.load(weights_only=True)`` (or as
+safetensors) and there is no fallback to full unpickling. An architecture is an
+importable constructor whose *defining* module lies under an allow-listed prefix,
+so a dotted path cannot walk out of the package through a re-exported module
+(``torchvision.models.resnet.torch.hub.load``). Pretrained-weight arguments are
+forced off: a stage never downloads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stages.contract import StageError
+
+DEFAULT_ALLOWED = ("torchvision.models.", "transformers.")
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+WEIGHT_ARGS = ("weights", "weights_backbone")
+LEGACY_PRETRAINED_ARGS = ("pretrained", "pretrained_backbone")
+LIST_LIMIT = 8
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of an uploaded state dict, checkpoint wrappers and prefixes removed."""
+    import torch
+
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if _looks_like_safetensors(head, path.stat().st_size):
+        raw: Any = _load_safetensors(path)
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
+            raise StageError("invalid_model", _not_loadable_message(exc)) from None
+    state = _unwrap_checkpoint(raw)
+    return _strip_prefix(state, "module.")
+
+
+def resolve_architecture(name: str, allowed: list[str] | tuple[str, ...]) -> Callable[..., Any]:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", name):
+        raise StageError("architecture_not_found", f"architecture.name must be a dotted path such as "
+                         f"'torchvision.models.resnet18', got {name!r}")
+    if not _under(name, allowed):
+        raise StageError("architecture_not_allowed", f"{name!r} is outside the allowed packages "
+                         f"{list(allowed)}; ask the operator to allow it")
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise StageError("architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}") from None
+    target = getattr(module, attr, None)
+    if target is None or not callable(target):
+        raise StageError("architecture_not_found", f"{module_name!r} has no constructor {attr!r}; "
+                         f"check the spelling (e.g. 'torchvision.models.resnet18')")
+    defined_in = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', attr)}"
+    if not _under(defined_in, allowed):
+        raise StageError("architecture_not_allowed", f"{name!r} resolves to {defined_in!r}, which is "
+                         f"outside the allowed packages {list(allowed)}")
+    return target  # type: ignore[no-any-return]
+
+
+def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> Any:
+    import torch
+
+    constructor = resolve_architecture(architecture.get("name", ""), allowed)
+    kwargs = dict(architecture.get("kwargs") or {})
+    try:
+        if architecture.get("config") is not None:
+            model = _build_from_config(constructor, dict(architecture["config"]), kwargs)
+        else:
+            model = constructor(**_without_downloads(constructor, kwargs))
+    except StageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the constructor is user-chosen code
+        raise StageError("architecture_failed", f"{architecture.get('name')}(**{kwargs}) failed: "
+                         f"{first_line(exc)}; check architecture.kwargs") from None
+    if not isinstance(model, torch.nn.Module):
+        raise StageError("architecture_failed", f"{architecture.get('name')} returned "
+                         f"{type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
+    """Load strictly, but first collect every mismatch so one message lists them all."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    shapes = [
+        f"{key}: file {list(state[key].shape)} vs model {list(expected[key].shape)}"
+        for key in expected
+        if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:LIST_LIMIT])
+            more = f" (+{len(items) - LIST_LIMIT} more)" if len(items) > LIST_LIMIT else ""
+            problems.append(f"{len(items)} {label}: {shown}{more}")
+    if problems:
+        raise StageError("state_dict_mismatch", "the state dict does not fit the architecture: "
+                         + "; ".join(problems) + ". Check architecture.name and kwargs "
+                         "(e.g. num_classes) against the model that was saved")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise StageError("state_dict_mismatch", first_line(exc)) from None
+
+
+def first_line(exc: BaseException, limit: int = 400) -> str:
+    """A short, single-line description of an exception and its causes.
+
+    Framework messages can carry a whole graph dump; the first line of each link of
+    the cause chain is what tells the user what went wrong.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 3:
+        seen.add(id(current))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(current)).strip()
+        line = text.splitlines()[0].strip() if text else ""
+        parts.append(f"{type(current).__name__}: {line}" if line else type(current).__name__)
+        current = current.__cause__ or current.__context__
+    message = " <- ".join(parts)
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _under(dotted: str, allowed: list[str] | tuple[str, ...]) -> bool:
+    for prefix in allowed:
+        root = prefix.rstrip(".")
+        if root and (dotted == root or dotted.startswith(root + ".")):
+            return True
+    return False
+
+
+def _without_downloads(constructor: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = inspect.signature(constructor).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    for key in LEGACY_PRETRAINED_ARGS:
+        kwargs.pop(key, None)
+    for key in WEIGHT_ARGS:
+        if key in params:
+            kwargs[key] = None
+        else:
+            kwargs.pop(key, None)
+    return kwargs
+
+
+def _build_from_config(constructor: Any, config: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    config_class = getattr(constructor, "config_class", None)
+    if config_class is None:
+        raise StageError("architecture_failed", "architecture.config is only for transformers "
+                         "model classes (which have a config_class)")
+    # Causal language models export without a KV cache; weights come from the upload.
+    config.setdefault("use_cache", False)
+    return constructor(config_class(**config), **kwargs)
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    # safetensors: little-endian u64 header length, then a JSON object.
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 0 < header_len <= size - 8 and head[8:9] == b"{"
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise StageError("invalid_model", f"not a readable safetensors file: {first_line(exc)}") from None
+
+
+def _not_loadable_message(exc: BaseException) -> str:
+    text = first_line(exc)
+    if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+        return ("the file is a pickle that needs code execution to load, which is refused "
+                "(state dicts load with weights_only=True): save the model with "
+                "torch.save(model.state_dict()) or as .safetensors. Detail: " + text)
+    return f"not a PyTorch state dict (torch.load failed): {text}"
+
+
+def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:
+    import torch
+
+    if isinstance(raw, dict) and not _all_tensors(raw):
+        for key in CHECKPOINT_KEYS:
+            inner = raw.get(key)
+            if isinstance(inner, dict) and inner and _all_tensors(inner):
+                return dict(inner)
+    if isinstance(raw, dict) and raw and _all_tensors(raw):
+        return dict(raw)
+    kind = type(raw).__name__
+    if isinstance(raw, dict):
+        odd = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)][:LIST_LIMIT]
+        detail = f"a dict whose entries {odd} are not tensors" if raw else "an empty dict"
+    else:
+        detail = f"a {kind}"
+    raise StageError("invalid_model", f"expected a state dict (name -> tensor), or a checkpoint dict "
+                     f"holding one under {list(CHECKPOINT_KEYS)}; the file holds {detail}")
+
+
+def _all_tensors(mapping: dict[Any, Any]) -> bool:
+    import torch
+
+    return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in mapping.items())
+
+
+def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    # DataParallel / DistributedDataParallel save every key under "module.".
+    if state and all(key.startswith(prefix) for key in state):
+        return {key[len(prefix):]: value for key, value in state.items()}
+    return state

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import os
+import uuid
+
+# Before the app is imported: tests use their own Redis database and queue names, so a
+# `make run` on the same machine never sees (or eats) a test's tasks.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ.setdefault("MODELPORT_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
+from app.core.migrate import upgrade
+from app.main import create_app
+from tests.support.db import sqlite_url, throwaway_postgres
+from tests.support.toolchain import torch_script
+
+ADMIN_KEY = "test-admin-key"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each API/database test runs on both databases, with the schema built by the migrations."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path)
+        upgrade(url)
+        yield url
+    else:
+        with throwaway_postgres() as url:
+            upgrade(url)
+            yield url
+
+
+def make_settings(db_url: str, data_dir: Path, **limits: int) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        api_key=ADMIN_KEY,
+        database=DatabaseSettings(DATABASE_URL=db_url),
+        storage=StorageSettings(local_root=str(data_dir / "objects")),
+        limits=LimitSettings(**limits),
+    )
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(db_url, tmp_path / "data")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real app on a real database; the broker is a private Redis DB nobody consumes."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def squeezenet_pth(models_dir: Path) -> Path:
+    path = models_dir / "squeezenet10.pth"
+    torch_script("state_dict", "squeezenet1_1", str(path), "--kwargs", '{"num_classes": 10}')
+    return path

@@ -1,0 +1,32 @@
+"""Running helper scripts in a toolchain environment (the control env has no framework)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from worker.toolchains import TOOLCHAINS
+
+HERE = Path(__file__).resolve().parent
+
+
+def toolchain_python(name: str) -> Path:
+    toolchain = TOOLCHAINS[name]
+    if not toolchain.is_ready():
+        raise RuntimeError(f"toolchain {name!r} is not built: run 'make envs' ({toolchain.env_dir})")
+    return toolchain.interpreter
+
+
+def torch_script(*args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run tests/support/torch_models.py in the torch environment; returns its JSON answer."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(toolchain_python("torch")), str(HERE / "torch_models.py"), *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"torch_models.py {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,207 @@
+"""The HTTP contract on a real database (SQLite and PostgreSQL, schema from the migrations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+SPEC = {
+    "architecture": {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}},
+    "inputs": [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}],
+}
+
+
+def submit(client: TestClient, auth: dict[str, str], model: bytes, spec: dict | str = SPEC,
+           headers: dict[str, str] | None = None, **files: tuple[str, bytes]):  # type: ignore[no-untyped-def]
+    spec_text = spec if isinstance(spec, str) else json.dumps(spec)
+    return client.post(
+        "/v1/jobs",
+        headers={**auth, **(headers or {})},
+        data={"spec": spec_text},
+        files={"model": ("model.pth", model), **files},
+    )
+
+
+def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status and body["detail"] and body["title"]
+    return body
+
+
+def test_health_needs_no_key(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/openapi.json").status_code == 200
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
+def test_v1_routes_need_a_valid_key(client: TestClient, headers: dict[str, str]) -> None:
+    for method, path in [("get", "/v1/jobs"), ("get", "/v1/toolchains"), ("post", "/v1/jobs")]:
+        response = getattr(client, method)(path, headers=headers)
+        assert response.status_code == 401, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] in ("missing_api_key", "invalid_api_key")
+
+
+def test_framework_errors_are_problems(client: TestClient, auth: dict[str, str]) -> None:
+    assert_problem(client.get("/nowhere"), 404, "not_found")
+    assert_problem(client.put("/v1/jobs", headers=auth), 405, "method_not_allowed")
+    assert_problem(client.get("/v1/jobs?limit=0", headers=auth), 422, "validation_error")
+    assert_problem(client.get("/v1/jobs/not-a-uuid", headers=auth), 404, "job_not_found")
+    assert_problem(client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers=auth), 404,
+                   "job_not_found")
+
+
+def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    response = submit(client, auth, squeezenet_pth.read_bytes())
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["error"] is None
+    assert [s["name"] for s in job["stages"]] == ["export_onnx", "convert_tf", "validate_tflite", "report"]
+    assert all(s["state"] == "pending" for s in job["stages"])
+    assert job["spec"]["model_format"] == "state_dict"
+    assert job["spec"]["targets"] == ["onnx", "saved_model", "tflite"]
+    assert job["spec"]["quantization"] == ["float32"]
+    assert job["model"]["size"] == squeezenet_pth.stat().st_size
+    fetched = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
+    assert fetched["id"] == job["id"] and fetched["status"] == "queued"
+    listed = client.get("/v1/jobs", headers=auth).json()
+    assert [j["id"] for j in listed["items"]] == [job["id"]]
+    assert_problem(client.get(f"/v1/jobs/{job['id']}/report", headers=auth), 409, "report_not_ready")
+    assert client.get(f"/v1/jobs/{job['id']}/artifacts", headers=auth).json() == []
+
+
+def test_only_what_the_targets_need_is_planned(client: TestClient, auth: dict[str, str],
+                                                squeezenet_pth: Path) -> None:
+    response = submit(client, auth, squeezenet_pth.read_bytes(), {**SPEC, "targets": ["onnx"]})
+    assert [s["name"] for s in response.json()["stages"]] == ["export_onnx", "report"]
+
+
+def test_list_is_newest_first_and_paginated(client: TestClient, auth: dict[str, str],
+                                             squeezenet_pth: Path) -> None:
+    model = squeezenet_pth.read_bytes()
+    ids = [submit(client, auth, model).json()["id"] for _ in range(3)]
+    first = client.get("/v1/jobs?limit=2", headers=auth).json()
+    assert [j["id"] for j in first["items"]] == ids[::-1][:2]
+    second = client.get(f"/v1/jobs?limit=2&cursor={first['next_cursor']}", headers=auth).json()
+    assert [j["id"] for j in second["items"]] == [ids[0]] and second["next_cursor"] is None
+    assert client.get("/v1/jobs?status=succeeded", headers=auth).json()["items"] == []
+    assert_problem(client.get("/v1/jobs?cursor=%%%", headers=auth), 422, "invalid_cursor")
+
+
+@pytest.mark.parametrize(
+    ("model", "spec", "code"),
+    [
+        (b"", SPEC, "empty_model"),
+        (b"this is not a model at all", SPEC, "unrecognized_format"),
+        (None, "{not json", "invalid_spec"),
+        (None, {**SPEC, "targets": ["coreml"]}, "invalid_spec"),
+        (None, {**SPEC, "surprise": 1}, "invalid_spec"),
+        (None, {**SPEC, "inputs": [{"name": "x", "shape": [1, -3]}]}, "invalid_spec"),
+        (None, {**SPEC, "inputs": [{"name": "x", "shape": [100000, 100000, 100000]}]}, "invalid_spec"),
+        (None, {"inputs": SPEC["inputs"]}, "architecture_required"),
+        (None, {**SPEC, "architecture": {"name": "os.system"}}, "architecture_not_allowed"),
+        (None, {**SPEC, "inputs": []}, "inputs_required"),
+        (None, {**SPEC, "model_format": "onnx"}, "format_mismatch"),
+        (None, {**SPEC, "toolchain": "onnx2tf"}, "toolchain_unavailable"),
+        (None, {**SPEC, "quantization": ["int8"], "strict": True}, "precision_unavailable"),
+    ],
+)
+def test_bad_submissions_are_422_problems(client: TestClient, auth: dict[str, str], squeezenet_pth: Path,
+                                          model: bytes | None, spec: dict | str, code: str) -> None:
+    response = submit(client, auth, squeezenet_pth.read_bytes() if model is None else model, spec)
+    assert_problem(response, 422, code)
+    assert client.get("/v1/jobs", headers=auth).json()["items"] == []
+
+
+def test_missing_parts_and_wrong_media_type(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post("/v1/jobs", headers=auth, data={"spec": json.dumps(SPEC)}, files={"x": ("x", b"1")})
+    assert_problem(response, 422, "unknown_field")
+    assert_problem(client.post("/v1/jobs", headers=auth, data={"spec": "{}"}), 415, "multipart_required")
+    assert_problem(client.post("/v1/jobs", headers=auth, json=SPEC), 415, "multipart_required")
+
+
+def test_upload_over_the_limit_is_413_and_stores_nothing(db_url: str, tmp_path: Path, auth: dict[str, str],
+                                                          squeezenet_pth: Path) -> None:
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(db_url, tmp_path / "data", max_upload_bytes=1000)
+    with TestClient(create_app(settings)) as small:
+        response = submit(small, auth, squeezenet_pth.read_bytes())
+        assert_problem(response, 413, "payload_too_large")
+        uploads = tmp_path / "data" / "objects" / "uploads"
+        assert not uploads.exists() or not any(p.is_file() for p in uploads.rglob("*"))
+
+
+def test_spec_may_be_a_json_file_part(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    response = client.post(
+        "/v1/jobs", headers=auth,
+        files={"model": ("m.pth", squeezenet_pth.read_bytes()),
+               "spec": ("spec.json", json.dumps(SPEC).encode(), "application/json")},
+    )
+    assert response.status_code == 202, response.text
+
+
+def test_uploaded_samples_must_be_numpy(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    response = submit(client, auth, squeezenet_pth.read_bytes(), inputs=("inputs.npy", b"garbage"))
+    assert_problem(response, 422, "invalid_samples")
+
+
+def test_idempotency_key_replays_byte_identical(client: TestClient, auth: dict[str, str],
+                                                 squeezenet_pth: Path) -> None:
+    model = squeezenet_pth.read_bytes()
+    first = submit(client, auth, model, headers={"Idempotency-Key": "abc-1"})
+    again = submit(client, auth, model, headers={"Idempotency-Key": "abc-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.content == again.content
+    assert first.headers["x-request-id"] != again.headers["x-request-id"]
+    other = submit(client, auth, model, {**SPEC, "seed": 7}, headers={"Idempotency-Key": "abc-1"})
+    assert_problem(other, 422, "idempotency_key_reused")
+    assert len(client.get("/v1/jobs", headers=auth).json()["items"]) == 1
+
+
+def test_cancel_a_queued_job(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    job = submit(client, auth, squeezenet_pth.read_bytes()).json()
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).json()
+    assert cancelled["status"] == "cancelled"
+    assert {s["state"] for s in cancelled["stages"]} == {"cancelled"}
+    assert_problem(client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth), 409, "job_finished")
+
+
+def test_tenants_see_only_their_jobs(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    created = client.post("/v1/admin/keys", headers=auth, json={"tenant": "acme"})
+    assert created.status_code == 201, created.text
+    acme = {"Authorization": f"Bearer {created.json()['key']}"}
+    job = submit(client, auth, squeezenet_pth.read_bytes()).json()
+    assert_problem(client.get(f"/v1/jobs/{job['id']}", headers=acme), 404, "job_not_found")
+    assert client.get("/v1/jobs", headers=acme).json()["items"] == []
+    assert_problem(client.post("/v1/admin/keys", headers=acme, json={"tenant": "x"}), 403, "admin_required")
+    assert client.delete(f"/v1/admin/keys/{created.json()['id']}", headers=auth).status_code == 204
+    assert_problem(client.get("/v1/jobs", headers=acme), 401, "invalid_api_key")
+
+
+def test_toolchains_list_exact_versions(client: TestClient, auth: dict[str, str]) -> None:
+    toolchains = {t["name"]: t for t in client.get("/v1/toolchains", headers=auth).json()}
+    assert set(toolchains) == {"torch", "onnx-tf"}
+    assert toolchains["torch"]["packages"]["torch"] == "2.14.1"
+    assert toolchains["onnx-tf"]["packages"]["tensorflow-cpu"] == "2.15.1"
+    assert toolchains["onnx-tf"]["packages"]["onnx-tf"] == "1.10.0"
+    assert all(t["ready"] for t in toolchains.values())
+
+
+def test_openapi_declares_problem_responses(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, methods in paths.items():
+        if not path.startswith("/v1"):
+            continue
+        for method, operation in methods.items():
+            assert "401" in operation["responses"], (method, path)
+    assert "multipart/form-data" in paths["/v1/jobs"]["post"]["requestBody"]["content"]
