@@ -19,6 +19,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "torch.prepare": ("stages.torch_prepare", "run", "torch"),
     "onnx_tf.convert": ("stages.onnx_tf_convert", "run", "onnx-tf"),
     "litert.validate": ("stages.validate_tflite", "run", "torch"),
+    # Runner self-tests: real processes that sleep, crash or allocate (no framework).
+    "selftest.echo": ("stages.selftest", "echo", "any"),
+    "selftest.sleep": ("stages.selftest", "sleep", "any"),
+    "selftest.abort": ("stages.selftest", "abort", "any"),
+    "selftest.allocate": ("stages.selftest", "allocate", "any"),
 }
 
 

@@ -145,8 +145,11 @@ class SubprocessRunner:
             )
             watch = _Watchdog(proc, limits, should_cancel)
             watch.start()
-            returncode = proc.wait()
+            # wait4 reaps the child with its own resource usage: the true peak RSS, however short-lived.
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = returncode = os.waitstatus_to_exitcode(status)
             watch.stop()
+            peak_rss = max(watch.peak_rss, usage.ru_maxrss * 1024)
         seconds = time.monotonic() - started
         tail = log_tail(log_path)
         if watch.reason == "cancelled":
@@ -174,7 +177,7 @@ class SubprocessRunner:
         return RunOutcome(
             result=result,
             seconds=seconds,
-            peak_rss_bytes=watch.peak_rss,
+            peak_rss_bytes=peak_rss,
             isolation=["process_group", "nice", "memory_watchdog", "timeout"],
         )
 

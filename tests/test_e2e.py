@@ -1,0 +1,121 @@
+"""End to end: real HTTP, real Celery workers on Redis, real converters, real PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support.stack import Service, running_service
+from tests.support.toolchain import torch_script
+
+pytestmark = pytest.mark.e2e
+
+SQUEEZENET = {
+    "architecture": {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}},
+    "inputs": [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}],
+}
+MOBILENET = {
+    "architecture": {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 7}},
+    "inputs": [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32"}],
+    "validation_samples": 3,
+}
+ARTIFACTS = {"model.onnx", "saved_model.zip", "model_float32.tflite"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("e2e")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def mobilenet_pth(models_dir: Path) -> Path:
+    path = models_dir / "mobilenet7.pth"
+    torch_script("state_dict", "mobilenet_v2", str(path), "--kwargs", '{"num_classes": 7}', "--wrap", "checkpoint")
+    return path
+
+
+def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, tmp_path: Path) -> None:
+    samples = np.random.default_rng(1).random((4, 1, 3, 64, 64), dtype=np.float32)
+    np.save(tmp_path / "inputs.npy", samples)
+    job = service.submit(squeezenet_pth, SQUEEZENET, inputs=tmp_path / "inputs.npy")
+    assert job["status"] in ("queued", "running")
+
+    final = service.wait(job["id"])
+    assert final["status"] == "succeeded", final["error"]
+    assert final["error"] is None and final["stage"] is None
+    assert all(s["state"] == "succeeded" and s["seconds"] is not None for s in final["stages"])
+
+    listed = service.client.get(f"/v1/jobs/{job['id']}/artifacts").json()
+    assert {a["name"] for a in listed} == ARTIFACTS
+    files: dict[str, Path] = {}
+    for artifact in listed:
+        response = service.client.get(f"/v1/jobs/{job['id']}/artifacts/{artifact['name']}")
+        assert response.status_code == 200
+        assert len(response.content) == artifact["size"]
+        assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
+        files[artifact["name"]] = tmp_path / artifact["name"]
+        files[artifact["name"]].write_bytes(response.content)
+    assert files["saved_model.zip"].read_bytes()[:2] == b"PK"
+
+    report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
+    assert report["verdict"] == "pass", report["reasons"]
+    assert report["validation"]["samples"] == 4 and report["validation"]["source"] == "uploaded"
+    entries = {a["name"]: a for a in report["artifacts"]}
+    assert set(entries) == ARTIFACTS
+    assert all(e["verdict"] == "pass" for e in entries.values())
+
+    # Our own PyTorch, onnxruntime and LiteRT runs on the same samples agree with the report.
+    torch_script("reference", "squeezenet1_1", str(squeezenet_pth), str(tmp_path / "inputs.npy"),
+                 str(tmp_path / "ref.npz"), "--kwargs", '{"num_classes": 10}')
+    reference = np.load(tmp_path / "ref.npz")["output"]
+    scale = float(np.abs(reference).max())
+    for name, runner in (("model.onnx", "run_onnx"), ("model_float32.tflite", "run_tflite")):
+        torch_script(runner, str(files[name]), str(tmp_path / "inputs.npy"), str(tmp_path / f"{name}.npz"))
+        ours = float(np.abs(np.load(tmp_path / f"{name}.npz")["output"] - reference).max())
+        assert ours <= 1e-4 * scale, (name, ours, scale)
+        (reported,) = entries[name]["outputs"].values()
+        assert reported["scale"] == pytest.approx(scale, rel=1e-5)
+        assert reported["max_abs"] == pytest.approx(ours, abs=2e-6)
+        assert reported["top1_agreement"] == 1.0
+    tflite = entries["model_float32.tflite"]
+    assert tflite["requires_flex"] is False
+    assert tflite["latency_ms"]["median_1_thread"] > 0
+    assert tflite["operators"]["builtin"] and not tflite["operators"]["flex"]
+
+
+def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilenet_pth: Path) -> None:
+    wrong = {**MOBILENET, "architecture": {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 3}}}
+    bad = service.submit(mobilenet_pth, wrong)
+    good = service.submit(mobilenet_pth, MOBILENET)
+
+    failed = service.wait(bad["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["stage"] == "export_onnx"
+    assert failed["error"]["code"] == "state_dict_mismatch"
+    assert "classifier" in failed["error"]["message"]
+    assert failed["error"]["log_tail"]
+    states = {s["name"]: s["state"] for s in failed["stages"]}
+    assert states == {"export_onnx": "failed", "convert_tf": "skipped", "validate_tflite": "skipped",
+                      "report": "skipped"}
+    assert service.client.get(f"/v1/jobs/{bad['id']}/logs/export_onnx").status_code == 200
+
+    done = service.wait(good["id"])
+    assert done["status"] == "succeeded", done["error"]
+    report = service.client.get(f"/v1/jobs/{good['id']}/report").json()
+    assert [o["name"] for o in report["outputs"]] == ["output"]
+    assert report["inputs"][0]["name"] == "image"
+
+
+def test_code_in_a_pickle_never_runs(service: Service, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    bomb = tmp_path / "bomb.pth"
+    torch_script("pickle_bomb", str(bomb), str(marker))
+    job = service.wait(service.submit(bomb, SQUEEZENET)["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] in ("unsafe_model", "invalid_model")
+    assert not marker.exists()
