@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1.7
+# One image per process kind, all from the repository's lock files:
+#   control       the API and the control-queue worker (no ML framework)
+#   worker-torch  control + the "torch" toolchain environment
+#   worker-onnx-tf control + the "onnx-tf" toolchain environment
+# Build: docker build --target worker-torch -t modelport/worker-torch .
+
+FROM python:3.11-slim AS control
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MODELPORT_HOME=/opt/modelport \
+    MODELPORT_DATA_DIR=/data \
+    PATH=/app/.venv/bin:$PATH
+WORKDIR /app
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends util-linux curl \
+    && rm -rf /var/lib/apt/lists/*
+COPY locks/control.txt locks/control.txt
+RUN python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir --no-deps -r locks/control.txt
+COPY pyproject.toml README.md alembic.ini ./
+COPY app app
+COPY worker worker
+COPY stages stages
+COPY migrations migrations
+COPY locks locks
+RUN /app/.venv/bin/pip install --no-cache-dir --no-deps -e . \
+    && useradd --system --uid 10001 modelport \
+    && mkdir -p /data && chown modelport /data
+USER modelport
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
+CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM control AS worker-torch
+USER root
+# The same builder as `make envs`, from locks/torch.txt, into $MODELPORT_HOME.
+RUN python -m worker.envs build torch && rm -rf /root/.cache/pip
+USER modelport
+HEALTHCHECK NONE
+CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "torch", "-c", "1", \
+     "--without-gossip", "--without-mingle"]
+
+FROM control AS worker-onnx-tf
+USER root
+RUN python -m worker.envs build onnx-tf && rm -rf /root/.cache/pip
+USER modelport
+HEALTHCHECK NONE
+CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "onnx-tf", "-c", "1", \
+     "--without-gossip", "--without-mingle"]
