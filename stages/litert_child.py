@@ -2,7 +2,7 @@
 
 ``python -m stages.litert_child <job.json>`` with job keys ``tflite``, ``samples``,
 ``input_names``, ``output_names``, ``work_dir``, ``warmup``, ``runs``,
-``threads_all``. It writes ``outputs.npz`` (keyed by the stable output names) as
+``threads_all``, ``xnnpack``. It writes ``outputs.npz`` (keyed by the stable output names) as
 soon as the samples have run, then ``child.json`` after the latency runs. It exists
 so that a runtime crash (SIGABRT, SIGSEGV in a kernel) kills this process and not
 the stage, which then reports the signal as the artifact's verdict.
@@ -25,14 +25,21 @@ from stages.naming import match_names
 class Runner:
     """One way to call the model by name: its signature if it has one, else raw tensors."""
 
-    def __init__(self, tflite: Path, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, tflite: Path, threads: int, xnnpack: bool = True) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_path=str(tflite), num_threads=threads)
+        # Stock LiteRT applies the XNNPACK delegate by default; without it the
+        # reference kernels run, which some users ship and which behave differently.
+        resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interpreter = Interpreter(
+            model_path=str(tflite), num_threads=threads, experimental_op_resolver_type=resolver
+        )
         signatures = self.interpreter.get_signature_list()
         self.signature_key: str | None = None
         if signatures:
-            self.signature_key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
+            self.signature_key = (
+                "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
+            )
             self.runner = self.interpreter.get_signature_runner(self.signature_key)
             self.inputs: dict[str, dict[str, Any]] = dict(self.runner.get_input_details())
             self.outputs: dict[str, dict[str, Any]] = dict(self.runner.get_output_details())
@@ -98,22 +105,27 @@ def main(job_path: str) -> int:
     work = Path(job["work_dir"])
     with np.load(job["samples"], allow_pickle=False) as data:
         samples = {name: data[name] for name in data.files}
-    runner = Runner(Path(job["tflite"]), threads=1)
+    xnnpack = bool(job.get("xnnpack", True))
+    runner = Runner(Path(job["tflite"]), threads=1, xnnpack=xnnpack)
     in_map, in_left = match_names(job["input_names"], list(runner.inputs))
     out_map, out_left = match_names(job["output_names"], list(runner.outputs))
     report: dict[str, Any] = {
         "signature_key": runner.signature_key,
-        "tflite_inputs": {n: {"shape": [int(x) for x in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name}
-                          for n, d in runner.inputs.items()},
+        "tflite_inputs": {
+            n: {"shape": [int(x) for x in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name}
+            for n, d in runner.inputs.items()
+        },
         "tflite_outputs": list(runner.outputs),
         "input_map": in_map,
         "output_map": out_map,
     }
     # Inputs onnx pruned (unused by the graph) are legitimately absent from the file.
     if out_left or len(in_map) != len(runner.inputs):
-        report["mapping_error"] = (f"cannot map the file's inputs {list(runner.inputs)} / outputs "
-                                   f"{list(runner.outputs)} to the model's {job['input_names']} / "
-                                   f"{job['output_names']} (unmatched: {in_left + out_left})")
+        report["mapping_error"] = (
+            f"cannot map the file's inputs {list(runner.inputs)} / outputs "
+            f"{list(runner.outputs)} to the model's {job['input_names']} / "
+            f"{job['output_names']} (unmatched: {in_left + out_left})"
+        )
         (work / "child.json").write_text(json.dumps(report))
         return 0
     count = next(iter(samples.values())).shape[0]
@@ -122,15 +134,16 @@ def main(job_path: str) -> int:
         result = runner({key: samples[name][index] for name, key in in_map.items()})
         for name, key in out_map.items():
             collected[name].append(result[key])
+    stacked: dict[str, Any] = {name: np.stack(values) for name, values in collected.items()}
     with (work / "outputs.npz").open("wb") as handle:
-        np.savez(handle, **{name: np.stack(values) for name, values in collected.items()})
+        np.savez(handle, **stacked)
 
     feed = {key: samples[name][0] for name, key in in_map.items()}
     warmup, runs = int(job.get("warmup", 3)), int(job.get("runs", 20))
     latency = {"median_1_thread": _median_ms(runner, feed, warmup, runs)}
     threads_all = int(job.get("threads_all") or 1)
-    many = Runner(Path(job["tflite"]), threads=threads_all)
-    latency["median_all_threads"] = _median_ms(many, {k: v for k, v in feed.items()}, warmup, runs)
+    many = Runner(Path(job["tflite"]), threads=threads_all, xnnpack=xnnpack)
+    latency["median_all_threads"] = _median_ms(many, dict(feed), warmup, runs)
     report["latency_ms"] = {**latency, "runs": runs, "warmup": warmup, "threads_all": threads_all}
     (work / "child.json").write_text(json.dumps(report))
     return 0

@@ -132,7 +132,7 @@ def _min_cosine(ref: np.ndarray, act: np.ndarray) -> float | None:
     ref2 = ref.reshape(samples, -1)
     act2 = act.reshape(samples, -1)
     worst = 1.0
-    for r, a in zip(ref2, act2):
+    for r, a in zip(ref2, act2, strict=True):
         nr, na = float(np.linalg.norm(r)), float(np.linalg.norm(a))
         if nr == 0.0 and na == 0.0:
             cos = 1.0

@@ -18,7 +18,7 @@ def normalize(name: str) -> str:
     name = re.sub(r":\d+$", "", name)
     for prefix in PREFIXES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
 
 

@@ -15,6 +15,7 @@ recorded in ``info.converter``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -88,16 +89,22 @@ def _convert_to_saved_model(onnx_path: Path, saved_model_dir: Path) -> list[str]
     model = onnx.load(str(onnx_path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > ONNX_TF_MAX_OPSET:
-        raise StageError("conversion_failed", f"the ONNX file has opset {opset}; onnx-tf 1.10 reads up "
-                         f"to {ONNX_TF_MAX_OPSET}. Export at opset {ONNX_TF_MAX_OPSET} or lower")
+        raise StageError(
+            "conversion_failed",
+            f"the ONNX file has opset {opset}; onnx-tf 1.10 reads up "
+            f"to {ONNX_TF_MAX_OPSET}. Export at opset {ONNX_TF_MAX_OPSET} or lower",
+        )
     patched = onnx_tf_patches.install()
     try:
         rep = prepare(model, logging_level="WARNING")
         rep.export_graph(str(saved_model_dir))
-    except Exception as exc:  # noqa: BLE001 - onnx-tf raises anything from its handlers
-        raise StageError("conversion_failed", f"onnx-tf could not convert the model: {_last_line(exc)}. "
-                         "An unsupported operator usually needs another opset or toolchain "
-                         "(e.g. onnx2tf), or a model change that avoids it") from None
+    except Exception as exc:  # onnx-tf raises anything from its handlers
+        raise StageError(
+            "conversion_failed",
+            f"onnx-tf could not convert the model: {_last_line(exc)}. "
+            "An unsupported operator usually needs another opset or toolchain "
+            "(e.g. onnx2tf), or a model change that avoids it",
+        ) from None
     return patched
 
 
@@ -118,8 +125,11 @@ def _validate_saved_model(
     in_map, in_left = match_names(list(samples), list(specs))
     out_map, out_left = match_names(list(reference), out_keys)
     if in_left or out_left:
-        raise StageError("conversion_failed", f"the SavedModel signature ({sorted(specs)} -> {out_keys}) "
-                         f"does not match the model's inputs {list(samples)} / outputs {list(reference)}")
+        raise StageError(
+            "conversion_failed",
+            f"the SavedModel signature ({sorted(specs)} -> {out_keys}) "
+            f"does not match the model's inputs {list(samples)} / outputs {list(reference)}",
+        )
     count = next(iter(samples.values())).shape[0]
     collected: dict[str, list[Any]] = {name: [] for name in reference}
     for index in range(count):
@@ -131,7 +141,9 @@ def _validate_saved_model(
             collected[name].append(result[key].numpy())
     actual = {name: np.stack(values) for name, values in collected.items()}
     signature = {
-        "inputs": {key: {"shape": _shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()},
+        "inputs": {
+            key: {"shape": _shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()
+        },
         "outputs": out_keys,
         "input_map": in_map,
         "output_map": out_map,
@@ -162,13 +174,16 @@ def _convert_to_tflite(saved_model_dir: Path, target: Path) -> tuple[dict[str, A
         }
         try:
             target.write_bytes(converter.convert())
-        except Exception as exc:  # noqa: BLE001 - the MLIR converter raises ConverterError and more
+        except Exception as exc:  # the MLIR converter raises ConverterError and more
             if builtin_error is None:
-                builtin_error = _last_line(exc)
+                builtin_error = _builtin_failure(exc)
                 continue
-            raise StageError("tflite_conversion_failed", f"TFLite conversion failed even with Select-TF "
-                             f"ops: {_last_line(exc)} (builtin-only: {builtin_error}). The model uses an "
-                             "operation TFLite cannot express; try another toolchain") from None
+            raise StageError(
+                "tflite_conversion_failed",
+                f"TFLite conversion failed even with Select-TF "
+                f"ops: {_last_line(exc)} (builtin-only: {builtin_error}). The model uses an "
+                "operation TFLite cannot express; try another toolchain",
+            ) from None
         return flags, "SELECT_TF_OPS" in ops, builtin_error
     raise AssertionError("unreachable")
 
@@ -180,9 +195,20 @@ def _zip_dir(source: Path, target: Path) -> None:
             relative = Path("saved_model") / path.relative_to(source)
             name = relative.as_posix() + ("/" if path.is_dir() else "")
             entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
-            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (0x10 if path.is_dir() else 0)
+            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (
+                0x10 if path.is_dir() else 0
+            )
             entry.compress_type = zipfile.ZIP_STORED if path.is_dir() else zipfile.ZIP_DEFLATED
             archive.writestr(entry, b"" if path.is_dir() else path.read_bytes())
+
+
+def _builtin_failure(exc: BaseException) -> str:
+    # The converter lists every TF op it could not lower as "tf.Name(...)"; the names are
+    # what a user needs (e.g. Erf from exact GELU), the last line alone names only one.
+    ops = sorted(set(re.findall(r"\btf\.(\w+)\(", str(exc))))
+    if ops:
+        return f"not TFLite builtins: {', '.join(ops)}"
+    return _last_line(exc)
 
 
 def _shape(shape: Any) -> list[int | None]:

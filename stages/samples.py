@@ -53,8 +53,11 @@ def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     """The spec's inputs, checked enough that later stages can rely on them."""
     inputs = spec.get("inputs") or []
     if not isinstance(inputs, list) or not inputs:
-        raise StageError("invalid_spec", "spec.inputs must list the model inputs, e.g. "
-                         '[{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]')
+        raise StageError(
+            "invalid_spec",
+            "spec.inputs must list the model inputs, e.g. "
+            '[{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]',
+        )
     seen: set[str] = set()
     for item in inputs:
         name = item.get("name") if isinstance(item, dict) else None
@@ -62,12 +65,15 @@ def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
             raise StageError("invalid_spec", f"every input needs a unique, non-empty name: {item!r}")
         seen.add(name)
         if item.get("dtype", "float32") not in DTYPES:
-            raise StageError("invalid_spec", f"input {name!r}: dtype {item.get('dtype')!r} is not "
-                             f"one of {sorted(DTYPES)}")
+            raise StageError(
+                "invalid_spec", f"input {name!r}: dtype {item.get('dtype')!r} is not one of {sorted(DTYPES)}"
+            )
         shape = item.get("shape")
         if not isinstance(shape, list) or not all(_is_dim(d) for d in shape):
-            raise StageError("invalid_spec", f"input {name!r}: shape must be a list of positive "
-                             f"ints or dimension names, got {shape!r}")
+            raise StageError(
+                "invalid_spec",
+                f"input {name!r}: shape must be a list of positive ints or dimension names, got {shape!r}",
+            )
     return inputs
 
 
@@ -88,6 +94,7 @@ def synthesize(spec: dict[str, Any]) -> dict[str, np.ndarray]:
         dtype = np.dtype(DTYPES[item.get("dtype", "float32")])
         shape = (count, *concrete_shape(item["shape"]))
         low_high = item.get("range")
+        data: np.ndarray[Any, Any]
         if dtype.kind == "f":
             if low_high:
                 data = rng.uniform(float(low_high[0]), float(low_high[1]), size=shape)
@@ -119,8 +126,9 @@ def build(spec: dict[str, Any], uploaded: Path | None) -> dict[str, np.ndarray]:
 
 
 def save(path: Path, samples: dict[str, np.ndarray]) -> None:
+    arrays: dict[str, Any] = dict(samples)
     with path.open("wb") as handle:
-        np.savez(handle, **samples)
+        np.savez(handle, **arrays)
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -140,23 +148,30 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     try:
         if head.startswith(NPY_MAGIC):
             if len(names) != 1:
-                raise StageError("invalid_samples", f"a .npy file holds one array but the model has "
-                                 f"{len(names)} inputs {names}: upload an .npz keyed by input name")
+                raise StageError(
+                    "invalid_samples",
+                    f"a .npy file holds one array but the model has "
+                    f"{len(names)} inputs {names}: upload an .npz keyed by input name",
+                )
             return {names[0]: np.load(path, allow_pickle=False)}
         if head.startswith(ZIP_MAGIC):
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         else:
-            raise StageError("invalid_samples", "samples must be a .npy (one input) or an .npz "
-                             "keyed by input name")
+            raise StageError(
+                "invalid_samples", "samples must be a .npy (one input) or an .npz keyed by input name"
+            )
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         # allow_pickle=False refuses object arrays with a ValueError: say so plainly.
         raise StageError("invalid_samples", f"could not read the samples file: {exc}") from None
     missing = [name for name in names if name not in arrays]
     unknown = [key for key in arrays if key not in names]
     if missing or unknown:
-        raise StageError("invalid_samples", f"the .npz keys {sorted(arrays)} must be the input names "
-                         f"{names}; missing {missing}, unknown {unknown}")
+        raise StageError(
+            "invalid_samples",
+            f"the .npz keys {sorted(arrays)} must be the input names "
+            f"{names}; missing {missing}, unknown {unknown}",
+        )
     return arrays
 
 
@@ -167,13 +182,19 @@ def _fit(item: dict[str, Any], array: np.ndarray) -> np.ndarray:
     if array.ndim == len(shape) and shape and (not isinstance(shape[0], int) or shape[0] == 1):
         array = array[:, None, ...]  # one row per sample, batch 1
     if array.ndim != len(shape) + 1 or not all(
-        not isinstance(want, int) or got == want for got, want in zip(array.shape[1:], shape)
+        not isinstance(want, int) or got == want for got, want in zip(array.shape[1:], shape, strict=True)
     ):
-        raise StageError("invalid_samples", f"input {name!r}: samples have shape {list(array.shape)}, "
-                         f"expected {expected} (sample axis first)")
+        raise StageError(
+            "invalid_samples",
+            f"input {name!r}: samples have shape {list(array.shape)}, "
+            f"expected {expected} (sample axis first)",
+        )
     if not _castable(array.dtype, dtype):
-        raise StageError("invalid_samples", f"input {name!r}: samples are {array.dtype}, expected "
-                         f"{dtype.name} (floats for float inputs, integers for integer inputs)")
+        raise StageError(
+            "invalid_samples",
+            f"input {name!r}: samples are {array.dtype}, expected "
+            f"{dtype.name} (floats for float inputs, integers for integer inputs)",
+        )
     return np.ascontiguousarray(array.astype(dtype, copy=False))
 
 

@@ -57,8 +57,11 @@ def choose_opset(spec: dict[str, Any]) -> int:
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 7:
         raise StageError("invalid_spec", f"opset must be an integer >= 7 (or null), got {requested!r}")
     if limit is not None and requested > limit:
-        raise StageError("opset_not_supported", f"toolchain {toolchain!r} reads ONNX opsets up to "
-                         f"{limit}; asked for {requested}. Use opset {limit} or leave it null")
+        raise StageError(
+            "opset_not_supported",
+            f"toolchain {toolchain!r} reads ONNX opsets up to "
+            f"{limit}; asked for {requested}. Use opset {limit} or leave it null",
+        )
     return requested
 
 
@@ -67,8 +70,9 @@ def exporter_order(spec: dict[str, Any]) -> tuple[str, ...]:
     try:
         return EXPORTER_ORDER[exporter]
     except KeyError:
-        raise StageError("invalid_spec", f"exporter must be one of {sorted(EXPORTER_ORDER)}, "
-                         f"got {exporter!r}") from None
+        raise StageError(
+            "invalid_spec", f"exporter must be one of {sorted(EXPORTER_ORDER)}, got {exporter!r}"
+        ) from None
 
 
 def export(
@@ -93,28 +97,43 @@ def export(
                 _export_torchscript(module, example, path, input_names, output_names, dynamic, opset)
             else:
                 _export_dynamo(module, example, path, input_names, output_names, dynamic, opset)
-    except Exception as exc:  # noqa: BLE001 - exporter errors are many and untyped
+    except Exception as exc:  # exporter errors are many and untyped
         return Attempt(exporter, False, first_line(exc))
     return _check_file(exporter, path, opset, input_names, output_names)
 
 
 def _export_torchscript(
-    module: Any, example: tuple[Any, ...], path: Path, input_names: list[str],
-    output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int,
+    module: Any,
+    example: tuple[Any, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
 ) -> None:
     import torch
 
     torch.onnx.export(
-        module, example, str(path), dynamo=False, opset_version=opset,
-        input_names=input_names, output_names=output_names,
+        module,
+        example,
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
         dynamic_axes={name: axes for name, axes in dynamic.items() if axes} or None,
         do_constant_folding=True,
     )
 
 
 def _export_dynamo(
-    module: Any, example: tuple[Any, ...], path: Path, input_names: list[str],
-    output_names: list[str], dynamic: dict[str, dict[int, str]], opset: int,
+    module: Any,
+    example: tuple[Any, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
 ) -> None:
     import torch
 
@@ -129,12 +148,23 @@ def _export_dynamo(
     shapes = None
     if any(dynamic.values()):
         # The stages' wrapper takes *args: one tuple entry for the varargs.
-        shapes = (tuple({axis: dim(n) for axis, n in dynamic.get(name, {}).items()} or None
-                        for name in input_names),)
+        shapes = (
+            tuple(
+                {axis: dim(n) for axis, n in dynamic.get(name, {}).items()} or None for name in input_names
+            ),
+        )
     torch.onnx.export(
-        module, example, str(path), dynamo=True, opset_version=opset,
-        input_names=input_names, output_names=output_names, dynamic_shapes=shapes,
-        external_data=False, report=False, verbose=False,
+        module,
+        example,
+        str(path),
+        dynamo=True,
+        opset_version=opset,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_shapes=shapes,
+        external_data=False,
+        report=False,
+        verbose=False,
     )
 
 
@@ -148,16 +178,24 @@ def _check_file(
     try:
         onnx.checker.check_model(str(path), full_check=False)
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Attempt(exporter, False, f"onnx.checker rejected the file: {first_line(exc)}")
     produced = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if produced != opset:
-        return Attempt(exporter, False, f"produced opset {produced}, not the requested {opset} "
-                       "(the exporter's version conversion failed)", produced)
+        return Attempt(
+            exporter,
+            False,
+            f"produced opset {produced}, not the requested {opset}: its version conversion failed",
+            produced,
+        )
     got_outputs = [o.name for o in model.graph.output]
     if got_outputs != output_names:
-        return Attempt(exporter, False, f"the file's outputs {got_outputs} differ from the "
-                       f"model's flattened outputs {output_names}", produced)
+        return Attempt(
+            exporter,
+            False,
+            f"the file's outputs {got_outputs} differ from the model's flattened outputs {output_names}",
+            produced,
+        )
     return Attempt(exporter, True, None, produced)
 
 

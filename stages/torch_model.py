@@ -40,7 +40,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     else:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file
+        except Exception as exc:  # any unpickling failure is the user's file
             raise StageError("invalid_model", _not_loadable_message(exc)) from None
     state = _unwrap_checkpoint(raw)
     return _strip_prefix(state, "module.")
@@ -48,24 +48,35 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 
 def resolve_architecture(name: str, allowed: list[str] | tuple[str, ...]) -> Callable[..., Any]:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", name):
-        raise StageError("architecture_not_found", f"architecture.name must be a dotted path such as "
-                         f"'torchvision.models.resnet18', got {name!r}")
+        raise StageError(
+            "architecture_not_found",
+            f"architecture.name must be a dotted path such as 'torchvision.models.resnet18', got {name!r}",
+        )
     if not _under(name, allowed):
-        raise StageError("architecture_not_allowed", f"{name!r} is outside the allowed packages "
-                         f"{list(allowed)}; ask the operator to allow it")
+        raise StageError(
+            "architecture_not_allowed",
+            f"{name!r} is outside the allowed packages {list(allowed)}; ask the operator to allow it",
+        )
     module_name, _, attr = name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise StageError("architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}") from None
+        raise StageError(
+            "architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}"
+        ) from None
     target = getattr(module, attr, None)
     if target is None or not callable(target):
-        raise StageError("architecture_not_found", f"{module_name!r} has no constructor {attr!r}; "
-                         f"check the spelling (e.g. 'torchvision.models.resnet18')")
+        raise StageError(
+            "architecture_not_found",
+            f"{module_name!r} has no constructor {attr!r}; "
+            f"check the spelling (e.g. 'torchvision.models.resnet18')",
+        )
     defined_in = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', attr)}"
     if not _under(defined_in, allowed):
-        raise StageError("architecture_not_allowed", f"{name!r} resolves to {defined_in!r}, which is "
-                         f"outside the allowed packages {list(allowed)}")
+        raise StageError(
+            "architecture_not_allowed",
+            f"{name!r} resolves to {defined_in!r}, which is outside the allowed packages {list(allowed)}",
+        )
     return target  # type: ignore[no-any-return]
 
 
@@ -81,12 +92,16 @@ def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ..
             model = constructor(**_without_downloads(constructor, kwargs))
     except StageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the constructor is user-chosen code
-        raise StageError("architecture_failed", f"{architecture.get('name')}(**{kwargs}) failed: "
-                         f"{first_line(exc)}; check architecture.kwargs") from None
+    except Exception as exc:  # the constructor is user-chosen code
+        raise StageError(
+            "architecture_failed",
+            f"{architecture.get('name')}(**{kwargs}) failed: {first_line(exc)}; check architecture.kwargs",
+        ) from None
     if not isinstance(model, torch.nn.Module):
-        raise StageError("architecture_failed", f"{architecture.get('name')} returned "
-                         f"{type(model).__name__}, not a torch.nn.Module")
+        raise StageError(
+            "architecture_failed",
+            f"{architecture.get('name')} returned {type(model).__name__}, not a torch.nn.Module",
+        )
     return model
 
 
@@ -101,16 +116,23 @@ def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
         if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
     ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                         ("shape mismatches", shapes)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", shapes),
+    ):
         if items:
             shown = ", ".join(items[:LIST_LIMIT])
             more = f" (+{len(items) - LIST_LIMIT} more)" if len(items) > LIST_LIMIT else ""
             problems.append(f"{len(items)} {label}: {shown}{more}")
     if problems:
-        raise StageError("state_dict_mismatch", "the state dict does not fit the architecture: "
-                         + "; ".join(problems) + ". Check architecture.name and kwargs "
-                         "(e.g. num_classes) against the model that was saved")
+        raise StageError(
+            "state_dict_mismatch",
+            "the state dict does not fit the architecture: "
+            + "; ".join(problems)
+            + ". Check architecture.name and kwargs "
+            "(e.g. num_classes) against the model that was saved",
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -162,8 +184,10 @@ def _without_downloads(constructor: Callable[..., Any], kwargs: dict[str, Any]) 
 def _build_from_config(constructor: Any, config: dict[str, Any], kwargs: dict[str, Any]) -> Any:
     config_class = getattr(constructor, "config_class", None)
     if config_class is None:
-        raise StageError("architecture_failed", "architecture.config is only for transformers "
-                         "model classes (which have a config_class)")
+        raise StageError(
+            "architecture_failed",
+            "architecture.config is only for transformers model classes (which have a config_class)",
+        )
     # Causal language models export without a KV cache; weights come from the upload.
     config.setdefault("use_cache", False)
     return constructor(config_class(**config), **kwargs)
@@ -182,17 +206,28 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
 
     try:
         return load_file(str(path), device="cpu")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise StageError("invalid_model", f"not a readable safetensors file: {first_line(exc)}") from None
 
 
 def _not_loadable_message(exc: BaseException) -> str:
-    text = first_line(exc)
-    if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
-        return ("the file is a pickle that needs code execution to load, which is refused "
-                "(state dicts load with weights_only=True): save the model with "
-                "torch.save(model.state_dict()) or as .safetensors. Detail: " + text)
-    return f"not a PyTorch state dict (torch.load failed): {text}"
+    # torch's own wording suggests retrying with weights_only=False, which is exactly
+    # what must not happen: report the underlying reason instead.
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    detail = lines[0].split(". ")[0][:300]
+    if "Unsupported global" in detail:
+        return (
+            "the file is a pickle that would run code when loaded, which is refused (state dicts "
+            "load with weights_only=True, no fallback): save the weights with "
+            f"torch.save(model.state_dict()) or as .safetensors ({detail})"
+        )
+    return (
+        "not a PyTorch state dict: torch.load (weights_only=True) could not read it as a "
+        f"torch.save file, and it is not safetensors ({type(cause).__name__}: {detail})"
+    )
 
 
 def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:
@@ -211,8 +246,11 @@ def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:
         detail = f"a dict whose entries {odd} are not tensors" if raw else "an empty dict"
     else:
         detail = f"a {kind}"
-    raise StageError("invalid_model", f"expected a state dict (name -> tensor), or a checkpoint dict "
-                     f"holding one under {list(CHECKPOINT_KEYS)}; the file holds {detail}")
+    raise StageError(
+        "invalid_model",
+        f"expected a state dict (name -> tensor), or a checkpoint dict "
+        f"holding one under {list(CHECKPOINT_KEYS)}; the file holds {detail}",
+    )
 
 
 def _all_tensors(mapping: dict[Any, Any]) -> bool:
@@ -224,5 +262,5 @@ def _all_tensors(mapping: dict[Any, Any]) -> bool:
 def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     # DataParallel / DistributedDataParallel save every key under "module.".
     if state and all(key.startswith(prefix) for key in state):
-        return {key[len(prefix):]: value for key, value in state.items()}
+        return {key[len(prefix) :]: value for key, value in state.items()}
     return state

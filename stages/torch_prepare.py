@@ -37,20 +37,25 @@ def run(request: StageRequest) -> StageResult:
     # No hub or dataset downloads from inside a stage, whatever a constructor tries.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-
     spec, options = request.spec, request.options
-    model_format = spec.get("model_format") or "state_dict"
-    if model_format not in SUPPORTED_FORMATS:
-        raise StageError("format_not_supported", f"model_format {model_format!r} is not supported by "
-                         f"torch.prepare yet; supported: {list(SUPPORTED_FORMATS)}")
+    # "auto" is normally resolved by the control plane's sniffing; here it can only
+    # mean the one format this stage reads, and loading stays weights-only either way.
+    model_format = spec.get("model_format") or "auto"
+    if model_format not in (*SUPPORTED_FORMATS, "auto"):
+        raise StageError(
+            "format_not_supported",
+            f"model_format {model_format!r} is not supported by "
+            f"torch.prepare yet; supported: {list(SUPPORTED_FORMATS)}",
+        )
     opset = choose_opset(spec)
     exporters = exporter_order(spec)
+    inputs = sample_io.input_specs(spec)
+    import torch
+
     torch.set_num_threads(int(options.get("threads") or 1))
     seed = int(spec.get("seed") or 0)
     torch.manual_seed(seed)
 
-    inputs = sample_io.input_specs(spec)
     input_names = [item["name"] for item in inputs]
     uploaded = request.inputs.get("samples")
     samples = sample_io.build(spec, Path(uploaded) if uploaded else None)
@@ -91,7 +96,7 @@ def run(request: StageRequest) -> StageResult:
         check_started = time.monotonic()
         try:
             metrics = _validate_onnx(candidate, samples, reference, tolerance, threads)
-        except Exception as exc:  # noqa: BLE001 - a file onnxruntime refuses is a failed attempt
+        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
             attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
             candidate.unlink()
             continue
@@ -109,8 +114,11 @@ def run(request: StageRequest) -> StageResult:
         (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
     if chosen is None:
         tried = "; ".join(f"{a.exporter}: {a.error}" for a in attempts)
-        raise StageError("export_failed", f"ONNX export failed at opset {opset} ({tried}). Try another "
-                         "exporter or opset in the spec, or simplify the unsupported operation")
+        raise StageError(
+            "export_failed",
+            f"ONNX export failed at opset {opset}. {tried}. Try another exporter or opset in the "
+            "spec, or change the model to avoid the unsupported operation",
+        )
     exporter_used, onnx_metrics = chosen
     onnx_inputs, output_shapes = onnx_io(onnx_path)
 
@@ -192,7 +200,9 @@ def flat_module(model: Any) -> Any:
     return _flat_outputs_class()(model)
 
 
-def _reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> tuple[list[str], dict[str, Any]]:
+def _reference(
+    model: Any, samples: dict[str, Any], input_names: list[str]
+) -> tuple[list[str], dict[str, Any]]:
     import numpy as np
     import torch
 
@@ -204,11 +214,14 @@ def _reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> t
             args = tuple(torch.from_numpy(samples[name][index]) for name in input_names)
             try:
                 result = model(*args)
-            except Exception as exc:  # noqa: BLE001 - forward is user-chosen code
+            except Exception as exc:  # forward is user-chosen code
                 given = ", ".join(f"{n} {list(samples[n].shape[1:])} {samples[n].dtype}" for n in input_names)
-                raise StageError("input_mismatch", f"the model's forward failed for the spec's inputs "
-                                 f"({given}): {first_line(exc)}. Check spec.inputs (order, shape, "
-                                 "dtype) against what the model expects") from None
+                raise StageError(
+                    "input_mismatch",
+                    f"the model's forward failed for the spec's inputs "
+                    f"({given}): {first_line(exc)}. Check spec.inputs (order, shape, "
+                    "dtype) against what the model expects",
+                ) from None
             pairs = _Flatten.pairs(result)
             if not pairs:
                 raise StageError("input_mismatch", "the model returned no tensors")
@@ -238,7 +251,7 @@ def _validate_onnx(
     collected: dict[str, list[Any]] = {name: [] for name in output_names}
     for index in range(count):
         feed = {name: samples[name][index] for name in feed_names}
-        for name, value in zip(output_names, session.run(output_names, feed)):
+        for name, value in zip(output_names, session.run(output_names, feed), strict=True):
             collected[name].append(value)
     actual = {name: np.stack(values) for name, values in collected.items()}
     return compare(reference, actual, tolerance)
@@ -248,8 +261,7 @@ def _versions() -> dict[str, str | None]:
     from importlib import metadata
 
     versions: dict[str, str | None] = {}
-    for package in ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "transformers",
-                    "numpy"):
+    for package in ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

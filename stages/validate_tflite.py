@@ -2,8 +2,9 @@
 
 Inputs: ``tflite``, ``samples``, ``reference``. Options: ``precision`` (default
 ``float32``), ``tolerance`` (default: ``spec.tolerance[precision]``, else the
-brief's defaults), ``threads_all`` (default: the CPU count), ``runs``, ``warmup``,
-``timeout_seconds``.
+defaults), ``threads_all`` (default: the CPU count), ``runs``, ``warmup``,
+``timeout_seconds``, ``xnnpack`` (default true: the XNNPACK delegate stock LiteRT
+applies; false runs the reference kernels).
 
 The interpreter runs in a child process (``stages.litert_child``) because a
 converted artifact can crash the runtime. A crash, a file that needs flex ops
@@ -38,8 +39,11 @@ def run(request: StageRequest) -> StageResult:
 
     spec, options = request.spec, request.options
     precision = str(options.get("precision") or "float32")
-    tolerance = float(options.get("tolerance") or (spec.get("tolerance") or {}).get(precision)
-                      or DEFAULT_TOLERANCES.get(precision, 1e-4))
+    tolerance = float(
+        options.get("tolerance")
+        or (spec.get("tolerance") or {}).get(precision)
+        or DEFAULT_TOLERANCES.get(precision, 1e-4)
+    )
     tflite = request.input_path("tflite")
     reference = sample_io.load(request.input_path("reference"))
     samples_path = request.input_path("samples")
@@ -47,8 +51,10 @@ def run(request: StageRequest) -> StageResult:
 
     try:
         ops = operators(tflite)
-    except Exception as exc:  # noqa: BLE001 - a file that is not a flatbuffer at all
-        raise StageError("invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}") from None
+    except Exception as exc:  # a file that is not a flatbuffer at all
+        raise StageError(
+            "invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}"
+        ) from None
     requires_flex = bool(ops["flex"])
 
     started = time.monotonic()
@@ -56,8 +62,10 @@ def run(request: StageRequest) -> StageResult:
     actual: dict[str, Any] | None = None
     failure: str | None = None
     if requires_flex:
-        failure = (f"requires_flex: the file uses Select-TF ops {ops['flex']}, which stock "
-                   "ai-edge-litert cannot run (TensorFlow's interpreter is needed)")
+        failure = (
+            f"requires_flex: the file uses Select-TF ops {ops['flex']}, which stock "
+            "ai-edge-litert cannot run (TensorFlow's interpreter is needed)"
+        )
     else:
         child, actual, failure = _run_child(tflite, samples_path, input_names, list(reference), options)
     if actual is not None:
@@ -69,21 +77,28 @@ def run(request: StageRequest) -> StageResult:
         # Outputs came back, but the run died later (during the latency runs).
         result["verdict"] = "fail"
         result["reasons"].append(failure)
-    result.update({
-        "seconds": round(time.monotonic() - started, 3),
-        "size_bytes": tflite.stat().st_size,
-        "operators": {"builtin": ops["builtin"], "flex": ops["flex"], "custom": ops["custom"]},
-        "operator_counts": ops["counts"],
-        "transpose_count": ops["transpose_count"],
-        "latency_ms": child.get("latency_ms"),
-        "requires_flex": requires_flex,
-        "precision": precision,
-    })
+    result.update(
+        {
+            "seconds": round(time.monotonic() - started, 3),
+            "size_bytes": tflite.stat().st_size,
+            "operators": {"builtin": ops["builtin"], "flex": ops["flex"], "custom": ops["custom"]},
+            "operator_counts": ops["counts"],
+            "transpose_count": ops["transpose_count"],
+            "latency_ms": child.get("latency_ms"),
+            "requires_flex": requires_flex,
+            "precision": precision,
+        }
+    )
     return StageResult(
         outputs={},
         metrics={f"tflite_{precision}": result},
         info={
-            "runtime": "ai-edge-litert Interpreter (builtin op resolver, no flex delegate)",
+            "runtime": "ai-edge-litert Interpreter, builtin ops, no flex delegate, "
+            + (
+                "XNNPACK delegate (default)"
+                if options.get("xnnpack", True)
+                else "reference kernels (no XNNPACK)"
+            ),
             "operators_source": "flatbuffer via ai_edge_litert.schema_py_generated",
             "versions": _versions(),
             "signature_key": child.get("signature_key"),
@@ -103,10 +118,15 @@ def _run_child(
     with tempfile.TemporaryDirectory(prefix="litert-") as work_dir:
         work = Path(work_dir)
         job = {
-            "tflite": str(tflite), "samples": str(samples), "work_dir": str(work),
-            "input_names": input_names, "output_names": output_names,
-            "warmup": int(options.get("warmup", 3)), "runs": int(options.get("runs", 20)),
+            "tflite": str(tflite),
+            "samples": str(samples),
+            "work_dir": str(work),
+            "input_names": input_names,
+            "output_names": output_names,
+            "warmup": int(options.get("warmup", 3)),
+            "runs": int(options.get("runs", 20)),
             "threads_all": int(options.get("threads_all") or os.cpu_count() or 1),
+            "xnnpack": bool(options.get("xnnpack", True)),
         }
         (work / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)
@@ -114,7 +134,9 @@ def _run_child(
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "stages.litert_child", str(work / "job.json")],
-                capture_output=True, text=True, env=env,
+                capture_output=True,
+                text=True,
+                env=env,
                 timeout=float(options.get("timeout_seconds") or 600),
             )
             code, log = proc.returncode, (proc.stdout + proc.stderr)

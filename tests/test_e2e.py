@@ -109,6 +109,7 @@ def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilene
     report = service.client.get(f"/v1/jobs/{good['id']}/report").json()
     assert [o["name"] for o in report["outputs"]] == ["output"]
     assert report["inputs"][0]["name"] == "image"
+    assert report["outputs"][0]["shape"] == [1, 7]
 
 
 def test_code_in_a_pickle_never_runs(service: Service, tmp_path: Path) -> None:

@@ -174,10 +174,7 @@ def build_report(job: Job) -> dict[str, Any]:
             "tolerance": spec.get("tolerance"),
         },
         "inputs": spec.get("inputs", []),
-        "outputs": [
-            {"name": name, "shape": shape}
-            for name, shape in zip(info.get("output_names", []), info.get("output_shapes", []), strict=False)
-        ],
+        "outputs": _outputs(info),
         "artifacts": artifacts,
         "precisions": precisions,
         "stages": [
@@ -194,6 +191,14 @@ def build_report(job: Job) -> dict[str, Any]:
         ],
         "attempts": [_attempt(job, results)],
     }
+
+
+def _outputs(info: dict[str, Any]) -> list[dict[str, Any]]:
+    shapes = info.get("output_shapes") or {}
+    names = info.get("output_names") or []
+    if isinstance(shapes, dict):
+        return [{"name": name, "shape": shapes.get(name)} for name in names]
+    return [{"name": name, "shape": shape} for name, shape in zip(names, shapes, strict=False)]
 
 
 def _attempt(job: Job, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""stages.samples: synthetic and uploaded validation inputs (numpy only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages import samples
+from stages.contract import StageError
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "inputs": [
+            {"name": "pixels", "shape": ["batch", 3, 8, 8], "dtype": "float32"},
+            {"name": "ids", "shape": [1, "seq"], "dtype": "int64", "range": [0, 30]},
+        ],
+        "validation_samples": 5,
+        "seed": 7,
+    }
+    base.update(changes)
+    return base
+
+
+def test_synthetic_samples_are_seeded_and_shaped() -> None:
+    first = samples.synthesize(spec())
+    second = samples.synthesize(spec())
+    assert list(first) == ["pixels", "ids"]
+    assert first["pixels"].shape == (5, 1, 3, 8, 8)
+    assert first["pixels"].dtype == np.float32
+    assert first["ids"].shape == (5, 1, 1)
+    assert first["ids"].dtype == np.int64
+    assert first["ids"].min() >= 0
+    assert first["ids"].max() < 30
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    other = samples.synthesize(spec(seed=8))
+    assert not np.array_equal(first["pixels"], other["pixels"])
+    # No range: standard normal, so negative inputs are exercised too.
+    assert first["pixels"].min() < 0 < first["pixels"].max()
+
+
+def test_float_range_is_respected() -> None:
+    data = samples.synthesize(
+        spec(inputs=[{"name": "x", "shape": [2, 2], "dtype": "float32", "range": [5, 6]}])
+    )
+    assert data["x"].min() >= 5
+    assert data["x"].max() < 6
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    data = samples.synthesize(spec())
+    samples.save(tmp_path / "samples.npz", data)
+    loaded = samples.load(tmp_path / "samples.npz")
+    assert list(loaded) == ["pixels", "ids"]
+    assert all(np.array_equal(data[k], loaded[k]) for k in data)
+
+
+def test_uploaded_npz_with_the_sample_axis(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npz"
+    np.savez(path, pixels=np.ones((3, 1, 3, 8, 8), np.float64), ids=np.ones((3, 1, 6), np.int32))
+    data = samples.load_uploaded(path, spec())
+    assert data["pixels"].shape == (3, 1, 3, 8, 8)
+    assert data["pixels"].dtype == np.float32
+    assert data["ids"].shape == (3, 1, 6)
+    assert data["ids"].dtype == np.int64
+
+
+def test_uploaded_npy_rows_become_batch_one_samples(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npy"
+    np.save(path, np.zeros((4, 3, 8, 8), np.float32))
+    one_input = spec(inputs=[spec()["inputs"][0]])
+    assert samples.load_uploaded(path, one_input)["pixels"].shape == (4, 1, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        (
+            {"pixels": np.zeros((2, 1, 3, 9, 9), np.float32), "ids": np.zeros((2, 1, 4), np.int64)},
+            "[N, batch, 3, 8, 8]",
+        ),
+        ({"pixels": np.zeros((2, 1, 3, 8, 8), np.float32)}, "missing ['ids']"),
+        ({"pixels": np.zeros((2, 1, 3, 8, 8), np.float32), "ids": np.zeros((2, 1, 4), np.float32)}, "'ids'"),
+        (
+            {"pixels": np.zeros((2, 1, 3, 8, 8), np.float32), "ids": np.zeros((3, 1, 4), np.int64)},
+            "same number",
+        ),
+    ],
+)
+def test_bad_uploads_name_the_input(tmp_path: Path, arrays: dict[str, np.ndarray], fragment: str) -> None:
+    path = tmp_path / "inputs.npz"
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    with pytest.raises(StageError) as caught:
+        samples.load_uploaded(path, spec())
+    assert caught.value.code == "invalid_samples"
+    assert fragment in caught.value.message
+
+
+def test_npy_for_several_inputs_and_pickles_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npy"
+    np.save(path, np.zeros((2, 1, 3, 8, 8), np.float32))
+    with pytest.raises(StageError, match="one array"):
+        samples.load_uploaded(path, spec())
+    pickled = tmp_path / "objects.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(StageError) as caught:
+        samples.load_uploaded(pickled, spec(inputs=[spec()["inputs"][0]]))
+    assert caught.value.code == "invalid_samples"
+
+
+def test_invalid_spec_inputs() -> None:
+    for bad in (
+        [],
+        [{"name": "x", "shape": [0, 3], "dtype": "float32"}],
+        [{"name": "x", "shape": [1], "dtype": "complex64"}],
+    ):
+        with pytest.raises(StageError) as caught:
+            samples.input_specs({"inputs": bad})
+        assert caught.value.code == "invalid_spec"
