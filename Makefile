@@ -1,6 +1,6 @@
 # ModelPort: `make run` serves the API with embedded defaults; `make test` runs the tests.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

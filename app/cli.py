@@ -94,9 +94,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelport")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the API, a private Redis and one worker per queue").set_defaults(
-        func=cmd_run
-    )
+    sub.add_parser("run", help="run the API, a private Redis and one worker per queue").set_defaults(func=cmd_run)
     sub.add_parser("migrate", help="upgrade the database to the latest schema").set_defaults(func=cmd_migrate)
     create = sub.add_parser("create-key", help="create an API key for a tenant")
     create.add_argument("tenant")

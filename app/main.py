@@ -24,9 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(
-            settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms
-        )
+        engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)

@@ -50,8 +50,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         model = data / f"{args.builder}.pth"
-        subprocess.run([python, "-c", f"import torch, torchvision; torch.save(torchvision.models."
-                        f"{args.builder}(weights=None).state_dict(), '{model}')"], check=True)
+        subprocess.run(
+            [
+                python,
+                "-c",
+                f"import torch, torchvision; torch.save(torchvision.models."
+                f"{args.builder}(weights=None).state_dict(), '{model}')",
+            ],
+            check=True,
+        )
         env = {**os.environ, "MODELPORT_API_KEY": KEY, "MODELPORT_DATA_DIR": str(data)}
         env.pop("REDIS_URL", None)
         env.pop("DATABASE_URL", None)
@@ -59,13 +66,17 @@ def main() -> None:
         stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
         stack.start()
         try:
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"},
-                                  timeout=600)
-            spec = {"architecture": {"name": f"torchvision.models.{args.builder}", "kwargs": {}},
-                    "inputs": [{"name": "input", "shape": [1, 3, args.size, args.size], "dtype": "float32"}]}
+            client = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
+            )
+            spec = {
+                "architecture": {"name": f"torchvision.models.{args.builder}", "kwargs": {}},
+                "inputs": [{"name": "input", "shape": [1, 3, args.size, args.size], "dtype": "float32"}],
+            }
             started = time.monotonic()
-            job = client.post("/v1/jobs", data={"spec": json.dumps(spec)},
-                              files={"model": (model.name, model.read_bytes())}).json()
+            job = client.post(
+                "/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (model.name, model.read_bytes())}
+            ).json()
             while job["status"] not in ("succeeded", "failed", "cancelled"):
                 time.sleep(0.5)
                 job = client.get(f"/v1/jobs/{job['id']}").json()
@@ -82,18 +93,30 @@ def main() -> None:
                 args.save_report.write_text(json.dumps(report, indent=2))
             for artifact in report["artifacts"]:
                 for name, m in artifact["outputs"].items():
-                    print(f"  {artifact['name']:22} {name}: max_abs {m['max_abs']:.3g}  scale {m['scale']:.3g}  "
-                          f"max_abs/scale {m['max_abs'] / m['scale']:.3g}  cosine {m['cosine']:.8f}  "
-                          f"verdict {artifact['verdict']}")
+                    print(
+                        f"  {artifact['name']:22} {name}: max_abs {m['max_abs']:.3g}  scale {m['scale']:.3g}  "
+                        f"max_abs/scale {m['max_abs'] / m['scale']:.3g}  cosine {m['cosine']:.8f}  "
+                        f"verdict {artifact['verdict']}"
+                    )
             tflite = next(a for a in report["artifacts"] if a["name"] == "model_float32.tflite")
             threads = os.cpu_count() or 1
-            for label, n, key in (("1 thread", 1, "median_1_thread"), (f"{threads} threads", threads,
-                                                                          "median_all_threads")):
-                torch_ms = float(subprocess.run([python, "-c", TORCH_LATENCY, args.builder, str(args.size), str(n)],
-                                                check=True, capture_output=True, text=True).stdout)
+            for label, n, key in (
+                ("1 thread", 1, "median_1_thread"),
+                (f"{threads} threads", threads, "median_all_threads"),
+            ):
+                torch_ms = float(
+                    subprocess.run(
+                        [python, "-c", TORCH_LATENCY, args.builder, str(args.size), str(n)],
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
+                )
                 lite_ms = tflite["latency_ms"][key]
-                print(f"  latency {label}: tflite {lite_ms:.2f} ms  pytorch {torch_ms:.2f} ms  "
-                      f"ratio tflite/pytorch {lite_ms / torch_ms:.2f}")
+                print(
+                    f"  latency {label}: tflite {lite_ms:.2f} ms  pytorch {torch_ms:.2f} ms  "
+                    f"ratio tflite/pytorch {lite_ms / torch_ms:.2f}"
+                )
         finally:
             stack.stop()
 

@@ -14,8 +14,14 @@ SPEC = {
 }
 
 
-def submit(client: TestClient, auth: dict[str, str], model: bytes, spec: dict | str = SPEC,
-           headers: dict[str, str] | None = None, **files: tuple[str, bytes]):  # type: ignore[no-untyped-def]
+def submit(
+    client: TestClient,
+    auth: dict[str, str],
+    model: bytes,
+    spec: dict | str = SPEC,
+    headers: dict[str, str] | None = None,
+    **files: tuple[str, bytes],
+):  # type: ignore[no-untyped-def]
     spec_text = spec if isinstance(spec, str) else json.dumps(spec)
     return client.post(
         "/v1/jobs",
@@ -30,7 +36,9 @@ def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert body["code"] == code, body
-    assert body["status"] == status and body["detail"] and body["title"]
+    assert body["status"] == status
+    assert body["detail"]
+    assert body["title"]
     return body
 
 
@@ -54,8 +62,7 @@ def test_framework_errors_are_problems(client: TestClient, auth: dict[str, str])
     assert_problem(client.put("/v1/jobs", headers=auth), 405, "method_not_allowed")
     assert_problem(client.get("/v1/jobs?limit=0", headers=auth), 422, "validation_error")
     assert_problem(client.get("/v1/jobs/not-a-uuid", headers=auth), 404, "job_not_found")
-    assert_problem(client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers=auth), 404,
-                   "job_not_found")
+    assert_problem(client.get("/v1/jobs/00000000-0000-0000-0000-000000000000", headers=auth), 404, "job_not_found")
 
 
 def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
@@ -63,7 +70,8 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert job["status"] == "queued" and job["error"] is None
+    assert job["status"] == "queued"
+    assert job["error"] is None
     assert [s["name"] for s in job["stages"]] == ["export_onnx", "convert_tf", "validate_tflite", "report"]
     assert all(s["state"] == "pending" for s in job["stages"])
     assert job["spec"]["model_format"] == "state_dict"
@@ -71,27 +79,27 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
     assert job["spec"]["quantization"] == ["float32"]
     assert job["model"]["size"] == squeezenet_pth.stat().st_size
     fetched = client.get(f"/v1/jobs/{job['id']}", headers=auth).json()
-    assert fetched["id"] == job["id"] and fetched["status"] == "queued"
+    assert fetched["id"] == job["id"]
+    assert fetched["status"] == "queued"
     listed = client.get("/v1/jobs", headers=auth).json()
     assert [j["id"] for j in listed["items"]] == [job["id"]]
     assert_problem(client.get(f"/v1/jobs/{job['id']}/report", headers=auth), 409, "report_not_ready")
     assert client.get(f"/v1/jobs/{job['id']}/artifacts", headers=auth).json() == []
 
 
-def test_only_what_the_targets_need_is_planned(client: TestClient, auth: dict[str, str],
-                                                squeezenet_pth: Path) -> None:
+def test_only_what_the_targets_need_is_planned(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
     response = submit(client, auth, squeezenet_pth.read_bytes(), {**SPEC, "targets": ["onnx"]})
     assert [s["name"] for s in response.json()["stages"]] == ["export_onnx", "report"]
 
 
-def test_list_is_newest_first_and_paginated(client: TestClient, auth: dict[str, str],
-                                             squeezenet_pth: Path) -> None:
+def test_list_is_newest_first_and_paginated(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
     model = squeezenet_pth.read_bytes()
     ids = [submit(client, auth, model).json()["id"] for _ in range(3)]
     first = client.get("/v1/jobs?limit=2", headers=auth).json()
     assert [j["id"] for j in first["items"]] == ids[::-1][:2]
     second = client.get(f"/v1/jobs?limit=2&cursor={first['next_cursor']}", headers=auth).json()
-    assert [j["id"] for j in second["items"]] == [ids[0]] and second["next_cursor"] is None
+    assert [j["id"] for j in second["items"]] == [ids[0]]
+    assert second["next_cursor"] is None
     assert client.get("/v1/jobs?status=succeeded", headers=auth).json()["items"] == []
     assert_problem(client.get("/v1/jobs?cursor=%%%", headers=auth), 422, "invalid_cursor")
 
@@ -114,8 +122,14 @@ def test_list_is_newest_first_and_paginated(client: TestClient, auth: dict[str, 
         (None, {**SPEC, "quantization": ["int8"], "strict": True}, "precision_unavailable"),
     ],
 )
-def test_bad_submissions_are_422_problems(client: TestClient, auth: dict[str, str], squeezenet_pth: Path,
-                                          model: bytes | None, spec: dict | str, code: str) -> None:
+def test_bad_submissions_are_422_problems(
+    client: TestClient,
+    auth: dict[str, str],
+    squeezenet_pth: Path,
+    model: bytes | None,
+    spec: dict | str,
+    code: str,
+) -> None:
     response = submit(client, auth, squeezenet_pth.read_bytes() if model is None else model, spec)
     assert_problem(response, 422, code)
     assert client.get("/v1/jobs", headers=auth).json()["items"] == []
@@ -128,8 +142,9 @@ def test_missing_parts_and_wrong_media_type(client: TestClient, auth: dict[str, 
     assert_problem(client.post("/v1/jobs", headers=auth, json=SPEC), 415, "multipart_required")
 
 
-def test_upload_over_the_limit_is_413_and_stores_nothing(db_url: str, tmp_path: Path, auth: dict[str, str],
-                                                          squeezenet_pth: Path) -> None:
+def test_upload_over_the_limit_is_413_and_stores_nothing(
+    db_url: str, tmp_path: Path, auth: dict[str, str], squeezenet_pth: Path
+) -> None:
     from app.main import create_app
     from tests.conftest import make_settings
 
@@ -143,9 +158,12 @@ def test_upload_over_the_limit_is_413_and_stores_nothing(db_url: str, tmp_path: 
 
 def test_spec_may_be_a_json_file_part(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
     response = client.post(
-        "/v1/jobs", headers=auth,
-        files={"model": ("m.pth", squeezenet_pth.read_bytes()),
-               "spec": ("spec.json", json.dumps(SPEC).encode(), "application/json")},
+        "/v1/jobs",
+        headers=auth,
+        files={
+            "model": ("m.pth", squeezenet_pth.read_bytes()),
+            "spec": ("spec.json", json.dumps(SPEC).encode(), "application/json"),
+        },
     )
     assert response.status_code == 202, response.text
 
@@ -155,8 +173,7 @@ def test_uploaded_samples_must_be_numpy(client: TestClient, auth: dict[str, str]
     assert_problem(response, 422, "invalid_samples")
 
 
-def test_idempotency_key_replays_byte_identical(client: TestClient, auth: dict[str, str],
-                                                 squeezenet_pth: Path) -> None:
+def test_idempotency_key_replays_byte_identical(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
     model = squeezenet_pth.read_bytes()
     first = submit(client, auth, model, headers={"Idempotency-Key": "abc-1"})
     again = submit(client, auth, model, headers={"Idempotency-Key": "abc-1"})

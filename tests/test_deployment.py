@@ -37,7 +37,8 @@ def test_one_worker_service_and_image_per_toolchain() -> None:
         assert f"worker-{name}" in targets, name
         assert f"worker.envs build {name}" in dockerfile, name
         assert TOOLCHAINS[name].lock_file.is_file()
-    assert "worker-control" in services and "control" in targets
+    assert "worker-control" in services
+    assert "control" in targets
 
 
 def test_images_install_from_the_same_lock_files() -> None:
@@ -45,4 +46,5 @@ def test_images_install_from_the_same_lock_files() -> None:
     assert "-r locks/control.txt" in dockerfile
     for lock in (ROOT / "locks").glob("*.txt"):
         pins = [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
-        assert pins and all("==" in line for line in pins), lock.name
+        assert pins, lock.name
+        assert all("==" in line for line in pins), lock.name

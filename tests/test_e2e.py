@@ -47,7 +47,8 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
 
     final = service.wait(job["id"])
     assert final["status"] == "succeeded", final["error"]
-    assert final["error"] is None and final["stage"] is None
+    assert final["error"] is None
+    assert final["stage"] is None
     assert all(s["state"] == "succeeded" and s["seconds"] is not None for s in final["stages"])
 
     listed = service.client.get(f"/v1/jobs/{job['id']}/artifacts").json()
@@ -64,14 +65,22 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
 
     report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
     assert report["verdict"] == "pass", report["reasons"]
-    assert report["validation"]["samples"] == 4 and report["validation"]["source"] == "uploaded"
+    assert report["validation"]["samples"] == 4
+    assert report["validation"]["source"] == "uploaded"
     entries = {a["name"]: a for a in report["artifacts"]}
     assert set(entries) == ARTIFACTS
     assert all(e["verdict"] == "pass" for e in entries.values())
 
     # Our own PyTorch, onnxruntime and LiteRT runs on the same samples agree with the report.
-    torch_script("reference", "squeezenet1_1", str(squeezenet_pth), str(tmp_path / "inputs.npy"),
-                 str(tmp_path / "ref.npz"), "--kwargs", '{"num_classes": 10}')
+    torch_script(
+        "reference",
+        "squeezenet1_1",
+        str(squeezenet_pth),
+        str(tmp_path / "inputs.npy"),
+        str(tmp_path / "ref.npz"),
+        "--kwargs",
+        '{"num_classes": 10}',
+    )
     reference = np.load(tmp_path / "ref.npz")["output"]
     scale = float(np.abs(reference).max())
     for name, runner in (("model.onnx", "run_onnx"), ("model_float32.tflite", "run_tflite")):
@@ -85,11 +94,15 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
     tflite = entries["model_float32.tflite"]
     assert tflite["requires_flex"] is False
     assert tflite["latency_ms"]["median_1_thread"] > 0
-    assert tflite["operators"]["builtin"] and not tflite["operators"]["flex"]
+    assert tflite["operators"]["builtin"]
+    assert not tflite["operators"]["flex"]
 
 
 def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilenet_pth: Path) -> None:
-    wrong = {**MOBILENET, "architecture": {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 3}}}
+    wrong = {
+        **MOBILENET,
+        "architecture": {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 3}},
+    }
     bad = service.submit(mobilenet_pth, wrong)
     good = service.submit(mobilenet_pth, MOBILENET)
 
@@ -100,8 +113,12 @@ def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilene
     assert "classifier" in failed["error"]["message"]
     assert failed["error"]["log_tail"]
     states = {s["name"]: s["state"] for s in failed["stages"]}
-    assert states == {"export_onnx": "failed", "convert_tf": "skipped", "validate_tflite": "skipped",
-                      "report": "skipped"}
+    assert states == {
+        "export_onnx": "failed",
+        "convert_tf": "skipped",
+        "validate_tflite": "skipped",
+        "report": "skipped",
+    }
     assert service.client.get(f"/v1/jobs/{bad['id']}/logs/export_onnx").status_code == 200
 
     done = service.wait(good["id"])

@@ -12,8 +12,13 @@ LIMITS = RunLimits(timeout_seconds=60, memory_bytes=2 * 1024**3, threads=1, nice
 
 
 def run(tmp_path: Path, entry: str, limits: RunLimits = LIMITS, **options: object):  # type: ignore[no-untyped-def]
-    request = {"stage": entry, "inputs": {"a": "/x"}, "spec": {"k": 1}, "options": options,
-               "output_dir": str(tmp_path / "out")}
+    request = {
+        "stage": entry,
+        "inputs": {"a": "/x"},
+        "spec": {"k": 1},
+        "options": options,
+        "output_dir": str(tmp_path / "out"),
+    }
     return SubprocessRunner().run("torch", entry, request, tmp_path, limits)
 
 
@@ -58,7 +63,12 @@ def test_memory_watchdog(tmp_path: Path) -> None:
 
 
 def test_cancellation_stops_the_stage(tmp_path: Path) -> None:
-    request = {"stage": "selftest.sleep", "inputs": {}, "spec": {}, "options": {"seconds": 60},
-               "output_dir": str(tmp_path / "out")}
+    request = {
+        "stage": "selftest.sleep",
+        "inputs": {},
+        "spec": {},
+        "options": {"seconds": 60},
+        "output_dir": str(tmp_path / "out"),
+    }
     with pytest.raises(StageCancelled):
         SubprocessRunner().run("torch", "selftest.sleep", request, tmp_path, LIMITS, should_cancel=lambda: True)

@@ -15,13 +15,19 @@ from app.services.sniff import sniff_format
 from worker.celery_app import celery_app
 from worker.plan import plan_stages
 
-BASE = {"architecture": {"name": "torchvision.models.resnet18"}, "inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}
+BASE = {
+    "architecture": {"name": "torchvision.models.resnet18"},
+    "inputs": [{"name": "x", "shape": [1, 3, 8, 8]}],
+}
 
 
 def test_spec_defaults_follow_the_design() -> None:
     spec = parse_spec(json.dumps(BASE))
-    assert spec.model_format == "auto" and spec.toolchain == "auto" and spec.layout == "nchw"
-    assert spec.targets == ["onnx", "saved_model", "tflite"] and spec.quantization == ["float32"]
+    assert spec.model_format == "auto"
+    assert spec.toolchain == "auto"
+    assert spec.layout == "nchw"
+    assert spec.targets == ["onnx", "saved_model", "tflite"]
+    assert spec.quantization == ["float32"]
     assert spec.effective_tolerance()["float32"] == 1e-4
 
 
@@ -77,7 +83,8 @@ def test_declared_format_must_match_the_bytes() -> None:
     assert resolve_format("state_dict", "state_dict_or_module") == "state_dict"
     with pytest.raises(InvalidRequest) as error:
         resolve_format("torchscript", "onnx")
-    assert error.value.instance_code == "format_mismatch" and "'onnx'" in error.value.detail
+    assert error.value.instance_code == "format_mismatch"
+    assert "'onnx'" in error.value.detail
     with pytest.raises(InvalidRequest) as error:
         resolve_format("pickled_module", "state_dict_or_module")
     assert error.value.instance_code == "format_disabled"
@@ -87,10 +94,17 @@ def test_plan_produces_only_what_targets_need() -> None:
     names = lambda targets: [s.name for s in plan_stages({"targets": targets})]  # noqa: E731
     assert names(["onnx"]) == ["export_onnx", "report"]
     assert names(["saved_model"]) == ["export_onnx", "convert_tf", "report"]
-    assert names(["onnx", "saved_model", "tflite"]) == ["export_onnx", "convert_tf", "validate_tflite", "report"]
+    assert names(["onnx", "saved_model", "tflite"]) == [
+        "export_onnx",
+        "convert_tf",
+        "validate_tflite",
+        "report",
+    ]
 
 
 def test_queue_time_limits_are_ordered() -> None:
     conf = celery_app.conf
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.task_acks_late
+    assert conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
     assert conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from worker.toolchains import LOCK_DIR, TOOLCHAINS, Toolchain, modelport_home
 
@@ -24,9 +25,7 @@ def find_python(version: str) -> str:
     candidates = [shutil.which(f"python{version}")]
     pyenv_root = Path.home() / ".pyenv" / "versions"
     if pyenv_root.is_dir():
-        candidates += [
-            str(p / "bin" / "python") for p in sorted(pyenv_root.glob(f"{version}.*"), reverse=True)
-        ]
+        candidates += [str(p / "bin" / "python") for p in sorted(pyenv_root.glob(f"{version}.*"), reverse=True)]
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
@@ -76,7 +75,7 @@ def build(toolchain: Toolchain) -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    marker = {
+    marker: dict[str, Any] = {
         "toolchain": toolchain.name,
         "python": version,
         "lock_sha256": toolchain.lock_hash,

@@ -221,9 +221,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
         for logical, relative in result.get("outputs", {}).items():
             path = (workdir / "out" / relative).resolve()
             if not path.is_relative_to(workdir / "out") or not path.is_file():
-                raise StageFailure(
-                    "stage_crashed", f"stage output {logical!r} is missing or outside its folder"
-                )
+                raise StageFailure("stage_crashed", f"stage output {logical!r} is missing or outside its folder")
             stored = ctx.store.put_file(f"jobs/{job_id}/stages/{definition.name}/{path.name}", path)
             outputs[logical] = {
                 "key": stored.key,

@@ -116,9 +116,7 @@ def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[
         extra["requires_flex"] = bool(checked.get("requires_flex") or convert_info.get("requires_flex"))
         entries.append(
             (
-                _artifact_entry(
-                    "tflite", "model_float32.tflite", "float32", toolchain, out, checked, runtime, extra
-                ),
+                _artifact_entry("tflite", "model_float32.tflite", "float32", toolchain, out, checked, runtime, extra),
                 out["key"],
             )
         )

@@ -55,8 +55,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
-            for err in exc.errors()
+            {"loc": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")} for err in exc.errors()
         ]
         detail = "; ".join(f"{e['loc']}: {e['message']}" for e in errors) or "the request is invalid"
         return problem(422, "validation_error", "Unprocessable request", detail, errors=errors)

@@ -24,8 +24,8 @@ def job_out(job: Job) -> JobOut:
             StageOut(
                 name=s.name,
                 toolchain=s.toolchain,
-                state=s.state,
-                seconds=s.seconds,  # type: ignore[arg-type]
+                state=s.state,  # type: ignore[arg-type]
+                seconds=s.seconds,
                 attempts=s.attempts,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
@@ -42,9 +42,7 @@ def job_out(job: Job) -> JobOut:
         updated_at=job.updated_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
-        links=JobLinks(
-            self=base, artifacts=f"{base}/artifacts", report=f"{base}/report", cancel=f"{base}/cancel"
-        ),
+        links=JobLinks(self=base, artifacts=f"{base}/artifacts", report=f"{base}/report", cancel=f"{base}/cancel"),
     )
 
 

@@ -19,14 +19,14 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 
 DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2}
+DEFAULT_TARGETS: tuple[Target, ...] = ("onnx", "saved_model", "tflite")
+DEFAULT_PRECISIONS: tuple[Precision, ...] = ("float32",)
 
 
 class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        description="Dotted path of an allow-listed constructor, e.g. torchvision.models.resnet18"
-    )
+    name: str = Field(description="Dotted path of an allow-listed constructor, e.g. torchvision.models.resnet18")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] | None = None
 
@@ -85,8 +85,8 @@ class JobSpec(BaseModel):
     opset: int | None = Field(default=None, ge=7, le=23)
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto"
     toolchain: ToolchainChoice = "auto"
-    targets: list[Target] = Field(default_factory=lambda: ["onnx", "saved_model", "tflite"], min_length=1)
-    quantization: list[Precision] = Field(default_factory=lambda: ["float32"], min_length=1)
+    targets: list[Target] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
+    quantization: list[Precision] = Field(default_factory=lambda: list(DEFAULT_PRECISIONS), min_length=1)
     layout: Literal["nchw", "nhwc"] = "nchw"
     tolerance: dict[Precision, float] = Field(default_factory=dict)
     validation_samples: int = Field(default=8, ge=1, le=1024)
@@ -115,4 +115,4 @@ class JobSpec(BaseModel):
         return self
 
     def effective_tolerance(self) -> dict[str, float]:
-        return {**DEFAULT_TOLERANCE, **self.tolerance}
+        return {**DEFAULT_TOLERANCE, **{str(k): v for k, v in self.tolerance.items()}}

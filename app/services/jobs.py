@@ -38,9 +38,7 @@ def parse_spec(text: str | None) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            {"loc": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()
-        ]
+        errors = [{"loc": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
         summary = "; ".join(f"{e['loc'] or 'spec'}: {e['message']}" for e in errors)
         raise InvalidRequest(f"the spec is invalid: {summary}", code="invalid_spec", errors=errors) from None
 
@@ -61,15 +59,13 @@ def resolve_format(declared: str, sniffed: str | None) -> str:
     elif actual == "state_dict_or_module":
         if declared not in ("state_dict", "pickled_module"):
             raise InvalidRequest(
-                f"model_format is {declared!r} but the file is a torch.save archive "
-                "(a state dict or a pickled module)",
+                f"model_format is {declared!r} but the file is a torch.save archive (a state dict or a pickled module)",
                 code="format_mismatch",
             )
         actual = declared
     elif declared != actual:
         raise InvalidRequest(
-            f"model_format is {declared!r} but the file is {actual!r}; send model_format "
-            f"{actual!r} or 'auto'",
+            f"model_format is {declared!r} but the file is {actual!r}; send model_format {actual!r} or 'auto'",
             code="format_mismatch",
         )
     if actual == "pickled_module":
@@ -97,8 +93,7 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         allowed = settings.conversion.allowed_architectures
         if not any(spec.architecture.name.startswith(prefix) for prefix in allowed):
             raise InvalidRequest(
-                f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: "
-                f"{', '.join(allowed)}",
+                f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: {', '.join(allowed)}",
                 code="architecture_not_allowed",
             )
         if not spec.inputs:

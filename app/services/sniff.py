@@ -39,10 +39,7 @@ def _sniff_zip(stream: BinaryIO) -> str | None:
     leaves = {name.split("/", 1)[1] if "/" in name else name for name in names}
     # torch.export.save writes a PT2 archive (archive_format, models/*.json) or, in older
     # releases, serialized_exported_program.*; TorchScript has code/ and constants.pkl.
-    if any(
-        leaf == "archive_format" or leaf.startswith(("serialized_exported_program", "models/"))
-        for leaf in leaves
-    ):
+    if any(leaf == "archive_format" or leaf.startswith(("serialized_exported_program", "models/")) for leaf in leaves):
         return "exported_program"
     if "constants.pkl" in leaves or any(leaf.startswith("code/") for leaf in leaves):
         return "torchscript"

@@ -123,9 +123,7 @@ class MultipartReceiver:
             try:
                 part.text = state.buffer.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidRequest(
-                    f"form field {state.name!r} is not UTF-8 text", code="invalid_spec"
-                ) from None
+                raise InvalidRequest(f"form field {state.name!r} is not UTF-8 text", code="invalid_spec") from None
         self.parts[state.name] = part
 
     def abort(self) -> None:
@@ -144,7 +142,7 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise PayloadTooLarge(f"the request body declares {declared} bytes; the limit is {max_body}")
-    parser = MultipartParser(options[b"boundary"], receiver.callbacks())
+    parser = MultipartParser(options[b"boundary"], receiver.callbacks())  # type: ignore[arg-type]
     received = 0
     try:
         async for chunk in request.stream():

@@ -66,8 +66,11 @@ def running_service(data_dir: Path) -> Iterator[Service]:
         stack = LocalStack(data_dir=data_dir, port=port, env=env, log_dir=log_dir)
         try:
             stack.start()
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                              headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                timeout=60,
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            ) as client:
                 yield Service(client=client, stack=stack, log_dir=log_dir)
         finally:
             stack.stop()

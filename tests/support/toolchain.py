@@ -25,7 +25,10 @@ def torch_script(*args: str, timeout: float = 600) -> dict[str, Any]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [str(toolchain_python("torch")), str(HERE / "torch_models.py"), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"torch_models.py {' '.join(args)} failed:\n{proc.stderr[-4000:]}")

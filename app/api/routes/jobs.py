@@ -71,9 +71,7 @@ async def create_job(
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if result.replayed and job.creation_response:
         headers["Idempotent-Replayed"] = "true"
-        return Response(
-            job.creation_response, status_code=202, media_type="application/json", headers=headers
-        )
+        return Response(job.creation_response, status_code=202, media_type="application/json", headers=headers)
     body = job_out(job).model_dump_json()
     job.creation_response = body
     first = job.stages[0]
@@ -82,9 +80,7 @@ async def create_job(
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
-@router.get(
-    "", response_model=JobPage, responses=problem_responses(401, 422), summary="List jobs, newest first"
-)
+@router.get("", response_model=JobPage, responses=problem_responses(401, 422), summary="List jobs, newest first")
 def list_jobs(
     caller: CallerDep,
     session: SessionDep,
@@ -96,9 +92,7 @@ def list_jobs(
     return JobPage(items=[job_out(j) for j in items], next_cursor=next_cursor, limit=limit)
 
 
-@router.get(
-    "/{job_id}", response_model=JobOut, responses=problem_responses(401, 404), summary="A job's state"
-)
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404), summary="A job's state")
 def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
     return job_out(jobs.get_job(session, caller.tenant, job_id))
 
@@ -162,9 +156,7 @@ def download_artifact(
 def get_report(job_id: str, caller: CallerDep, session: SessionDep, store: StoreDep) -> JSONResponse:
     job = jobs.get_job(session, caller.tenant, job_id)
     if not job.report_key:
-        raise Conflict(
-            f"the report is written when the job finishes; the job is {job.status}", code="report_not_ready"
-        )
+        raise Conflict(f"the report is written when the job finishes; the job is {job.status}", code="report_not_ready")
     return Response(store.read_bytes(job.report_key), media_type="application/json")  # type: ignore[return-value]
 
 
@@ -174,9 +166,7 @@ def get_report(job_id: str, caller: CallerDep, session: SessionDep, store: Store
     responses={200: {"content": {"text/plain": {}}}, **problem_responses(401, 404)},
     summary="A stage's log",
 )
-def get_stage_log(
-    job_id: str, stage: str, caller: CallerDep, session: SessionDep, store: StoreDep
-) -> Response:
+def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDep, store: StoreDep) -> Response:
     job = jobs.get_job(session, caller.tenant, job_id)
     run = next((s for s in job.stages if s.name == stage), None)
     if run is None or not run.log_key or not store.exists(run.log_key):
