@@ -3,9 +3,13 @@
 #   control       the API and the control-queue worker (no ML framework)
 #   worker-torch  control + the "torch" toolchain environment
 #   worker-onnx-tf control + the "onnx-tf" toolchain environment
+#   worker-onnx2tf control + the "onnx2tf" toolchain environment (needs PYTHON=3.12:
+#                  onnx2tf 2.6.9 requires Python >= 3.12; the control env runs on it too)
 # Build: docker build --target worker-torch -t modelport/worker-torch .
+#        docker build --build-arg PYTHON=3.12 --target worker-onnx2tf -t modelport/worker-onnx2tf .
+ARG PYTHON=3.11
 
-FROM python:3.11-slim AS control
+FROM python:${PYTHON}-slim AS control
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -47,4 +51,12 @@ RUN python -m worker.envs build onnx-tf && rm -rf /root/.cache/pip
 USER modelport
 HEALTHCHECK NONE
 CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "onnx-tf", "-c", "1", \
+     "--without-gossip", "--without-mingle"]
+
+FROM control AS worker-onnx2tf
+USER root
+RUN python -m worker.envs build onnx2tf && rm -rf /root/.cache/pip
+USER modelport
+HEALTHCHECK NONE
+CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "onnx2tf", "-c", "1", \
      "--without-gossip", "--without-mingle"]

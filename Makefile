@@ -43,6 +43,7 @@ locks: $(STAMP)
 	@$(BIN)/python -m worker.envs lock control
 	@$(BIN)/python -m worker.envs lock torch
 	@$(BIN)/python -m worker.envs lock onnx-tf
+	@$(BIN)/python -m worker.envs lock onnx2tf
 
 clean:
 	rm -rf var .pytest_cache

@@ -37,9 +37,7 @@ class Runner:
         signatures = self.interpreter.get_signature_list()
         self.signature_key: str | None = None
         if signatures:
-            self.signature_key = (
-                "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
-            )
+            self.signature_key = "serving_default" if "serving_default" in signatures else sorted(signatures)[0]
             self.runner = self.interpreter.get_signature_runner(self.signature_key)
             self.inputs: dict[str, dict[str, Any]] = dict(self.runner.get_input_details())
             self.outputs: dict[str, dict[str, Any]] = dict(self.runner.get_output_details())
@@ -128,6 +126,9 @@ def main(job_path: str) -> int:
         )
         (work / "child.json").write_text(json.dumps(report))
         return 0
+    # Written before the first invoke: if the runtime kills us, the parent still knows
+    # what the file's signature looked like.
+    (work / "child.json").write_text(json.dumps(report))
     count = next(iter(samples.values())).shape[0]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in out_map}
     for index in range(count):

@@ -34,9 +34,7 @@ import numpy as np
 TOLERANCE_METRIC = "max_abs/scale"
 
 
-def compare(
-    reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], tolerance: float
-) -> dict[str, Any]:
+def compare(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], tolerance: float) -> dict[str, Any]:
     outputs: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
     for name, ref in reference.items():

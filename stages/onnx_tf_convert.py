@@ -31,6 +31,8 @@ ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 
 
 def run(request: StageRequest) -> StageResult:
+    # Refuse what onnx-tf cannot read before paying for the TensorFlow import.
+    model, opset = _load_onnx(request.input_path("onnx"))
     # Quiet TensorFlow's C++ start-up chatter; must be set before the import.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -45,7 +47,7 @@ def run(request: StageRequest) -> StageResult:
     saved_model_dir = out / "saved_model"
 
     started = time.monotonic()
-    patched = _convert_to_saved_model(request.input_path("onnx"), saved_model_dir)
+    patched = _convert_to_saved_model(model, saved_model_dir)
     convert_seconds = time.monotonic() - started
 
     started = time.monotonic()
@@ -64,6 +66,8 @@ def run(request: StageRequest) -> StageResult:
         "versions": _versions(),
         "converter": flags,
         "requires_flex": requires_flex,
+        "builtin_only_error": builtin_error,
+        "onnx_opset": opset,
         "onnx_tf_patched_handlers": patched,
         "signature": signature,
         "seconds": {
@@ -71,8 +75,6 @@ def run(request: StageRequest) -> StageResult:
             "saved_model_to_tflite": round(tflite_seconds, 3),
         },
     }
-    if builtin_error:
-        info["builtin_only_error"] = builtin_error
     return StageResult(
         outputs={"saved_model": "saved_model.zip", "tflite_float32": "model_float32.tflite"},
         metrics={"saved_model": metrics},
@@ -80,20 +82,28 @@ def run(request: StageRequest) -> StageResult:
     )
 
 
-def _convert_to_saved_model(onnx_path: Path, saved_model_dir: Path) -> list[str]:
+def _load_onnx(onnx_path: Path) -> tuple[Any, int | None]:
     import onnx
-    from onnx_tf.backend import prepare
 
-    from stages import onnx_tf_patches
-
-    model = onnx.load(str(onnx_path))
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:  # a truncated or foreign file
+        raise StageError("conversion_failed", f"not a readable ONNX file: {_last_line(exc)}") from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > ONNX_TF_MAX_OPSET:
         raise StageError(
             "conversion_failed",
-            f"the ONNX file has opset {opset}; onnx-tf 1.10 reads up "
-            f"to {ONNX_TF_MAX_OPSET}. Export at opset {ONNX_TF_MAX_OPSET} or lower",
+            f"the ONNX file has opset {opset}; onnx-tf 1.10 reads up to {ONNX_TF_MAX_OPSET}. "
+            f"Export at opset {ONNX_TF_MAX_OPSET} or lower (or use another toolchain)",
         )
+    return model, opset
+
+
+def _convert_to_saved_model(model: Any, saved_model_dir: Path) -> list[str]:
+    from onnx_tf.backend import prepare
+
+    from stages import onnx_tf_patches
+
     patched = onnx_tf_patches.install()
     try:
         rep = prepare(model, logging_level="WARNING")
@@ -133,17 +143,13 @@ def _validate_saved_model(
     count = next(iter(samples.values())).shape[0]
     collected: dict[str, list[Any]] = {name: [] for name in reference}
     for index in range(count):
-        feed = {
-            key: tf.constant(samples[name][index], dtype=specs[key].dtype) for name, key in in_map.items()
-        }
+        feed = {key: tf.constant(samples[name][index], dtype=specs[key].dtype) for name, key in in_map.items()}
         result = function(**feed)
         for name, key in out_map.items():
             collected[name].append(result[key].numpy())
     actual = {name: np.stack(values) for name, values in collected.items()}
     signature = {
-        "inputs": {
-            key: {"shape": _shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()
-        },
+        "inputs": {key: {"shape": _shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()},
         "outputs": out_keys,
         "input_map": in_map,
         "output_map": out_map,
@@ -156,9 +162,7 @@ def _convert_to_tflite(saved_model_dir: Path, target: Path) -> tuple[dict[str, A
 
     builtin_error: str | None = None
     for ops in (["TFLITE_BUILTINS"], ["TFLITE_BUILTINS", "SELECT_TF_OPS"]):
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            str(saved_model_dir), signature_keys=["serving_default"]
-        )
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, op) for op in ops]
         converter.optimizations = []
         converter.target_spec.supported_types = []
@@ -195,9 +199,7 @@ def _zip_dir(source: Path, target: Path) -> None:
             relative = Path("saved_model") / path.relative_to(source)
             name = relative.as_posix() + ("/" if path.is_dir() else "")
             entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
-            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (
-                0x10 if path.is_dir() else 0
-            )
+            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (0x10 if path.is_dir() else 0)
             entry.compress_type = zipfile.ZIP_STORED if path.is_dir() else zipfile.ZIP_DEFLATED
             archive.writestr(entry, b"" if path.is_dir() else path.read_bytes())
 
@@ -218,7 +220,9 @@ def _shape(shape: Any) -> list[int | None]:
 def _last_line(exc: BaseException, limit: int = 500) -> str:
     # TF and onnx-tf put the cause at the end of long multi-line messages.
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    last = lines[-1].rstrip(".") if lines else ""
+    kind = type(exc).__name__
+    text = last if last.startswith(f"{kind}:") else f"{kind}: {last}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -18,6 +18,7 @@ Stage = Callable[[StageRequest], StageResult]
 STAGES: dict[str, tuple[str, str, str]] = {
     "torch.prepare": ("stages.torch_prepare", "run", "torch"),
     "onnx_tf.convert": ("stages.onnx_tf_convert", "run", "onnx-tf"),
+    "onnx2tf.convert": ("stages.onnx2tf_convert", "run", "onnx2tf"),
     "litert.validate": ("stages.validate_tflite", "run", "torch"),
     # Runner self-tests: real processes that sleep, crash or allocate (no framework).
     "selftest.echo": ("stages.selftest", "echo", "any"),

@@ -158,9 +158,7 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         else:
-            raise StageError(
-                "invalid_samples", "samples must be a .npy (one input) or an .npz keyed by input name"
-            )
+            raise StageError("invalid_samples", "samples must be a .npy (one input) or an .npz keyed by input name")
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         # allow_pickle=False refuses object arrays with a ValueError: say so plainly.
         raise StageError("invalid_samples", f"could not read the samples file: {exc}") from None
@@ -169,8 +167,7 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     if missing or unknown:
         raise StageError(
             "invalid_samples",
-            f"the .npz keys {sorted(arrays)} must be the input names "
-            f"{names}; missing {missing}, unknown {unknown}",
+            f"the .npz keys {sorted(arrays)} must be the input names {names}; missing {missing}, unknown {unknown}",
         )
     return arrays
 
@@ -186,8 +183,7 @@ def _fit(item: dict[str, Any], array: np.ndarray) -> np.ndarray:
     ):
         raise StageError(
             "invalid_samples",
-            f"input {name!r}: samples have shape {list(array.shape)}, "
-            f"expected {expected} (sample axis first)",
+            f"input {name!r}: samples have shape {list(array.shape)}, expected {expected} (sample axis first)",
         )
     if not _castable(array.dtype, dtype):
         raise StageError(

@@ -19,7 +19,11 @@ def operators(path: Path) -> dict[str, Any]:
     """``{"builtin": [...], "flex": [...], "custom": [...], "counts": {...}, "transpose_count": n}``."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    buffer = path.read_bytes()
+    # Without the "TFL3" identifier the offsets below would be read from garbage.
+    if len(buffer) < 8 or not schema.Model.ModelBufferHasIdentifier(buffer, 0):
+        raise ValueError("no TFL3 file identifier: not a .tflite flatbuffer")
+    model = schema.Model.GetRootAs(buffer, 0)
     names = {value: key for key, value in vars(schema.BuiltinOperator).items() if key.isupper()}
     codes: list[str] = []
     kinds: dict[str, str] = {}

@@ -49,11 +49,15 @@ class Attempt:
 
 
 def choose_opset(spec: dict[str, Any]) -> int:
-    toolchain = str(spec.get("toolchain") or "auto")
+    """The opset every converter that reads the file can take (``onnx_consumers``, set by
+    the worker from the job's plan; else the spec's toolchain)."""
+    consumers = [str(c) for c in spec.get("onnx_consumers") or [spec.get("toolchain") or "auto"]]
+    limits = [OPSET_LIMITS[c] for c in consumers if c in OPSET_LIMITS]
+    toolchain = min(consumers, key=lambda c: OPSET_LIMITS.get(c, 10**6))
     requested = spec.get("opset")
-    limit = OPSET_LIMITS.get(toolchain)
+    limit = min(limits) if limits else None
     if requested is None:
-        return DEFAULT_OPSETS.get(toolchain, DEFAULT_OPSET)
+        return min([DEFAULT_OPSETS.get(c, DEFAULT_OPSET) for c in consumers])
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 7:
         raise StageError("invalid_spec", f"opset must be an integer >= 7 (or null), got {requested!r}")
     if limit is not None and requested > limit:
@@ -148,11 +152,7 @@ def _export_dynamo(
     shapes = None
     if any(dynamic.values()):
         # The stages' wrapper takes *args: one tuple entry for the varargs.
-        shapes = (
-            tuple(
-                {axis: dim(n) for axis, n in dynamic.get(name, {}).items()} or None for name in input_names
-            ),
-        )
+        shapes = (tuple({axis: dim(n) for axis, n in dynamic.get(name, {}).items()} or None for name in input_names),)
     torch.onnx.export(
         module,
         example,
@@ -168,9 +168,7 @@ def _export_dynamo(
     )
 
 
-def _check_file(
-    exporter: str, path: Path, opset: int, input_names: list[str], output_names: list[str]
-) -> Attempt:
+def _check_file(exporter: str, path: Path, opset: int, input_names: list[str], output_names: list[str]) -> Attempt:
     import onnx
 
     if not path.is_file():
@@ -197,6 +195,27 @@ def _check_file(
             produced,
         )
     return Attempt(exporter, True, None, produced)
+
+
+def declare_output_shapes(path: Path, declared: dict[str, list[int | str]]) -> None:
+    """Write the measured output shapes (static sizes, named dynamic ones) into the file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for output in model.graph.output:
+        dims = declared.get(output.name)
+        shape = output.type.tensor_type.shape
+        if dims is None or len(shape.dim) not in (0, len(dims)):
+            continue
+        del shape.dim[:]
+        for value in dims:
+            dim = shape.dim.add()
+            if isinstance(value, int):
+                dim.dim_value = value
+            else:
+                dim.dim_param = value
+    # Weights stay where the exporter put them (inline, or external beside the file).
+    onnx.save(model, str(path))
 
 
 def onnx_io(path: Path) -> tuple[list[str], dict[str, list[int | str | None]]]:

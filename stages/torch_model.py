@@ -41,7 +41,9 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unpickling failure is the user's file
-            raise StageError("invalid_model", _not_loadable_message(exc)) from None
+            message = _not_loadable_message(exc)
+            code = "unsafe_model" if message.startswith(UNSAFE_PREFIX) else "invalid_model"
+            raise StageError(code, message) from None
     state = _unwrap_checkpoint(raw)
     return _strip_prefix(state, "module.")
 
@@ -61,15 +63,12 @@ def resolve_architecture(name: str, allowed: list[str] | tuple[str, ...]) -> Cal
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise StageError(
-            "architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}"
-        ) from None
+        raise StageError("architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}") from None
     target = getattr(module, attr, None)
     if target is None or not callable(target):
         raise StageError(
             "architecture_not_found",
-            f"{module_name!r} has no constructor {attr!r}; "
-            f"check the spelling (e.g. 'torchvision.models.resnet18')",
+            f"{module_name!r} has no constructor {attr!r}; check the spelling (e.g. 'torchvision.models.resnet18')",
         )
     defined_in = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', attr)}"
     if not _under(defined_in, allowed):
@@ -210,6 +209,9 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         raise StageError("invalid_model", f"not a readable safetensors file: {first_line(exc)}") from None
 
 
+UNSAFE_PREFIX = "the file is a pickle that would run code when loaded"
+
+
 def _not_loadable_message(exc: BaseException) -> str:
     # torch's own wording suggests retrying with weights_only=False, which is exactly
     # what must not happen: report the underlying reason instead.
@@ -220,7 +222,7 @@ def _not_loadable_message(exc: BaseException) -> str:
     detail = lines[0].split(". ")[0][:300]
     if "Unsupported global" in detail:
         return (
-            "the file is a pickle that would run code when loaded, which is refused (state dicts "
+            UNSAFE_PREFIX + ", which is refused (state dicts "
             "load with weights_only=True, no fallback): save the weights with "
             f"torch.save(model.state_dict()) or as .safetensors ({detail})"
         )

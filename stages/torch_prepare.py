@@ -16,12 +16,20 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stages import samples as sample_io
 from stages.contract import StageError, StageRequest, StageResult
-from stages.torch_export import Attempt, choose_opset, export, exporter_order, onnx_io
+from stages.torch_export import (
+    Attempt,
+    choose_opset,
+    declare_output_shapes,
+    export,
+    exporter_order,
+    onnx_io,
+)
 from stages.torch_model import (
     DEFAULT_ALLOWED,
     apply_state_dict,
@@ -83,43 +91,22 @@ def run(request: StageRequest) -> StageResult:
     threads = int(options.get("threads") or 1)
     tolerance = float((spec.get("tolerance") or {}).get("float32", 1e-4))
 
-    onnx_path = out / "model.onnx"
-    attempts: list[Attempt] = []
-    chosen: tuple[str, dict[str, Any]] | None = None
     started = time.monotonic()
-    for exporter in exporters:
-        candidate = out / f"model.{exporter}.onnx"
-        attempt = export(exporter, wrapper, example, candidate, input_names, output_names, dynamic, opset)
-        attempts.append(attempt)
-        if not attempt.ok:
-            continue
-        check_started = time.monotonic()
-        try:
-            metrics = _validate_onnx(candidate, samples, reference, tolerance, threads)
-        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
-            attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
-            candidate.unlink()
-            continue
-        metrics["seconds"] = round(time.monotonic() - check_started, 3)
-        if chosen is None or metrics["verdict"] == "pass":
-            candidate.replace(onnx_path)
-            chosen = (exporter, metrics)
-        else:
-            candidate.unlink()
-        if metrics["verdict"] == "pass":
-            break
-        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    declared = _probe_output_dims(wrapper, samples, inputs, output_names)
+    exporter_used, onnx_metrics, attempts = _export_best(
+        exporters,
+        wrapper,
+        example,
+        out,
+        input_names,
+        output_names,
+        dynamic,
+        opset,
+        declared,
+        lambda path: _validate_onnx(path, samples, reference, tolerance, threads),
+    )
     export_seconds = time.monotonic() - started
-    for exporter in exporters:
-        (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
-    if chosen is None:
-        tried = "; ".join(f"{a.exporter}: {a.error}" for a in attempts)
-        raise StageError(
-            "export_failed",
-            f"ONNX export failed at opset {opset}. {tried}. Try another exporter or opset in the "
-            "spec, or change the model to avoid the unsupported operation",
-        )
-    exporter_used, onnx_metrics = chosen
+    onnx_path = out / "model.onnx"
     onnx_inputs, output_shapes = onnx_io(onnx_path)
 
     return StageResult(
@@ -136,6 +123,7 @@ def run(request: StageRequest) -> StageResult:
             "reference_runtime": "pytorch",
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "export_attempts": [a.to_json() for a in attempts],
+            "output_shapes_probed": declared is not None,
             "samples": int(next(iter(samples.values())).shape[0]),
             "samples_source": "uploaded" if uploaded else "synthetic",
             "seed": seed,
@@ -147,6 +135,115 @@ def run(request: StageRequest) -> StageResult:
             },
         },
     )
+
+
+def _export_best(
+    exporters: tuple[str, ...],
+    wrapper: Any,
+    example: tuple[Any, ...],
+    out: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
+    declared: dict[str, list[int | str]] | None,
+    validate: Callable[[Path], dict[str, Any]],
+) -> tuple[str, dict[str, Any], list[Attempt]]:
+    """Try the exporters in order; keep the first file onnxruntime agrees with.
+
+    A file that exports but disagrees with PyTorch does not stop ``auto``: the next
+    exporter may do better. If none passes, the first runnable file is kept with its
+    failing metrics, so the report shows what went wrong.
+    """
+    attempts: list[Attempt] = []
+    chosen: tuple[str, dict[str, Any]] | None = None
+    for exporter in exporters:
+        candidate = out / f"model.{exporter}.onnx"
+        attempt = export(exporter, wrapper, example, candidate, input_names, output_names, dynamic, opset)
+        attempts.append(attempt)
+        if not attempt.ok:
+            continue
+        if declared:
+            declare_output_shapes(candidate, declared)
+        started = time.monotonic()
+        try:
+            metrics = validate(candidate)
+        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
+            attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
+            candidate.unlink()
+            continue
+        metrics["seconds"] = round(time.monotonic() - started, 3)
+        if chosen is None or metrics["verdict"] == "pass":
+            candidate.replace(out / "model.onnx")
+            chosen = (exporter, metrics)
+        if metrics["verdict"] == "pass":
+            break
+        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    for exporter in exporters:
+        (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
+    if chosen is None:
+        tried = "; ".join(f"{a.exporter}: {a.error}" for a in attempts)
+        raise StageError(
+            "export_failed",
+            f"ONNX export failed at opset {opset}. {tried}. Try another exporter or opset in the "
+            "spec, or change the model to avoid the unsupported operation",
+        )
+    return chosen[0], chosen[1], attempts
+
+
+def _probe_output_dims(
+    wrapper: Any, samples: dict[str, Any], inputs: list[dict[str, Any]], output_names: list[str]
+) -> dict[str, list[int | str]] | None:
+    """Which output axes follow the spec's dynamic dimensions, found by running the model.
+
+    Exporters often lose static output sizes behind a dynamic batch (a Resize output
+    becomes four anonymous dimensions), which then reach the SavedModel and TFLite
+    signatures. One extra forward pass with every dynamic dimension at another size
+    tells static axes from dynamic ones and names the latter after the input dimension
+    they track. Returns None when there is nothing dynamic or the probe fails.
+    """
+    import numpy as np
+    import torch
+
+    base: dict[str, int] = {}
+    for item in inputs:
+        for axis, dim in sample_io.dynamic_axes(item["shape"]).items():
+            base.setdefault(dim, int(samples[item["name"]].shape[1 + axis]))
+    if not base:
+        return None
+    # Small sizes grow, larger ones shrink (a sequence may not grow past the model's
+    # maximum); each dimension gets its own (base, probe) pair so axes can be told apart.
+    probe: dict[str, int] = {}
+    for dim, size in base.items():
+        candidate = size + 1 if size <= 2 else size - 1
+        while (size, candidate) in {(base[d], p) for d, p in probe.items()}:
+            candidate += 1
+        probe[dim] = candidate
+    args = []
+    for item in inputs:
+        array = samples[item["name"]][0]
+        for axis, dim in sample_io.dynamic_axes(item["shape"]).items():
+            # Cycle through the real sample along the axis: token ids stay valid ids.
+            array = np.take(array, np.arange(probe[dim]) % base[dim], axis=axis)
+        args.append(torch.from_numpy(np.ascontiguousarray(array)))
+    try:
+        with torch.inference_mode():
+            probed = [tuple(t.shape) for t in wrapper(*args)]
+            first = [tuple(t.shape) for t in wrapper(*(torch.from_numpy(samples[i["name"]][0]) for i in inputs))]
+    except Exception:  # the model does not really take other sizes; keep the exporter's shapes
+        return None
+    if len(probed) != len(output_names):
+        return None
+    by_sizes = {(base[dim], probe[dim]): dim for dim in base}
+    declared: dict[str, list[int | str]] = {}
+    for name, before, after in zip(output_names, first, probed, strict=True):
+        if len(before) != len(after):
+            return None
+        declared[name] = [
+            a if a == b else by_sizes.get((a, b), f"{name}_dim{axis}")
+            for axis, (a, b) in enumerate(zip(before, after, strict=True))
+        ]
+    return declared
 
 
 class _Flatten:
@@ -200,9 +297,7 @@ def flat_module(model: Any) -> Any:
     return _flat_outputs_class()(model)
 
 
-def _reference(
-    model: Any, samples: dict[str, Any], input_names: list[str]
-) -> tuple[list[str], dict[str, Any]]:
+def _reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> tuple[list[str], dict[str, Any]]:
     import numpy as np
     import torch
 

@@ -52,9 +52,7 @@ def run(request: StageRequest) -> StageResult:
     try:
         ops = operators(tflite)
     except Exception as exc:  # a file that is not a flatbuffer at all
-        raise StageError(
-            "invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}"
-        ) from None
+        raise StageError("invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}") from None
     requires_flex = bool(ops["flex"])
 
     started = time.monotonic()
@@ -94,11 +92,7 @@ def run(request: StageRequest) -> StageResult:
         metrics={f"tflite_{precision}": result},
         info={
             "runtime": "ai-edge-litert Interpreter, builtin ops, no flex delegate, "
-            + (
-                "XNNPACK delegate (default)"
-                if options.get("xnnpack", True)
-                else "reference kernels (no XNNPACK)"
-            ),
+            + ("XNNPACK delegate (default)" if options.get("xnnpack", True) else "reference kernels (no XNNPACK)"),
             "operators_source": "flatbuffer via ai_edge_litert.schema_py_generated",
             "versions": _versions(),
             "signature_key": child.get("signature_key"),

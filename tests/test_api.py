@@ -72,7 +72,7 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued"
     assert job["error"] is None
-    assert [s["name"] for s in job["stages"]] == ["export_onnx", "convert_tf", "validate_tflite", "report"]
+    assert [s["name"] for s in job["stages"]] == ["export_onnx", "convert_onnx_tf", "validate_onnx_tf", "report"]
     assert all(s["state"] == "pending" for s in job["stages"])
     assert job["spec"]["model_format"] == "state_dict"
     assert job["spec"]["targets"] == ["onnx", "saved_model", "tflite"]
@@ -207,11 +207,14 @@ def test_tenants_see_only_their_jobs(client: TestClient, auth: dict[str, str], s
 
 def test_toolchains_list_exact_versions(client: TestClient, auth: dict[str, str]) -> None:
     toolchains = {t["name"]: t for t in client.get("/v1/toolchains", headers=auth).json()}
-    assert set(toolchains) == {"torch", "onnx-tf"}
+    assert {"torch", "onnx-tf"} <= set(toolchains)
     assert toolchains["torch"]["packages"]["torch"] == "2.14.1"
     assert toolchains["onnx-tf"]["packages"]["tensorflow-cpu"] == "2.15.1"
     assert toolchains["onnx-tf"]["packages"]["onnx-tf"] == "1.10.0"
-    assert all(t["ready"] for t in toolchains.values())
+    assert toolchains["torch"]["ready"]
+    assert toolchains["onnx-tf"]["ready"]
+    assert toolchains["onnx-tf"]["converters"] == ["onnx-tf"]
+    assert "onnx-tf" in toolchains["onnx-tf"]["enabled"]
 
 
 def test_openapi_declares_problem_responses(client: TestClient) -> None:

@@ -14,6 +14,7 @@ from app.services.jobs import parse_spec, resolve_format
 from app.services.sniff import sniff_format
 from worker.celery_app import celery_app
 from worker.plan import plan_stages
+from worker.selection import auto_satisfied, choose
 
 BASE = {
     "architecture": {"name": "torchvision.models.resnet18"},
@@ -90,16 +91,80 @@ def test_declared_format_must_match_the_bytes() -> None:
     assert error.value.instance_code == "format_disabled"
 
 
+def names(**spec: object) -> list[str]:
+    return [s.name for s in plan_stages({"available_toolchains": ["onnx-tf"], **spec})]
+
+
 def test_plan_produces_only_what_targets_need() -> None:
-    names = lambda targets: [s.name for s in plan_stages({"targets": targets})]  # noqa: E731
-    assert names(["onnx"]) == ["export_onnx", "report"]
-    assert names(["saved_model"]) == ["export_onnx", "convert_tf", "report"]
-    assert names(["onnx", "saved_model", "tflite"]) == [
+    assert names(targets=["onnx"]) == ["export_onnx", "report"]
+    assert names(targets=["saved_model"]) == ["export_onnx", "convert_onnx_tf", "report"]
+    assert names(targets=["onnx", "saved_model", "tflite"]) == [
         "export_onnx",
-        "convert_tf",
-        "validate_tflite",
+        "convert_onnx_tf",
+        "validate_onnx_tf",
         "report",
     ]
+
+
+def test_plan_tries_candidates_in_priority_order_and_quantizes_the_winner() -> None:
+    everything = ["onnx-tf", "onnx2tf", "litert-torch"]
+    plan = names(targets=["tflite"], available_toolchains=everything, quantization=["float32", "int8"])
+    assert plan == [
+        "export_onnx",
+        "convert_onnx_tf",
+        "validate_onnx_tf",
+        "convert_onnx2tf",
+        "validate_onnx2tf",
+        "convert_litert_torch",
+        "validate_litert_torch",
+        "quantize",
+        "report",
+    ]
+    # An explicit toolchain is the only candidate; the SavedModel still comes from onnx-tf.
+    assert names(targets=["saved_model", "tflite"], toolchain="onnx2tf", available_toolchains=everything) == [
+        "export_onnx",
+        "convert_onnx_tf",
+        "convert_onnx2tf",
+        "validate_onnx2tf",
+        "report",
+    ]
+
+
+def _validated(verdict: str, flex: bool = False, latency: float = 1.0, error: float = 1e-6) -> dict:
+    metrics = {
+        "verdict": verdict,
+        "requires_flex": flex,
+        "latency_ms": {"median_1_thread": latency},
+        "outputs": {"output": {"max_abs": error, "scale": 1.0}},
+    }
+    return {"metrics": {"tflite_float32": metrics}}
+
+
+def test_selection_by_verdict_builtin_latency_error() -> None:
+    spec = {"toolchain": "auto", "available_toolchains": ["onnx-tf", "onnx2tf", "litert-torch"]}
+    results = {
+        "convert_onnx_tf": {},
+        "validate_onnx_tf": _validated("pass", flex=True),
+        "convert_onnx2tf": {},
+        "validate_onnx2tf": _validated("pass", latency=5.0),
+        "convert_litert_torch": {},
+        "validate_litert_torch": _validated("pass", latency=2.0),
+    }
+    # auto: the first builtin-only pass in priority order
+    assert choose(spec, results).name == "onnx2tf"
+    assert auto_satisfied(spec, results)
+    # best: all ranked; the faster builtin-only pass wins
+    assert choose({**spec, "toolchain": "best"}, results).name == "litert_torch".replace("_", "-")
+    # nothing deliverable: the best of what exists (a flex pass beats a failure)
+    only = {
+        "convert_onnx_tf": {},
+        "validate_onnx_tf": _validated("pass", flex=True),
+        "convert_onnx2tf": {},
+        "validate_onnx2tf": _validated("fail"),
+    }
+    assert choose(spec, only).name == "onnx-tf"
+    assert not auto_satisfied(spec, only)
+    assert choose(spec, {}) is None
 
 
 def test_queue_time_limits_are_ordered() -> None:

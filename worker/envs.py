@@ -21,13 +21,20 @@ from worker.toolchains import LOCK_DIR, TOOLCHAINS, Toolchain, modelport_home
 
 
 def find_python(version: str) -> str:
-    """An interpreter of the given minor version: on PATH, else pyenv's."""
-    candidates = [shutil.which(f"python{version}")]
+    """An interpreter of the given minor version that really runs: pyenv's installed
+    versions first (its shims may exist yet refuse to run), then PATH."""
+    candidates: list[str | None] = []
     pyenv_root = Path.home() / ".pyenv" / "versions"
     if pyenv_root.is_dir():
         candidates += [str(p / "bin" / "python") for p in sorted(pyenv_root.glob(f"{version}.*"), reverse=True)]
+    candidates += [shutil.which(f"python{version}")]
     for candidate in candidates:
-        if candidate and Path(candidate).exists():
+        if not candidate or not Path(candidate).exists():
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     raise SystemExit(f"Python {version} is needed for this toolchain and was not found on PATH or in pyenv")
 

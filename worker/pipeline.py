@@ -16,20 +16,23 @@ from typing import Any
 
 import psutil
 import structlog
+from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.models import Job, StageRun
 from app.models.base import utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
-from worker.plan import CONTROL, StageDef, next_stage, stage_def
+from worker.plan import CONTROL, StageDef, onnx_consumers, plan_stages, slug, stage_def
 from worker.report import finish_job
 from worker.runner import RunLimits, StageCancelled, StageFailure, log_tail
+from worker.selection import auto_satisfied, choose
 from worker.toolchains import get_toolchain
 
 log = structlog.get_logger()
 
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+TOLERANT_ROLES = frozenset({"convert", "validate", "quantize"})  # failures the report lists
 MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
 
 
@@ -39,6 +42,7 @@ class Claim:
     spec: dict[str, Any]
     model_key: str
     inputs_key: str | None
+    calibration_key: str | None
     previous: dict[str, dict[str, Any]]  # earlier stages' recorded results, by stage name
 
 
@@ -61,7 +65,7 @@ def fail_job(job: Job, run: StageRun | None, code: str, message: str, tail: str 
 
 def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | None:
     """Mark the stage running. Returns None when there is nothing to do, or the next
-    stage's definition when this one already succeeded (a redelivery after a crash
+    stage's definition when this one already finished (a redelivery after a crash
     between recording and enqueueing)."""
     with session_scope(ctx.sessions) as session:
         job = session.get(Job, job_id)
@@ -72,8 +76,8 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | Non
         if run is None:
             return None
         definition = stage_def(job.spec, stage)
-        if run.state == "succeeded":
-            return next_stage(job.spec, stage)
+        if run.state in ("succeeded", "failed", "skipped"):
+            return advance(session, ctx, job)
         if run.attempts >= MAX_ATTEMPTS:
             fail_job(
                 job,
@@ -89,7 +93,7 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | Non
         job.status, job.stage = "running", stage
         job.started_at = job.started_at or now
         previous = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
-        return Claim(definition, dict(job.spec), job.model_key, job.inputs_key, previous)
+        return Claim(definition, dict(job.spec), job.model_key, job.inputs_key, job.calibration_key, previous)
 
 
 def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | None = None) -> None:
@@ -102,54 +106,92 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
         return
     bound.info("job.stage.started")
     started = time.monotonic()
+    failure: StageFailure | None = None
+    result: dict[str, Any] = {}
     try:
-        if claimed.definition.toolchain == CONTROL:
-            result: dict[str, Any] = {}
-        else:
+        if claimed.definition.toolchain != CONTROL:
             result = execute(ctx, job_id, claimed)
     except StageCancelled:
         bound.info("job.stage.cancelled")
         return
-    except StageFailure as failure:
-        bound.warning("job.stage.failed", code=failure.code, error=failure.message)
-        with session_scope(ctx.sessions) as session:
-            job = session.get(Job, job_id)
-            if job is not None and job.status not in FINAL:
-                run = _stage_run(job, stage)
-                if run is not None:
-                    run.seconds = round(time.monotonic() - started, 3)
-                    run.log_key = f"jobs/{job_id}/logs/{stage}.log" if failure.log_tail else None
-                fail_job(job, run, failure.code, failure.message, failure.log_tail)
-        return
+    except StageFailure as exc:
+        bound.warning("job.stage.failed", code=exc.code, error=exc.message)
+        failure = exc
     seconds = round(time.monotonic() - started, 3)
-    following = record_success(ctx, job_id, stage, result, seconds)
-    bound.info("job.stage.finished", seconds=seconds)
+    following = record_outcome(ctx, job_id, claimed.definition, result, seconds, failure)
+    bound.info("job.stage.finished", seconds=seconds, ok=failure is None)
     if following is not None:
         enqueue_stage(job_id, following.name, following.toolchain, request_id=request_id)
 
 
-def record_success(
-    ctx: WorkerContext, job_id: str, stage: str, result: dict[str, Any], seconds: float
+def record_outcome(
+    ctx: WorkerContext,
+    job_id: str,
+    definition: StageDef,
+    result: dict[str, Any],
+    seconds: float,
+    failure: StageFailure | None,
 ) -> StageDef | None:
+    """Record the stage's end and return the next stage to enqueue (None: the job ended)."""
     with session_scope(ctx.sessions) as session:
         job = session.get(Job, job_id)
         if job is None or job.status in FINAL:
             return None
-        run = _stage_run(job, stage)
+        run = _stage_run(job, definition.name)
         assert run is not None
-        run.state, run.seconds, run.finished_at, run.result = "succeeded", seconds, utcnow(), result
-        if result.get("log_key"):
-            run.log_key = result["log_key"]
-        following = next_stage(job.spec, stage)
-        if following is None:
-            session.flush()
-            finish_job(session, ctx.store, job)
-        return following
+        run.seconds, run.finished_at = seconds, utcnow()
+        if failure is None:
+            run.state, run.result = "succeeded", result
+            run.log_key = result.get("log_key") or run.log_key
+        else:
+            run.log_key = f"jobs/{job_id}/logs/{definition.name}.log" if failure.log_tail else None
+            if definition.role not in TOLERANT_ROLES:
+                fail_job(job, run, failure.code, failure.message, failure.log_tail)
+                return None
+            # One candidate failing is a finding for the report, not the job's end.
+            run.state, run.error_code, run.error_message = "failed", failure.code, failure.message
+            run.result = {"log_tail": failure.log_tail[-4000:]}
+        session.flush()
+        return advance(session, ctx, job)
+
+
+def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, Any]]) -> str | None:
+    spec = job.spec
+    if definition.role == "validate":
+        convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
+        if convert is None or convert.state != "succeeded":
+            return "its conversion did not produce a .tflite"
+    if definition.role in ("convert", "validate") and auto_satisfied(spec, results):
+        keeps_saved_model = definition.name == "convert_onnx_tf" and "saved_model" in spec.get("targets", [])
+        if not keeps_saved_model:
+            return "auto: an earlier candidate already passed with builtin ops only"
+    if definition.role == "quantize" and choose(spec, results) is None:
+        return "no float32 .tflite passed validation to quantize"
+    return None
+
+
+def advance(session: Session, ctx: WorkerContext, job: Job) -> StageDef | None:
+    """Skip what no longer needs to run, then the next pending stage; finish at the end."""
+    results = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
+    for definition in plan_stages(job.spec):
+        run = _stage_run(job, definition.name)
+        if run is None or run.state != "pending":
+            continue
+        reason = _skip_reason(job, definition, results)
+        if reason is None:
+            return definition
+        run.state, run.result = "skipped", {"skipped_reason": reason}
+    session.flush()
+    finish_job(session, ctx.store, job)
+    return None
 
 
 def _input_key(claim: Claim, source: str, name: str) -> str | None:
     if source == "upload":
-        return claim.model_key if name == "model" else claim.inputs_key if name == "inputs" else None
+        return {"model": claim.model_key, "inputs": claim.inputs_key, "calibration": claim.calibration_key}.get(name)
+    if source == "chosen":
+        chosen = choose(claim.spec, claim.previous)
+        source = f"convert_{slug(chosen.name)}" if chosen else ""
     output = claim.previous.get(source, {}).get("outputs", {}).get(name)
     return output["key"] if output else None
 
@@ -176,13 +218,18 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
                 continue
             local = workdir / "in" / logical
             ctx.store.get_to_file(key, local)
-            if logical == "samples" and source == "upload":
+            if logical in ("samples", "calibration") and source == "upload":
                 local = local.rename(local.with_suffix(_suffix_for(local)))
             inputs[logical] = str(local)
+        spec = claim.spec
+        if definition.role == "export":
+            # The ONNX file must be readable by every converter that will consume it.
+            consumers = onnx_consumers(spec)
+            spec = {**spec, "onnx_consumers": consumers}
         request = {
             "stage": definition.entry,
             "inputs": inputs,
-            "spec": claim.spec,
+            "spec": spec,
             "options": {
                 "allowed_architectures": settings.conversion.allowed_architectures,
                 "threads": settings.limits.stage_threads,

@@ -1,7 +1,12 @@
 """Which stages a job runs, in which environment, fed by which earlier outputs.
 
 A stage's inputs are ``(source, name)`` pairs: ``source`` is ``"upload"`` for the
-user's files or the name of an earlier stage whose output ``name`` it consumes.
+user's files, the name of an earlier stage whose output ``name`` it consumes, or
+``"chosen"`` for the float32 .tflite of the candidate that won the selection.
+
+TFLite candidates (one per converter toolchain) each get a ``convert_<c>`` and a
+``validate_<c>`` stage. Under ``toolchain: auto`` the candidates run in priority order
+and the rest are skipped once one passes with builtin ops only; under ``best`` all run.
 """
 
 from __future__ import annotations
@@ -13,12 +18,43 @@ CONTROL = "control"  # runs in the worker process itself: no framework
 
 
 @dataclass(frozen=True)
+class Converter:
+    name: str  # as in the spec's `toolchain`
+    env: str  # the toolchain environment (and queue) its stage runs in
+    entry: str  # the ``python -m stages`` name
+    source: str  # "onnx": converts the exported ONNX file; "model": converts the PyTorch model
+    saved_model: bool = False  # also writes the SavedModel
+
+
+CONVERTERS: dict[str, Converter] = {
+    "onnx-tf": Converter("onnx-tf", "onnx-tf", "onnx_tf.convert", "onnx", saved_model=True),
+    "onnx2tf": Converter("onnx2tf", "onnx2tf", "onnx2tf.convert", "onnx"),
+    "litert-torch": Converter("litert-torch", "torch", "litert_torch.convert", "model"),
+}
+
+# Priority per input format under `auto` (see docs/benchmarks.md for the measurements):
+# onnx2tf keeps PyTorch's layout with one boundary transpose where onnx-tf wraps every
+# convolution in transposes, and turns exact GELU into the builtin op where onnx-tf needs
+# flex; onnx-tf stays as the fallback (and the SavedModel's source).
+PRIORITY: dict[str, list[str]] = {
+    "state_dict": ["onnx2tf", "litert-torch", "onnx-tf"],
+    "onnx": ["onnx2tf", "onnx-tf"],
+}
+
+
+@dataclass(frozen=True)
 class StageDef:
     name: str
     toolchain: str
     entry: str | None  # the ``python -m stages`` name; None for control stages
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    candidate: str | None = None  # the converter this stage belongs to
+    role: str = "other"  # "export", "convert", "validate", "quantize", "report"
+
+
+def slug(converter: str) -> str:
+    return converter.replace("-", "_")
 
 
 EXPORT = StageDef(
@@ -26,41 +62,76 @@ EXPORT = StageDef(
     "torch",
     "torch.prepare",
     {"model": ("upload", "model"), "samples": ("upload", "inputs")},
+    role="export",
 )
-CONVERT = StageDef(
-    "convert_tf",
-    "onnx-tf",
-    "onnx_tf.convert",
-    {
-        "onnx": ("export_onnx", "onnx"),
-        "samples": ("export_onnx", "samples"),
-        "reference": ("export_onnx", "reference"),
-    },
-)
-VALIDATE_TFLITE = StageDef(
-    "validate_tflite",
-    "torch",
-    "litert.validate",
-    {
-        "tflite": ("convert_tf", "tflite_float32"),
-        "samples": ("export_onnx", "samples"),
-        "reference": ("export_onnx", "reference"),
-    },
-    {"precision": "float32"},
-)
-REPORT = StageDef("report", CONTROL, None)
+REPORT = StageDef("report", CONTROL, None, role="report")
+COMMON = {"samples": ("export_onnx", "samples"), "reference": ("export_onnx", "reference")}
+
+
+def convert_stage(converter: Converter) -> StageDef:
+    source = {"onnx": ("export_onnx", "onnx")} if converter.source == "onnx" else {"model": ("upload", "model")}
+    return StageDef(
+        f"convert_{slug(converter.name)}",
+        converter.env,
+        converter.entry,
+        {**source, **COMMON},
+        candidate=converter.name,
+        role="convert",
+    )
+
+
+def validate_stage(converter: Converter) -> StageDef:
+    return StageDef(
+        f"validate_{slug(converter.name)}",
+        "torch",
+        "litert.validate",
+        {"tflite": (f"convert_{slug(converter.name)}", "tflite_float32"), **COMMON},
+        {"precision": "float32"},
+        candidate=converter.name,
+        role="validate",
+    )
+
+
+def candidates(spec: dict[str, Any]) -> list[str]:
+    """The TFLite converters this job tries, in order."""
+    chosen = spec.get("toolchain", "auto")
+    if chosen in CONVERTERS:
+        return [chosen]
+    available = spec.get("available_toolchains") or list(CONVERTERS)
+    order = PRIORITY.get(spec.get("model_format", "state_dict"), PRIORITY["state_dict"])
+    return [name for name in order if name in available]
 
 
 def plan_stages(spec: dict[str, Any]) -> list[StageDef]:
     """The chain for a normalized spec: only what its targets need."""
     targets = set(spec.get("targets", []))
     stages = [EXPORT]
-    if targets & {"saved_model", "tflite"}:
-        stages.append(CONVERT)
-    if "tflite" in targets:
-        stages.append(VALIDATE_TFLITE)
+    tflite = "tflite" in targets
+    converters = candidates(spec) if tflite else []
+    if "saved_model" in targets and "onnx-tf" not in converters:
+        stages.append(convert_stage(CONVERTERS["onnx-tf"]))
+    for name in converters:
+        stages += [convert_stage(CONVERTERS[name]), validate_stage(CONVERTERS[name])]
+    quantized = [p for p in spec.get("quantization", ["float32"]) if p != "float32"]
+    if tflite and quantized:
+        stages.append(
+            StageDef(
+                "quantize",
+                "torch",
+                "litert.quantize",
+                {"tflite": ("chosen", "tflite_float32"), "calibration": ("upload", "calibration"), **COMMON},
+                {"precisions": quantized},
+                role="quantize",
+            )
+        )
     stages.append(REPORT)
     return stages
+
+
+def onnx_consumers(spec: dict[str, Any]) -> list[str]:
+    """The converters of this plan that read the exported ONNX file."""
+    names = {s.candidate for s in plan_stages(spec) if s.role == "convert" and s.candidate}
+    return sorted(n for n in names if CONVERTERS[n].source == "onnx")
 
 
 def stage_def(spec: dict[str, Any], name: str) -> StageDef:
@@ -70,8 +141,7 @@ def stage_def(spec: dict[str, Any], name: str) -> StageDef:
     raise KeyError(f"stage {name!r} is not part of this job's plan")
 
 
-def next_stage(spec: dict[str, Any], name: str) -> StageDef | None:
+def following_stages(spec: dict[str, Any], name: str) -> list[StageDef]:
     stages = plan_stages(spec)
     names = [s.name for s in stages]
-    index = names.index(name)
-    return stages[index + 1] if index + 1 < len(stages) else None
+    return stages[names.index(name) + 1 :]

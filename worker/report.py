@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 from app.models import Artifact, Job
 from app.models.base import utcnow
 from app.storage import ObjectStore
+from worker.plan import slug
+from worker.selection import choose, collect
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 MEDIA_TYPES = {
     "onnx": "application/onnx",
     "saved_model": "application/zip",
@@ -57,70 +59,152 @@ def _artifact_entry(
     return entry
 
 
+TFLITE_EXTRA = ("operators", "operator_counts", "transpose_count", "latency_ms", "requires_flex", "size_bytes")
+
+
+def _tflite_entry(
+    name: str,
+    precision: str,
+    toolchain: str,
+    output: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    runtime: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    checked = metrics or {}
+    fields = {key: checked.get(key) for key in TFLITE_EXTRA if key in checked}
+    fields["requires_flex"] = bool(checked.get("requires_flex"))
+    for key in ("vs_float32", "quantizer", "calibration", "advisory"):
+        if key in checked:
+            fields[key] = checked[key]
+    return _artifact_entry("tflite", name, precision, toolchain, output, metrics, runtime, {**fields, **(extra or {})})
+
+
 def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
     """Report entries for the requested targets, each with the object key it is stored under."""
     targets = set(job.spec.get("targets", []))
     export = results.get("export_onnx", {})
-    convert = results.get("convert_tf", {})
-    validate = results.get("validate_tflite", {})
-    toolchain = job.spec.get("toolchain", "onnx-tf")
     entries: list[tuple[dict[str, Any], str]] = []
-    versions_export = export.get("info", {}).get("versions", {})
+    export_info = export.get("info", {})
     if "onnx" in targets and "onnx" in export.get("outputs", {}):
         out = export["outputs"]["onnx"]
+        runtime = f"onnxruntime {export_info.get('versions', {}).get('onnxruntime', '?')}"
+        extra = {"opset": export_info.get("opset"), "exporter": export_info.get("exporter")}
         entries.append(
             (
                 _artifact_entry(
-                    "onnx",
-                    "model.onnx",
-                    "float32",
-                    "torch",
-                    out,
-                    export.get("metrics", {}).get("onnx"),
-                    f"onnxruntime {versions_export.get('onnxruntime', '?')}",
-                    {
-                        "opset": export.get("info", {}).get("opset"),
-                        "exporter": export.get("info", {}).get("exporter"),
-                    },
+                    "onnx", "model.onnx", "float32", "torch", out, export.get("metrics", {}).get("onnx"), runtime, extra
                 ),
                 out["key"],
             )
         )
-    convert_info = convert.get("info", {})
-    tf_version = convert_info.get("versions", {}).get("tensorflow", "?")
-    if "saved_model" in targets and "saved_model" in convert.get("outputs", {}):
-        out = convert["outputs"]["saved_model"]
+    onnx_tf = results.get("convert_onnx_tf", {})
+    if "saved_model" in targets and "saved_model" in onnx_tf.get("outputs", {}):
+        out = onnx_tf["outputs"]["saved_model"]
+        tf_version = onnx_tf.get("info", {}).get("versions", {}).get("tensorflow", "?")
         entries.append(
             (
                 _artifact_entry(
                     "saved_model",
                     "saved_model.zip",
                     "float32",
-                    toolchain,
+                    "onnx-tf",
                     out,
-                    convert.get("metrics", {}).get("saved_model"),
+                    onnx_tf.get("metrics", {}).get("saved_model"),
                     f"tensorflow {tf_version} (serving_default)",
                 ),
                 out["key"],
             )
         )
-    if "tflite" in targets and "tflite_float32" in convert.get("outputs", {}):
+    if "tflite" not in targets:
+        return entries
+    chosen = choose(job.spec, results)
+    if chosen is not None:
+        convert = results[f"convert_{slug(chosen.name)}"]
+        validate = results.get(f"validate_{slug(chosen.name)}", {})
         out = convert["outputs"]["tflite_float32"]
-        checked = validate.get("metrics", {}).get("tflite_float32") or validate.get("metrics", {})
         runtime = validate.get("info", {}).get("runtime", "ai-edge-litert")
-        extra = {
-            key: checked.get(key)
-            for key in ("operators", "transpose_count", "latency_ms", "requires_flex", "size_bytes")
-            if key in checked
-        }
-        extra["requires_flex"] = bool(checked.get("requires_flex") or convert_info.get("requires_flex"))
+        entries.append(
+            (_tflite_entry("model_float32.tflite", "float32", chosen.name, out, chosen.metrics, runtime), out["key"])
+        )
+    quantize = results.get("quantize", {})
+    for precision in job.spec.get("quantization", []):
+        key = f"tflite_{precision}"
+        if precision == "float32" or key not in quantize.get("outputs", {}):
+            continue
+        out = quantize["outputs"][key]
+        runtime = quantize.get("info", {}).get("runtime", "ai-edge-litert")
+        toolchain = (quantize.get("metrics", {}).get(key) or {}).get("toolchain") or (chosen.name if chosen else None)
         entries.append(
             (
-                _artifact_entry("tflite", "model_float32.tflite", "float32", toolchain, out, checked, runtime, extra),
+                _tflite_entry(
+                    f"model_{precision}.tflite",
+                    precision,
+                    toolchain or "?",
+                    out,
+                    quantize.get("metrics", {}).get(key),
+                    runtime,
+                ),
                 out["key"],
             )
         )
     return entries
+
+
+def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every TFLite candidate: its provenance, numbers, and why it won, lost or failed."""
+    spec = job.spec
+    export = results.get("export_onnx", {})
+    chosen = choose(spec, results)
+    runs = {s.name: s for s in job.stages}
+    attempts = []
+    for candidate in collect(spec, results):
+        convert_run = runs.get(f"convert_{slug(candidate.name)}")
+        validate_run = runs.get(f"validate_{slug(candidate.name)}")
+        convert = results.get(f"convert_{slug(candidate.name)}", {})
+        info = convert.get("info", {})
+        if chosen is not None and candidate.name == chosen.name:
+            outcome = "chosen"
+        elif convert_run is not None and convert_run.state == "failed":
+            outcome = f"failed: {convert_run.error_code}: {convert_run.error_message}"
+        elif (
+            convert_run is not None
+            and convert_run.state == "skipped"
+            or (validate_run is not None and validate_run.state == "skipped")
+        ):
+            skipped = validate_run if validate_run is not None and validate_run.state == "skipped" else convert_run
+            outcome = f"skipped: {(skipped.result or {}).get('skipped_reason', '')}" if skipped else "skipped"
+        elif candidate.metrics is None:
+            outcome = "not validated"
+        elif candidate.requires_flex:
+            outcome = "lost: needs Select-TF (flex) ops, which stock LiteRT cannot run"
+        elif candidate.verdict != "pass":
+            outcome = "lost: " + "; ".join(candidate.metrics.get("reasons") or [candidate.verdict])
+        else:
+            outcome = "lost: ranked lower (verdict, builtin-only, latency, error)"
+        attempts.append(
+            {
+                "toolchain": candidate.name,
+                "outcome": outcome,
+                "chosen": outcome == "chosen",
+                "verdict": candidate.verdict if candidate.metrics else None,
+                "requires_flex": candidate.requires_flex if candidate.metrics else None,
+                "latency_ms": (candidate.metrics or {}).get("latency_ms"),
+                "max_abs_over_scale": candidate.error if candidate.metrics else None,
+                "size": (convert.get("outputs", {}).get("tflite_float32") or {}).get("size"),
+                "operators": (candidate.metrics or {}).get("operators"),
+                "transpose_count": (candidate.metrics or {}).get("transpose_count"),
+                "convert_seconds": convert_run.seconds if convert_run else None,
+                "converter": info.get("converter"),
+                "exporter": export.get("info", {}).get("exporter") if slug(candidate.name) != "litert_torch" else None,
+                "opset": export.get("info", {}).get("opset") if slug(candidate.name) != "litert_torch" else None,
+                "export_attempts": export.get("info", {}).get("export_attempts"),
+                "seed": spec.get("seed", 0),
+                "versions": {**export.get("info", {}).get("versions", {}), **info.get("versions", {})},
+                "lock_sha256": convert.get("lock_sha256"),
+            }
+        )
+    return attempts
 
 
 def build_report(job: Job) -> dict[str, Any]:
@@ -130,23 +214,18 @@ def build_report(job: Job) -> dict[str, Any]:
     spec = job.spec
     artifacts = [entry for entry, _ in build_artifacts(job, results)]
     reasons: list[str] = []
-    produced = {entry["kind"] for entry in artifacts}
+    produced = {entry["kind"] for entry in artifacts if entry["precision"] == "float32"}
     for target in spec.get("targets", []):
         if target not in produced:
-            reasons.append(f"target {target!r} was not produced")
+            reasons.append(f"target {target!r} was not produced at float32")
     for entry in artifacts:
-        if entry["verdict"] != "pass":
+        if entry["precision"] == "float32" and entry["verdict"] != "pass":
             reasons.append(f"{entry['name']}: " + "; ".join(entry["reasons"] or [entry["verdict"]]))
-    precisions: dict[str, Any] = {}
-    for precision in spec.get("quantization", ["float32"]):
-        if precision == "float32":
-            precisions[precision] = {"status": "produced" if "tflite" in produced else "not_requested"}
-        else:
-            precisions[precision] = {
-                "status": "not_produced",
-                "code": "precision_unavailable",
-                "reason": f"{precision} quantization is not available on this server yet",
-            }
+    precisions = _precisions(job, results, artifacts)
+    if spec.get("strict"):
+        for precision, state in precisions.items():
+            if state["status"] != "produced" or state.get("verdict") == "fail":
+                reasons.append(f"{precision}: {state.get('reason') or state.get('verdict')} (strict)")
     samples_source = "uploaded" if job.inputs_key else f"synthetic (seed {spec.get('seed', 0)})"
     return {
         "report_version": REPORT_VERSION,
@@ -187,8 +266,44 @@ def build_report(job: Job) -> dict[str, Any]:
             }
             for s in job.stages
         ],
-        "attempts": [_attempt(job, results)],
+        "attempts": _attempts(job, results),
     }
+
+
+def _precisions(
+    job: Job, results: dict[str, dict[str, Any]], artifacts: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    by_precision = {e["precision"]: e for e in artifacts if e["kind"] == "tflite"}
+    quantize_run = next((s for s in job.stages if s.name == "quantize"), None)
+    failed = (results.get("quantize", {}).get("info") or {}).get("failed") or {}
+    states: dict[str, dict[str, Any]] = {}
+    for precision in job.spec.get("quantization", ["float32"]):
+        entry = by_precision.get(precision)
+        if entry is not None:
+            states[precision] = {"status": "produced", "artifact": entry["name"], "verdict": entry["verdict"]}
+        elif precision in failed:
+            states[precision] = {"status": "not_produced", **failed[precision]}
+        elif quantize_run is not None and quantize_run.state == "failed":
+            states[precision] = {
+                "status": "not_produced",
+                "code": quantize_run.error_code,
+                "reason": quantize_run.error_message,
+            }
+        elif quantize_run is not None and quantize_run.state == "skipped":
+            states[precision] = {
+                "status": "not_produced",
+                "code": "no_float32_candidate",
+                "reason": (quantize_run.result or {}).get("skipped_reason"),
+            }
+        elif "tflite" not in job.spec.get("targets", []):
+            states[precision] = {"status": "not_requested", "reason": "the targets do not include tflite"}
+        else:
+            states[precision] = {
+                "status": "not_produced",
+                "code": "precision_unavailable",
+                "reason": f"no {precision} artifact was produced",
+            }
+    return states
 
 
 def _outputs(info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,24 +312,6 @@ def _outputs(info: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(shapes, dict):
         return [{"name": name, "shape": shapes.get(name)} for name in names]
     return [{"name": name, "shape": shape} for name, shape in zip(names, shapes, strict=False)]
-
-
-def _attempt(job: Job, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    export, convert = results.get("export_onnx", {}), results.get("convert_tf", {})
-    return {
-        "toolchain": job.spec.get("toolchain"),
-        "chosen": True,
-        "exporter": export.get("info", {}).get("exporter"),
-        "export_attempts": export.get("info", {}).get("export_attempts"),
-        "opset": export.get("info", {}).get("opset"),
-        "seed": job.spec.get("seed", 0),
-        "converter": convert.get("info", {}).get("converter"),
-        "versions": {
-            **export.get("info", {}).get("versions", {}),
-            **convert.get("info", {}).get("versions", {}),
-        },
-        "lock_sha256": {name: r.get("lock_sha256") for name, r in results.items() if r.get("lock_sha256")},
-    }
 
 
 def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
@@ -246,13 +343,23 @@ def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
     if report["verdict"] == "pass":
         job.status = "succeeded"
     else:
-        failing = next((a for a in report["artifacts"] if a["verdict"] != "pass"), None)
-        stage_of = {"onnx": "export_onnx", "saved_model": "convert_tf", "tflite": "validate_tflite"}
+        failing = next((a for a in report["artifacts"] if a["verdict"] != "pass" and a["precision"] == "float32"), None)
+        failed_stage = next((s for s in job.stages if s.state == "failed"), None)
         job.status = "failed"
-        job.error_code = "accuracy_check_failed" if failing else "target_missing"
-        job.error_stage = stage_of[failing["kind"]] if failing else "report"
+        if failing is not None:
+            job.error_code = "accuracy_check_failed"
+            job.error_stage = {"onnx": "export_onnx", "saved_model": "convert_onnx_tf"}.get(
+                failing["kind"], f"validate_{slug(failing['toolchain'])}"
+            )
+        elif failed_stage is not None:
+            # No candidate produced the target: the first failure is the one to act on.
+            job.error_code, job.error_stage = failed_stage.error_code, failed_stage.name
+            job.error_log_tail = (failed_stage.result or {}).get("log_tail")
+        else:
+            job.error_code, job.error_stage = "target_missing", "report"
         job.error_message = (
-            "; ".join(report["reasons"])
+            (f"{failed_stage.name}: {failed_stage.error_message}. " if failing is None and failed_stage else "")
+            + "; ".join(report["reasons"])
             + ". The artifacts and the report are kept: see GET /v1/jobs/{id}/report for every number."
         )
     session.flush()

@@ -57,6 +57,7 @@ TOOLCHAINS: dict[str, Toolchain] = {
         "3.11",
         "onnx-tf 1.10 on TensorFlow 2.15: ONNX -> SavedModel -> TFLite",
     ),
+    "onnx2tf": Toolchain("onnx2tf", "3.12", "onnx2tf 2.6.9 (Python 3.12, no TensorFlow): ONNX -> TFLite"),
 }
 
 

@@ -53,6 +53,8 @@ class ConversionSettings(BaseSettings):
 
     # Dotted-name prefixes a state dict's architecture may be built from.
     allowed_architectures: list[str] = ["torchvision.models."]
+    # TFLite converters jobs may use (`auto` and `best` choose among them).
+    enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf"]
 
 
 class Settings(BaseSettings):

@@ -22,6 +22,7 @@ class Job(IdMixin, TimestampMixin, Base):
     model_size: Mapped[int] = mapped_column(BigInteger)
     model_sha256: Mapped[str] = mapped_column(String(64))
     inputs_key: Mapped[str | None] = mapped_column(String(500))
+    calibration_key: Mapped[str | None] = mapped_column(String(500))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_stage: Mapped[str | None] = mapped_column(String(50))

@@ -71,4 +71,6 @@ class ToolchainOut(BaseModel):
     ready: bool
     python: str
     lock_sha256: str
+    converters: list[str]
+    enabled: list[str]
     packages: dict[str, str]

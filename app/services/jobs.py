@@ -18,11 +18,9 @@ from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.models import Job, StageRun
 from app.models.base import utcnow
 from app.schemas.spec import JobSpec
-from worker.plan import plan_stages
+from worker.plan import CONVERTERS, candidates, plan_stages
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-# Toolchains this installation can run; `auto` and `best` resolve among them.
-AVAILABLE_TOOLCHAINS = ("onnx-tf",)
 IMPLEMENTED_FORMATS = ("state_dict",)
 
 
@@ -102,15 +100,18 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
                 '[{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]',
                 code="inputs_required",
             )
-    if spec.toolchain in ("auto", "best"):
-        toolchain = AVAILABLE_TOOLCHAINS[0]
-    elif spec.toolchain in AVAILABLE_TOOLCHAINS:
-        toolchain = spec.toolchain
-    else:
+    available = [name for name in CONVERTERS if name in settings.conversion.enabled_toolchains]
+    if spec.toolchain not in ("auto", "best") and spec.toolchain not in available:
         raise InvalidRequest(
-            f"toolchain {spec.toolchain!r} is not installed on this server; available: "
-            f"{', '.join(AVAILABLE_TOOLCHAINS)} (or 'auto')",
+            f"toolchain {spec.toolchain!r} is not enabled on this server; enabled: "
+            f"{', '.join(available) or 'none'} (or 'auto', 'best')",
             code="toolchain_unavailable",
+        )
+    if "tflite" in spec.targets and not candidates(
+        {"toolchain": spec.toolchain, "model_format": model_format, "available_toolchains": available}
+    ):
+        raise InvalidRequest(
+            f"no enabled toolchain converts {model_format!r} to TFLite here", code="toolchain_unavailable"
         )
     if spec.layout != "nchw":
         raise InvalidRequest("layout 'nhwc' is not supported yet; use 'nchw'", code="unsupported_option")
@@ -128,8 +129,7 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
             code="invalid_spec",
         )
     normalized = spec.model_dump(mode="json")
-    normalized.update(model_format=model_format, toolchain=toolchain, tolerance=spec.effective_tolerance())
-    normalized["requested_toolchain"] = spec.toolchain
+    normalized.update(model_format=model_format, tolerance=spec.effective_tolerance(), available_toolchains=available)
     return normalized
 
 
@@ -146,6 +146,7 @@ def create_job(
     spec: dict[str, Any],
     model: dict[str, Any],
     inputs_key: str | None,
+    calibration_key: str | None,
     idempotency_key: str | None,
     req_hash: str | None,
 ) -> Job:
@@ -160,6 +161,7 @@ def create_job(
         model_size=model["size"],
         model_sha256=model["sha256"],
         inputs_key=inputs_key,
+        calibration_key=calibration_key,
         idempotency_key=idempotency_key,
         request_hash=req_hash,
     )

@@ -84,7 +84,7 @@ async def submit(
             if existing is not None:
                 store.delete_prefix(prefix)
                 return _replay(existing, req_hash)
-        inputs = parts.get("inputs")
+        inputs, calibration = parts.get("inputs"), parts.get("calibration")
         job = jobs.create_job(
             session,
             job_id=job_id,
@@ -97,6 +97,7 @@ async def submit(
                 "filename": model.filename,
             },
             inputs_key=inputs.stored.key if inputs and inputs.stored else None,
+            calibration_key=calibration.stored.key if calibration and calibration.stored else None,
             idempotency_key=idempotency_key,
             req_hash=req_hash,
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,17 @@ import pytest
 from worker.toolchains import TOOLCHAINS, stages_pythonpath
 
 HERE = Path(__file__).resolve().parent
-ENV_OVERRIDES = {"torch": "MODELPORT_TORCH_PYTHON", "onnx-tf": "MODELPORT_ONNX_TF_PYTHON"}
+ENV_OVERRIDES = {
+    "torch": "MODELPORT_TORCH_PYTHON",
+    "onnx-tf": "MODELPORT_ONNX_TF_PYTHON",
+    "onnx2tf": "MODELPORT_ONNX2TF_PYTHON",
+}
 STAGE_TIMEOUT = 600
 
 
 def toolchain_python(name: str) -> Path:
-    """The interpreter of a toolchain environment; skips the test when none is built."""
-    override = os.environ.get(ENV_OVERRIDES[name])
+    """The interpreter of a toolchain environment; fails when none is built (make test builds them)."""
+    override = os.environ.get(ENV_OVERRIDES.get(name, "-"))
     if override:
         return Path(override)
     toolchain = TOOLCHAINS[name]
@@ -36,7 +41,7 @@ def toolchain_python(name: str) -> Path:
     except OSError:  # no lock file yet, so no environment either
         ready = False
     if not ready:
-        pytest.skip(f"toolchain {name!r} is not built (make envs) and {ENV_OVERRIDES[name]} is not set")
+        pytest.fail(f"toolchain {name!r} is not built (make envs) and no override is set")
     return toolchain.interpreter
 
 
@@ -63,7 +68,7 @@ def run_stage(
     toolchain: str,
     stage: str,
     work_dir: Path,
-    inputs: dict[str, str | Path],
+    inputs: Mapping[str, str | Path],
     spec: dict[str, Any],
     options: dict[str, Any] | None = None,
 ) -> StageRun:

@@ -24,6 +24,28 @@ class WritesMarker:
         return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
+def onnx_files(out: Path) -> dict[str, str]:
+    """ONNX files onnx-tf must refuse: a newer opset, and an operator it has no handler for."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def graph(op: str, domain: str = "") -> onnx.GraphProto:
+        node = helper.make_node(op, ["input"], ["output"], domain=domain)
+        value = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])
+        result = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])
+        return helper.make_graph([node], "tiny", [value], [result])
+
+    opsets = {"opset17": [helper.make_opsetid("", 17)]}
+    opsets["custom_op"] = [helper.make_opsetid("", 15), helper.make_opsetid("example.custom", 1)]
+    files = {}
+    for name, imports in opsets.items():
+        op, domain = ("Relu", "") if name == "opset17" else ("Frobnicate", "example.custom")
+        model = helper.make_model(graph(op, domain), opset_imports=imports, ir_version=8)
+        onnx.save(model, str(out / f"{name}.onnx"))
+        files[f"onnx_{name}"] = str(out / f"{name}.onnx")
+    return files
+
+
 def main(out: Path, marker: str) -> dict[str, str]:
     import torch
     import torchvision
@@ -52,6 +74,13 @@ def main(out: Path, marker: str) -> dict[str, str]:
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), out / "resnet18.pt")
     files["resnet18"] = str(out / "resnet18.pt")
 
+    # Two named outputs (a dict): {"out": ..., "aux": ...}.
+    segmenter = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, aux_loss=True
+    )
+    torch.save(segmenter.state_dict(), out / "deeplabv3.pt")
+    files["deeplabv3"] = str(out / "deeplabv3.pt")
+
     torch.manual_seed(1)
     vit = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
@@ -61,6 +90,7 @@ def main(out: Path, marker: str) -> dict[str, str]:
     torch.save(vit.state_dict(), out / "vit.pt")
     files["vit"] = str(out / "vit.pt")
 
+    files.update(onnx_files(out))
     torch.save({"conv.weight": WritesMarker(marker)}, out / "malicious.pt")
     files["malicious"] = str(out / "malicious.pt")
     (out / "garbage.bin").write_bytes(os.urandom(4096))

@@ -75,7 +75,7 @@ def test_prepare_info_records_provenance(chain: dict[str, StageRun]) -> None:
     assert info["reference_runtime"] == "pytorch"
     assert info["versions"]["torch"].startswith("2.")
     assert info["parameters"] > 100_000
-    assert info["output_shapes"]["output"][1] == 10
+    assert info["output_shapes"] == {"output": ["batch", 10]}  # probed: static classes, named batch
 
 
 def test_samples_and_reference_have_the_sample_axis(chain: dict[str, StageRun]) -> None:

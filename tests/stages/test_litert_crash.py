@@ -58,6 +58,7 @@ def test_a_runtime_crash_is_the_verdict_not_a_lost_stage(int8_resnet: dict[str, 
     assert metrics["verdict"] == "fail"
     assert metrics["reasons"] == ["runtime crashed with signal SIGABRT"]
     assert run.result["info"]["crashed"] == "SIGABRT"
+    assert run.result["info"]["input_map"] == {"input": "input"}  # learnt before the crash
     # What does not need the runtime is still reported.
     assert metrics["size_bytes"] == int8_resnet["tflite"].stat().st_size
     assert "CONV_2D" in metrics["operators"]["builtin"]

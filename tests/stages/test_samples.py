@@ -43,9 +43,7 @@ def test_synthetic_samples_are_seeded_and_shaped() -> None:
 
 
 def test_float_range_is_respected() -> None:
-    data = samples.synthesize(
-        spec(inputs=[{"name": "x", "shape": [2, 2], "dtype": "float32", "range": [5, 6]}])
-    )
+    data = samples.synthesize(spec(inputs=[{"name": "x", "shape": [2, 2], "dtype": "float32", "range": [5, 6]}]))
     assert data["x"].min() >= 5
     assert data["x"].max() < 6
 

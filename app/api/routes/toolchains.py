@@ -5,10 +5,11 @@ import re
 
 from fastapi import APIRouter
 
-from app.api.deps import CallerDep
+from app.api.deps import CallerDep, SettingsDep
 from app.schemas.job import ToolchainOut
 from app.schemas.problem import problem_responses
 from worker.celery_app import queue_name
+from worker.plan import CONVERTERS
 from worker.toolchains import TOOLCHAINS
 
 router = APIRouter(prefix="/v1/toolchains", tags=["toolchains"])
@@ -21,7 +22,7 @@ _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)")
     responses=problem_responses(401),
     summary="Installed toolchains with exact package versions",
 )
-def list_toolchains(caller: CallerDep) -> list[ToolchainOut]:
+def list_toolchains(caller: CallerDep, settings: SettingsDep) -> list[ToolchainOut]:
     items = []
     for toolchain in TOOLCHAINS.values():
         packages = {}
@@ -33,6 +34,8 @@ def list_toolchains(caller: CallerDep) -> list[ToolchainOut]:
         python = toolchain.python
         if ready:
             python = json.loads(toolchain.ready_marker.read_text()).get("python", python)
+        converters = [c.name for c in CONVERTERS.values() if c.env == toolchain.name]
+        enabled = [name for name in converters if name in settings.conversion.enabled_toolchains]
         items.append(
             ToolchainOut(
                 name=toolchain.name,
@@ -41,6 +44,8 @@ def list_toolchains(caller: CallerDep) -> list[ToolchainOut]:
                 ready=ready,
                 python=python,
                 lock_sha256=toolchain.lock_hash,
+                converters=converters,
+                enabled=enabled,
                 packages=packages,
             )
         )

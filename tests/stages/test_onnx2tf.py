@@ -1,0 +1,309 @@
+"""The onnx2tf chain: torch.prepare -> onnx2tf.convert -> litert.validate, on tiny models.
+
+The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
+convolutions) with randomized batch-norm statistics, so that folding them is really
+tested; an MLP on a 2-D input; a transformer encoder block with exact GELU on a 3-D
+input; and two single convolutions whose 4-D output onnx2tf leaves channel-last,
+once with a shape that tells ([1, 4, 8, 8]) and once with one that does not
+([1, 4, 4, 4]). Each chain runs once (module fixture); the tests assert on its results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.contract import EXIT_STAGE_ERROR
+from stages.registry import STAGES
+from tests.stages.conftest import ENV_OVERRIDES, STAGE_TIMEOUT, StageRun, run_stage, toolchain_python
+
+TOLERANCE = 1e-4
+ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
+DYNAMIC = "batch"
+
+MAKE_MODELS = r"""
+import json, sys
+from pathlib import Path
+
+import onnx
+import torch
+import torchvision
+from onnx import TensorProto, helper
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+files = {}
+
+torch.manual_seed(0)
+mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
+with torch.no_grad():
+    for module in mobilenet.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+    torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
+models = {
+    "mobilenet_v2": mobilenet,
+    "mlp": torchvision.ops.MLP(16, [32, 10]),
+    "encoder": torch.nn.TransformerEncoderLayer(
+        32, 2, 64, dropout=0.0, activation="gelu", batch_first=True
+    ),
+    "conv": torch.nn.Conv2d(3, 4, 3, padding=1),
+    "conv_square": torch.nn.Conv2d(4, 4, 3, padding=1),
+}
+for name, model in models.items():
+    torch.save(model.state_dict(), out / f"{name}.pt")
+    files[name] = str(out / f"{name}.pt")
+
+# An operator TFLite has no builtin for.
+node = helper.make_node("Unique", ["features"], ["values"], sorted=1)
+graph = helper.make_graph(
+    [node],
+    "unique",
+    [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 16])],
+    [helper.make_tensor_value_info("values", TensorProto.FLOAT, None)],
+)
+onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out / "unique.onnx")
+files["unique"] = str(out / "unique.onnx")
+print(json.dumps(files))
+"""
+
+CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
+    "mobilenet_v2": (
+        {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 10}},
+        [{"name": "input", "shape": [DYNAMIC, 3, 32, 32], "dtype": "float32"}],
+    ),
+    "mlp": (
+        {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
+        [{"name": "features", "shape": [1, 16], "dtype": "float32"}],
+    ),
+    "encoder": (
+        {
+            "name": "torch.nn.TransformerEncoderLayer",
+            "kwargs": {
+                "d_model": 32,
+                "nhead": 2,
+                "dim_feedforward": 64,
+                "dropout": 0.0,
+                "activation": "gelu",
+                "batch_first": True,
+            },
+        },
+        [{"name": "tokens", "shape": [1, 8, 32], "dtype": "float32"}],
+    ),
+    "conv": (
+        {"name": "torch.nn.Conv2d", "kwargs": {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1}},
+        [{"name": "image", "shape": [1, 3, 8, 8], "dtype": "float32"}],
+    ),
+    "conv_square": (
+        {"name": "torch.nn.Conv2d", "kwargs": {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}},
+        [{"name": "image", "shape": [1, 4, 4, 4], "dtype": "float32"}],
+    ),
+}
+
+
+def spec_for(case: str, **changes: Any) -> dict[str, Any]:
+    architecture, inputs = CASES[case]
+    spec: dict[str, Any] = {
+        "model_format": "state_dict",
+        "architecture": architecture,
+        "inputs": inputs,
+        "opset": None,
+        "exporter": "auto",
+        "toolchain": "onnx2tf",
+        "layout": "nchw",
+        "tolerance": {"float32": TOLERANCE},
+        "validation_samples": 4,
+        "seed": 0,
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def onnx2tf_python() -> Iterator[None]:
+    # conftest knows the torch and onnx-tf environments; this module adds onnx2tf's
+    # (MODELPORT_ONNX2TF_PYTHON overrides it) for as long as it runs.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(ENV_OVERRIDES, "onnx2tf", "MODELPORT_ONNX2TF_PYTHON")
+        toolchain_python("onnx2tf")  # skips the module when the environment is not built
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(onnx2tf_python: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("onnx2tf-models")
+    proc = subprocess.run(
+        [str(toolchain_python("torch")), "-c", MAKE_MODELS, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=STAGE_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {name: Path(path) for name, path in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+
+
+@pytest.fixture(scope="module")
+def chains(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    work = tmp_path_factory.mktemp("onnx2tf-chains")
+    chains: dict[str, dict[str, Any]] = {}
+    for case in CASES:
+        spec = spec_for(case)
+        prepare = run_stage("torch", "torch.prepare", work / case / "prepare", {"model": models[case]}, spec, ALLOWED)
+        assert prepare.ok, prepare.result
+        onnx_digest = hashlib.sha256(prepare.output("onnx").read_bytes()).hexdigest()
+        shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
+        convert = run_stage(
+            "onnx2tf", "onnx2tf.convert", work / case / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
+        )
+        assert convert.ok, convert.result
+        validate = run_stage(
+            "torch",
+            "litert.validate",
+            work / case / "validate",
+            {"tflite": convert.output("tflite_float32"), **shared},
+            spec,
+        )
+        assert validate.ok, validate.result
+        chains[case] = {
+            "prepare": prepare,
+            "convert": convert,
+            "validate": validate,
+            "onnx_unchanged": hashlib.sha256(prepare.output("onnx").read_bytes()).hexdigest() == onnx_digest,
+        }
+    return chains
+
+
+def tflite_metrics(chain: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = chain["validate"].result["metrics"]["tflite_float32"]
+    return metrics
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
+    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
+    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
+    assert convert.result["info"]["requires_flex"] is False
+    assert metrics["verdict"] == "pass", metrics["reasons"]
+    for output in metrics["outputs"].values():
+        assert output["max_abs"] <= TOLERANCE * output["scale"]
+        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
+    assert metrics["operators"]["flex"] == []
+    assert metrics["operators"]["custom"] == []
+    assert metrics["requires_flex"] is False
+    assert convert.result["info"]["sanity_check"]["within_tolerance"] is True
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_boundary_keeps_pytorch_layout_and_names(chains: dict[str, Any], case: str) -> None:
+    chain = chains[case]
+    info, validate_info = chain["convert"].result["info"], chain["validate"].result["info"]
+    assert info["layout"] == "nchw"
+    assert info["signature"]["input_transposes"] == {}
+    for item in CASES[case][1]:
+        expected = [-1 if d == DYNAMIC else d for d in item["shape"]]
+        assert validate_info["tflite_inputs"][item["name"]]["shape"] == expected
+        assert info["signature"]["inputs"][item["name"]]["shape"] == expected
+    assert validate_info["input_map"] == {item["name"]: item["name"] for item in CASES[case][1]}
+    assert validate_info["output_map"] == {"output": "output"}
+    assert validate_info["signature_key"] == "serving_default"
+
+
+def test_mobilenet_transposes_only_its_nchw_input(chains: dict[str, Any]) -> None:
+    metrics = tflite_metrics(chains["mobilenet_v2"])
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
+    # Batch norm is folded into the convolutions; the NCHW input costs one transpose
+    # (the onnx-tf chain wraps every convolution in a pair).
+    assert metrics["transpose_count"] == 1
+    assert metrics["outputs"]["output"]["top1_agreement"] == 1.0
+
+
+def test_exact_gelu_becomes_the_builtin_gelu(chains: dict[str, Any]) -> None:
+    metrics = tflite_metrics(chains["encoder"])
+    assert "GELU" in metrics["operators"]["builtin"]
+    assert not any("Erf" in op for op in metrics["operators"]["flex"] + metrics["operators"]["custom"])
+    # The tanh approximation would miss this bound by an order of magnitude.
+    output = metrics["outputs"]["output"]
+    assert output["max_abs"] <= TOLERANCE * output["scale"]
+
+
+def test_channel_last_outputs_are_transposed_back(chains: dict[str, Any]) -> None:
+    by_shape = chains["conv"]["convert"].result["info"]["converter"]["boundary_rewrite"]
+    assert by_shape["output_transposes"] == {"output": [0, 3, 1, 2]}
+    assert by_shape["layout_resolved_by_values"] == []
+    # [1, 4, 4, 4] reads the same both ways: one sample's values decide.
+    by_values = chains["conv_square"]["convert"].result["info"]["converter"]["boundary_rewrite"]
+    assert by_values["output_transposes"] == {"output": [0, 3, 1, 2]}
+    assert by_values["layout_resolved_by_values"] == ["output"]
+    for case in ("conv", "conv_square"):
+        assert tflite_metrics(chains[case])["verdict"] == "pass"
+        assert chains[case]["convert"].result["info"]["signature"]["output_shapes"]["output"][1] == 4
+
+
+def test_provenance_and_log(chains: dict[str, Any]) -> None:
+    convert: StageRun = chains["mobilenet_v2"]["convert"]
+    info = convert.result["info"]
+    assert info["versions"]["onnx2tf"] == "2.6.9"
+    assert info["versions"]["python"].startswith("3.12.")
+    assert "tensorflow" not in info["versions"]
+    assert info["converter"]["command"][-2:] == ["-k", "input"]
+    assert info["converter"]["onnx_opset"] == 18
+    assert info["warnings"] == []
+    assert "Float32 tflite output complete!" in convert.log  # onnx2tf's own output, in the stage log
+    assert not list(convert.output_dir.glob("onnx2tf-*"))  # its work directory is gone
+    assert all(chain["onnx_unchanged"] for chain in chains.values())  # onnx2tf edits its input in place
+
+
+@pytest.mark.parametrize(("case", "expected"), [("mobilenet_v2", [-1, 32, 32, 3]), ("encoder", [1, 8, 32])])
+def test_nhwc_layout_changes_only_4d_inputs(
+    chains: dict[str, Any], tmp_path: Path, case: str, expected: list[int]
+) -> None:
+    prepare = chains[case]["prepare"]
+    inputs = {name: prepare.output(name) for name in ("onnx", "samples", "reference")}
+    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path, inputs, spec_for(case, layout="nhwc"))
+    assert run.ok, run.result
+    info = run.result["info"]
+    name = CASES[case][1][0]["name"]
+    assert info["layout"] == "nhwc"
+    assert info["signature"]["inputs"][name]["shape"] == expected
+    assert info["signature"]["input_transposes"] == ({name: [0, 2, 3, 1]} if len(expected) == 4 else {})
+    assert info["sanity_check"]["within_tolerance"] is True
+
+
+def test_an_operator_without_builtin_is_conversion_failed(
+    chains: dict[str, Any], models: dict[str, Path], tmp_path: Path
+) -> None:
+    prepare = chains["mlp"]["prepare"]
+    inputs = {"onnx": models["unique"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
+    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path, inputs, spec_for("mlp"))
+    assert run.returncode == EXIT_STAGE_ERROR
+    assert run.error_code == "conversion_failed"
+    message = run.result["error"]["message"]
+    assert "Unique" in message
+    assert "ONNX_UNIQUE" in message
+    assert "onnx-tf" in message
+
+
+def test_an_unreadable_onnx_file_is_conversion_failed(chains: dict[str, Any], tmp_path: Path) -> None:
+    prepare = chains["mlp"]["prepare"]
+    garbage = tmp_path / "model.onnx"
+    garbage.write_bytes(b"\xff" * 256)  # wire type 7 does not exist: no protobuf parses this
+    inputs = {"onnx": garbage, "samples": prepare.output("samples"), "reference": prepare.output("reference")}
+    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path / "run", inputs, spec_for("mlp"))
+    assert run.returncode == EXIT_STAGE_ERROR
+    assert run.error_code == "conversion_failed"
+    assert "cannot be read" in run.result["error"]["message"]
+
+
+def test_stage_runs_in_the_onnx2tf_environment() -> None:
+    assert STAGES["onnx2tf.convert"] == ("stages.onnx2tf_convert", "run", "onnx2tf")
