@@ -126,6 +126,10 @@ def main(job_path: str) -> int:
         )
         (work / "child.json").write_text(json.dumps(report))
         return 0
+    # layout nhwc: the file takes channel-last inputs; samples are in PyTorch's layout.
+    for name, perm in (job.get("input_transposes") or {}).items():
+        if name in samples:
+            samples[name] = np.ascontiguousarray(np.transpose(samples[name], [0, *(axis + 1 for axis in perm)]))
     # Written before the first invoke: if the runtime kills us, the parent still knows
     # what the file's signature looked like.
     (work / "child.json").write_text(json.dumps(report))

@@ -121,6 +121,7 @@ def _run_child(
             "runs": int(options.get("runs", 20)),
             "threads_all": int(options.get("threads_all") or os.cpu_count() or 1),
             "xnnpack": bool(options.get("xnnpack", True)),
+            "input_transposes": options.get("input_transposes") or {},
         }
         (work / "job.json").write_text(json.dumps(job))
         env = dict(os.environ)

@@ -150,3 +150,15 @@ def test_code_in_a_pickle_never_runs(service: Service, tmp_path: Path) -> None:
     assert job["status"] == "failed"
     assert job["error"]["code"] == "unsafe_model"
     assert not marker.exists()
+
+
+def test_nhwc_layout_for_mobile(service: Service, mobilenet_pth: Path) -> None:
+    job = service.wait(service.submit(mobilenet_pth, {**MOBILENET, "layout": "nhwc", "targets": ["tflite"]})["id"])
+    assert job["status"] == "succeeded", job["error"]
+    report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
+    (tflite,) = report["artifacts"]
+    assert tflite["toolchain"] == "onnx2tf"
+    assert tflite["signature"]["layout"] == "nhwc"
+    (shape,) = [i["shape"] for i in tflite["signature"]["inputs"].values()]
+    assert shape[1:] == [32, 32, 3]
+    assert tflite["verdict"] == "pass"

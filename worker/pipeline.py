@@ -161,6 +161,9 @@ def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, An
         convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
         if convert is None or convert.state != "succeeded":
             return "its conversion did not produce a .tflite"
+    export_info = results.get("export_onnx", {}).get("info", {})
+    if definition.candidate == "onnx-tf" and export_info.get("onnx_tf_compatible") is False:
+        return f"onnx-tf cannot read this ONNX file: {export_info.get('onnx_tf_reason', 'opset above 15')}"
     if definition.role in ("convert", "validate") and auto_satisfied(spec, results):
         keeps_saved_model = definition.name == "convert_onnx_tf" and "saved_model" in spec.get("targets", [])
         if not keeps_saved_model:
@@ -234,6 +237,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
                 "allowed_architectures": settings.conversion.allowed_architectures,
                 "threads": settings.limits.stage_threads,
                 **definition.options,
+                **_options_from_conversion(definition, claim),
             },
             "output_dir": str(workdir / "out"),
         }
@@ -289,6 +293,15 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, Any]:
+    """What a validation must know about the file it checks (e.g. channel-last inputs)."""
+    if definition.role != "validate" or not definition.candidate:
+        return {}
+    info = claim.previous.get(f"convert_{slug(definition.candidate)}", {}).get("info", {})
+    transposes = (info.get("signature") or {}).get("input_transposes")
+    return {"input_transposes": transposes} if transposes else {}
 
 
 def _is_cancelled(ctx: WorkerContext, job_id: str) -> bool:

@@ -38,6 +38,9 @@ CONVERTERS: dict[str, Converter] = {
 # flex; onnx-tf stays as the fallback (and the SavedModel's source).
 PRIORITY: dict[str, list[str]] = {
     "state_dict": ["onnx2tf", "litert-torch", "onnx-tf"],
+    "exported_program": ["onnx2tf", "litert-torch", "onnx-tf"],
+    # litert-torch converts a PyTorch module: TorchScript and ONNX uploads have none.
+    "torchscript": ["onnx2tf", "onnx-tf"],
     "onnx": ["onnx2tf", "onnx-tf"],
 }
 
@@ -94,11 +97,11 @@ def validate_stage(converter: Converter) -> StageDef:
 
 def candidates(spec: dict[str, Any]) -> list[str]:
     """The TFLite converters this job tries, in order."""
+    order = PRIORITY.get(spec.get("model_format", "state_dict"), PRIORITY["state_dict"])
     chosen = spec.get("toolchain", "auto")
     if chosen in CONVERTERS:
-        return [chosen]
+        return [chosen] if chosen in order else []
     available = spec.get("available_toolchains") or list(CONVERTERS)
-    order = PRIORITY.get(spec.get("model_format", "state_dict"), PRIORITY["state_dict"])
     return [name for name in order if name in available]
 
 

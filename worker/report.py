@@ -124,9 +124,13 @@ def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[
         validate = results.get(f"validate_{slug(chosen.name)}", {})
         out = convert["outputs"]["tflite_float32"]
         runtime = validate.get("info", {}).get("runtime", "ai-edge-litert")
-        entries.append(
-            (_tflite_entry("model_float32.tflite", "float32", chosen.name, out, chosen.metrics, runtime), out["key"])
-        )
+        signature = {
+            "inputs": validate.get("info", {}).get("tflite_inputs"),
+            "outputs": validate.get("info", {}).get("tflite_outputs"),
+            "layout": convert.get("info", {}).get("layout", job.spec.get("layout", "nchw")),
+        }
+        entry = _tflite_entry("model_float32.tflite", "float32", chosen.name, out, chosen.metrics, runtime)
+        entries.append(({**entry, "signature": signature}, out["key"]))
     quantize = results.get("quantize", {})
     for precision in job.spec.get("quantization", []):
         key = f"tflite_{precision}"

@@ -21,7 +21,7 @@ from app.schemas.spec import JobSpec
 from worker.plan import CONVERTERS, candidates, plan_stages
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-IMPLEMENTED_FORMATS = ("state_dict",)
+IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "onnx")
 
 
 def parse_spec(text: str | None) -> JobSpec:
@@ -94,12 +94,13 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
                 f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: {', '.join(allowed)}",
                 code="architecture_not_allowed",
             )
-        if not spec.inputs:
-            raise InvalidRequest(
-                "a state dict needs 'inputs': the model's signature, e.g. "
-                '[{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]',
-                code="inputs_required",
-            )
+    if model_format in ("state_dict", "torchscript") and not spec.inputs:
+        # ONNX files and ExportedPrograms carry their signature; the others do not.
+        raise InvalidRequest(
+            f"a {model_format} upload needs 'inputs': the model's signature, e.g. "
+            '[{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]',
+            code="inputs_required",
+        )
     available = [name for name in CONVERTERS if name in settings.conversion.enabled_toolchains]
     if spec.toolchain not in ("auto", "best") and spec.toolchain not in available:
         raise InvalidRequest(
@@ -111,10 +112,18 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         {"toolchain": spec.toolchain, "model_format": model_format, "available_toolchains": available}
     ):
         raise InvalidRequest(
-            f"no enabled toolchain converts {model_format!r} to TFLite here", code="toolchain_unavailable"
+            f"toolchain {spec.toolchain!r} cannot convert {model_format!r} uploads to TFLite here "
+            f"(litert-torch needs a PyTorch module); enabled: {', '.join(available)}",
+            code="toolchain_unavailable",
         )
-    if spec.layout != "nchw":
-        raise InvalidRequest("layout 'nhwc' is not supported yet; use 'nchw'", code="unsupported_option")
+    if spec.layout == "nhwc":
+        # Only onnx2tf moves 4-D inputs to channel-last; the others keep PyTorch's layout.
+        if "onnx2tf" not in available or spec.toolchain not in ("auto", "best", "onnx2tf"):
+            raise InvalidRequest(
+                "layout 'nhwc' is produced by the onnx2tf toolchain only; use toolchain 'auto' or 'onnx2tf'",
+                code="unsupported_option",
+            )
+        available = ["onnx2tf"]
     if spec.callback_url is not None:
         raise InvalidRequest("callback_url (webhooks) is not supported yet", code="unsupported_option")
     unavailable = [p for p in spec.quantization if p != "float32"]
