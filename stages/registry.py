@@ -20,6 +20,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "onnx_tf.convert": ("stages.onnx_tf_convert", "run", "onnx-tf"),
     "onnx2tf.convert": ("stages.onnx2tf_convert", "run", "onnx2tf"),
     "litert.validate": ("stages.validate_tflite", "run", "torch"),
+    "litert_torch.convert": ("stages.litert_torch_convert", "run", "torch"),
+    "litert.quantize": ("stages.quantize", "run", "torch"),
     # Runner self-tests: real processes that sleep, crash or allocate (no framework).
     "selftest.echo": ("stages.selftest", "echo", "any"),
     "selftest.sleep": ("stages.selftest", "sleep", "any"),

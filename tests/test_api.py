@@ -72,7 +72,14 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued"
     assert job["error"] is None
-    assert [s["name"] for s in job["stages"]] == ["export_onnx", "convert_onnx_tf", "validate_onnx_tf", "report"]
+    assert [s["name"] for s in job["stages"]] == [
+        "export_onnx",
+        "convert_onnx2tf",
+        "validate_onnx2tf",
+        "convert_onnx_tf",
+        "validate_onnx_tf",
+        "report",
+    ]
     assert all(s["state"] == "pending" for s in job["stages"])
     assert job["spec"]["model_format"] == "state_dict"
     assert job["spec"]["targets"] == ["onnx", "saved_model", "tflite"]
