@@ -1,0 +1,33 @@
+"""Every supported input format, converter and precision has a test that exercises it
+(optimum's test_all_models_tested idea): adding one without a test fails here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.schemas.spec import DEFAULT_TOLERANCE
+from app.services.jobs import IMPLEMENTED_FORMATS
+from worker.plan import CONVERTERS
+
+TESTS = Path(__file__).resolve().parent
+STAGE_TESTS = "\n".join(p.read_text() for p in (TESTS / "stages").glob("test_*.py"))
+ALL_TESTS = "\n".join(p.read_text() for p in TESTS.rglob("test_*.py") if p.name != "test_coverage.py")
+
+
+@pytest.mark.parametrize("converter", sorted(CONVERTERS))
+def test_every_converter_stage_is_run_by_a_test(converter: str) -> None:
+    entry = CONVERTERS[converter].entry
+    assert f'"{entry}"' in STAGE_TESTS, f"no test under tests/stages runs the {entry!r} stage of {converter!r}"
+
+
+@pytest.mark.parametrize("model_format", IMPLEMENTED_FORMATS)
+def test_every_input_format_is_converted_by_a_test(model_format: str) -> None:
+    assert f'"{model_format}"' in STAGE_TESTS, f"no stage test converts a {model_format!r} upload"
+
+
+@pytest.mark.parametrize("precision", ["float32", "dynamic_range", "float16", "int8"])
+def test_every_precision_is_produced_by_a_test(precision: str) -> None:
+    assert f'"{precision}"' in ALL_TESTS, f"no test produces a {precision!r} artifact"
+    assert precision in DEFAULT_TOLERANCE or precision in ("dynamic_range", "int8")
