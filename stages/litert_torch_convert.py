@@ -126,7 +126,7 @@ def run(request: StageRequest) -> StageResult:
             "layout": layout,
             "static_shapes": True,
             "fixed_dimensions": _fixed_dimensions(inputs, samples),
-            "signature": _signature(target, input_names, output_names),
+            "signature": _signature(target, inputs, output_names),
             "model_format": _model_format(spec),
             "seconds": {"load": round(load_seconds, 3), "convert": round(convert_seconds, 3)},
         },
@@ -244,30 +244,39 @@ def _fixed_dimensions(inputs: list[dict[str, Any]], samples: dict[str, Any]) -> 
     return fixed
 
 
-def _signature(target: Path, input_names: list[str], output_names: list[str]) -> dict[str, Any]:
-    from stages.naming import match_names
+def _signature(
+    target: Path, inputs: list[dict[str, Any]], output_names: list[str]
+) -> dict[str, Any]:
     from stages.tflite_boundary import read
 
+    input_names = [item["name"] for item in inputs]
     boundary = read(target)
-    in_keys = [port.key for port in boundary.inputs]
-    out_keys = [port.key for port in boundary.outputs]
-    input_map, _ = match_names(input_names, in_keys)
-    output_map, _ = match_names(output_names, out_keys)
-    if sorted(in_keys) != sorted(input_names) or sorted(out_keys) != sorted(output_names):
+    ins = {port.key: port for port in boundary.inputs}
+    outs = {port.key: port for port in boundary.outputs}
+    if sorted(ins) != sorted(input_names) or sorted(outs) != sorted(output_names):
         # The contract promises the spec's and the reference's names; anything else is a bug here.
         raise StageError(
             "conversion_failed",
-            f"the converted signature has inputs {in_keys} / outputs {out_keys}, expected "
+            f"the converted signature has inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
             f"{input_names} / {output_names}",
         )
+    # 64-bit inputs/outputs become 32-bit (enable_x64=False): callers must feed int32.
+    narrowed = {
+        item["name"]: ins[item["name"]].dtype
+        for item in inputs
+        if item.get("dtype") in ("int64", "float64") and ins[item["name"]].dtype != item.get("dtype")
+    }
     return {
         "signature_key": boundary.signature_key,
-        "inputs": {port.key: port.to_json() for port in boundary.inputs},
-        "outputs": out_keys,
-        "output_shapes": {port.key: port.shape for port in boundary.outputs},
-        "input_map": input_map,
-        "output_map": output_map,
+        # In the spec's and the reference's order; the file lists signature keys sorted.
+        "inputs": {name: ins[name].to_json() for name in input_names},
+        "outputs": output_names,
+        "output_shapes": {name: outs[name].shape for name in output_names},
+        "file_key_order": {"inputs": list(ins), "outputs": list(outs)},
+        "input_map": {name: name for name in input_names},
+        "output_map": {name: name for name in output_names},
         "input_transposes": {},
+        "narrowed_dtypes": narrowed,
     }
 
 

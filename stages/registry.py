@@ -27,6 +27,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "selftest.sleep": ("stages.selftest", "sleep", "any"),
     "selftest.abort": ("stages.selftest", "abort", "any"),
     "selftest.allocate": ("stages.selftest", "allocate", "any"),
+    "selftest.network": ("stages.selftest", "network", "any"),
 }
 
 

@@ -40,3 +40,15 @@ def allocate(request: StageRequest) -> StageResult:
         block[i] = 1
     time.sleep(float(request.options.get("hold_seconds", 10)))
     return StageResult(metrics={"bytes": len(block)})
+
+
+def network(request: StageRequest) -> StageResult:
+    """Try to reach ``options.port`` on loopback; report what happened."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", int(request.options["port"])), timeout=3).close()
+        outcome = "connected"
+    except OSError as exc:
+        outcome = f"{type(exc).__name__}: {exc.strerror or exc}"
+    return StageResult(info={"network": outcome, "pid": os.getpid()})

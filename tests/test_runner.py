@@ -72,3 +72,15 @@ def test_cancellation_stops_the_stage(tmp_path: Path) -> None:
     }
     with pytest.raises(StageCancelled):
         SubprocessRunner().run("torch", "selftest.sleep", request, tmp_path, LIMITS, should_cancel=lambda: True)
+
+
+def test_stage_has_no_network_and_its_own_pid_space(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        outcome = run(tmp_path, "selftest.network", port=server.getsockname()[1])
+    assert "network_namespace" in outcome.isolation, outcome.isolation
+    assert "unreachable" in outcome.result["info"]["network"]
+    assert outcome.result["info"]["pid"] < 10  # a fresh PID namespace

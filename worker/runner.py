@@ -41,6 +41,7 @@ class RunLimits:
     memory_bytes: int | None
     threads: int = 1
     nice: int = 10
+    sandbox: bool = True  # namespaces where the host allows them
 
 
 @dataclass
@@ -49,6 +50,38 @@ class RunOutcome:
     seconds: float
     peak_rss_bytes: int
     isolation: list[str] = field(default_factory=list)
+
+
+# Namespaces from util-linux: no network, own PID space (and /proc), no new privileges.
+# The stage must not be PID 1 of its namespace (PID 1 ignores signals it has no handler
+# for, so a crash by SIGABRT would not end it): a shell stays PID 1 and reports a signal
+# death as 128 + the signal number.
+SANDBOX_PREFIX = [
+    "unshare",
+    "--net",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+    "setpriv",
+    "--no-new-privs",
+    "sh",
+    "-c",
+    '"$0" "$@"; exit $?',
+]
+SANDBOX_LAYERS = ["network_namespace", "pid_namespace", "no_new_privileges"]
+_sandbox_works: bool | None = None
+
+
+def sandbox_available() -> bool:
+    """Whether this host lets us create the namespaces (root, or user namespaces allowed)."""
+    global _sandbox_works
+    if _sandbox_works is None:
+        try:
+            probe = subprocess.run([*SANDBOX_PREFIX, "/bin/true"], capture_output=True, timeout=10)
+            _sandbox_works = probe.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _sandbox_works = False
+    return _sandbox_works
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -132,9 +165,15 @@ class SubprocessRunner:
         result_path.unlink(missing_ok=True)
         nice = limits.nice
         started = time.monotonic()
+        command = [str(interpreter), "-m", "stages", entry, str(request_path), str(result_path)]
+        isolation = ["process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
+        sandboxed = limits.sandbox and sandbox_available()
+        if sandboxed:
+            command = [*SANDBOX_PREFIX, *command]
+            isolation = [*SANDBOX_LAYERS, *isolation]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [str(interpreter), "-m", "stages", entry, str(request_path), str(result_path)],
+                command,
                 cwd=workdir,
                 env=self.stage_env(workdir, limits),
                 stdout=log,
@@ -148,6 +187,8 @@ class SubprocessRunner:
             # wait4 reaps the child with its own resource usage: the true peak RSS, however short-lived.
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = returncode = os.waitstatus_to_exitcode(status)
+            if sandboxed and 128 < returncode < 128 + 65:
+                returncode = -(returncode - 128)  # the shell's report of a signal death
             watch.stop()
             peak_rss = max(watch.peak_rss, usage.ru_maxrss * 1024)
         seconds = time.monotonic() - started
@@ -178,7 +219,7 @@ class SubprocessRunner:
             result=result,
             seconds=seconds,
             peak_rss_bytes=peak_rss,
-            isolation=["process_group", "nice", "memory_watchdog", "timeout"],
+            isolation=isolation,
         )
 
 

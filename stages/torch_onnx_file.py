@@ -1,0 +1,131 @@
+"""The ONNX file every format ends with: run it, compare it, convert its opset.
+
+No PyTorch here (an uploaded ONNX file is prepared without it): onnx and
+onnxruntime are imported inside the functions.
+
+Opset conversion (``onnx.version_converter``) serves the converters that read old
+opsets only (onnx-tf reads up to 15): the dynamo exporter writes opset 18 and an
+upload may be newer still. The converter has no adapter for operators that did not
+exist at the target opset (LayerNormalization, new in 17, cannot go to 15), so a
+conversion can fail; its file is kept only when onnxruntime agrees with the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stages.torch_export import Attempt
+from stages.torch_model import first_line
+
+ONNX_TF_MAX_OPSET = 15
+
+
+def file_opset(model: Any) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def session(source: Path | bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    target = source if isinstance(source, bytes) else str(source)
+    return ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
+
+
+def run_samples(sess: Any, samples: dict[str, Any]) -> dict[str, Any]:
+    """Every output of the session on every sample, stacked: name -> ``[N, ...]``."""
+    import numpy as np
+
+    feed_names = [i.name for i in sess.get_inputs()]
+    output_names = [o.name for o in sess.get_outputs()]
+    count = next(iter(samples.values())).shape[0]
+    collected: dict[str, list[Any]] = {name: [] for name in output_names}
+    for index in range(count):
+        feed = {name: samples[name][index] for name in feed_names}
+        for name, value in zip(output_names, sess.run(output_names, feed), strict=True):
+            collected[name].append(value)
+    return {name: np.stack(values) for name, values in collected.items()}
+
+
+def validate(
+    path: Path, samples: dict[str, Any], reference: dict[str, Any], tolerance: float, threads: int
+) -> dict[str, Any]:
+    """Metrics of the file in onnxruntime against the reference (raises if it cannot run)."""
+    from stages.metrics import compare
+
+    return compare(reference, run_samples(session(path, threads), samples), tolerance)
+
+
+def convert_opset(source: Path, target: Path, opset: int, validate_file: Callable[[Path], dict[str, Any]]) -> Attempt:
+    """Convert ``source`` to ``opset`` into ``target``; ok only if onnxruntime still agrees."""
+    import onnx
+    from onnx import version_converter
+
+    started = time.monotonic()
+    target.unlink(missing_ok=True)
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+        converted = version_converter.convert_version(model, opset)
+        onnx.checker.check_model(converted, full_check=False)
+        onnx.save(converted, str(target))
+    except Exception as exc:  # the converter raises bare RuntimeErrors for missing adapters
+        return Attempt("version_converter", False, f"onnx.version_converter failed: {_converter_error(exc)}", opset)
+    try:
+        metrics = validate_file(target)
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        return Attempt("version_converter", False, f"onnxruntime cannot run the converted file: {first_line(exc)}", opset)
+    if metrics["verdict"] != "pass":
+        target.unlink(missing_ok=True)
+        reasons = "; ".join(metrics["reasons"])
+        return Attempt("version_converter", False, f"the converted file disagrees with the reference: {reasons}", opset)
+    attempt = Attempt("version_converter", True, None, opset)
+    attempt.metrics = {**metrics, "seconds": round(time.monotonic() - started, 3)}
+    return attempt
+
+
+def _converter_error(exc: BaseException) -> str:
+    # "/project/onnx/version_converter/adapters/no_previous_version.h:23: adapt: Assertion
+    # `false` failed: No Previous Version of LayerNormalization exists" -> the last part.
+    text = first_line(exc)
+    return text.split("failed: ", 1)[-1] if "Assertion" in text else text
+
+
+def rename_dims(path: Path, names: dict[str, str]) -> None:
+    """Rename symbolic dimensions (``s72`` -> ``batch``) everywhere in the file's signatures."""
+    import onnx
+
+    if not names:
+        return
+    model = onnx.load(str(path), load_external_data=False)
+    infos = [*model.graph.input, *model.graph.output, *model.graph.value_info]
+    for info in infos:
+        for dim in info.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+    onnx.save(model, str(path))
+
+
+def input_dims(path: Path) -> dict[str, list[int | str | None]]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    return {
+        i.name: [d.dim_value if d.dim_value > 0 else (d.dim_param or None) for d in i.type.tensor_type.shape.dim]
+        for i in model.graph.input
+        if i.name not in initializers
+    }
+
+
+def onnx_tf_fields(opset: int, reason: str | None = None) -> dict[str, Any]:
+    """``onnx_tf_compatible``/``onnx_tf_reason``: whether onnx-tf can read the file's opset."""
+    if opset <= ONNX_TF_MAX_OPSET:
+        return {"onnx_tf_compatible": True, "onnx_tf_reason": None}
+    why = f"the ONNX file has opset {opset} and onnx-tf reads opsets up to {ONNX_TF_MAX_OPSET}"
+    return {"onnx_tf_compatible": False, "onnx_tf_reason": f"{why}: {reason}" if reason else why}

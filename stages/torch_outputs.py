@@ -1,0 +1,104 @@
+"""A PyTorch model's outputs as a flat, named tuple, and its reference outputs.
+
+Outputs get stable names from PyTorch's flattened result: a single tensor is
+``output``; a tuple/list gives ``output_0``, ``output_1``...; a dict or ModelOutput
+gives its keys in order, nested containers joined with ``_``. The model is wrapped
+(``flat_module``) so that every exporter sees exactly that flat tuple. The same
+flattening serves every PyTorch format (an ``nn.Module``, a TorchScript module, an
+ExportedProgram's module), so a format never changes the names of the same outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from stages.contract import StageError
+from stages.torch_model import first_line
+
+
+class _Flatten:
+    """Flattens a model result into (stable name, tensor) pairs, in PyTorch's order."""
+
+    @staticmethod
+    def pairs(value: Any) -> list[tuple[str, Any]]:
+        import torch
+
+        found: list[tuple[str, Any]] = []
+
+        def walk(item: Any, path: list[str]) -> None:
+            if isinstance(item, torch.Tensor):
+                found.append(("_".join(path) or "output", item))
+            elif isinstance(item, dict):  # also ModelOutput (an OrderedDict)
+                for key, inner in item.items():
+                    walk(inner, [*path, re.sub(r"\W", "_", str(key))])
+            elif isinstance(item, (tuple, list)):
+                for index, inner in enumerate(item):
+                    walk(inner, [*(path or ["output"]), str(index)])
+            # Anything else (None, numbers, caches) is not a tensor output.
+
+        walk(value, [])
+        names: set[str] = set()
+        unique: list[tuple[str, Any]] = []
+        for name, tensor in found:
+            candidate, n = name, 1
+            while candidate in names:
+                candidate, n = f"{name}_{n}", n + 1
+            names.add(candidate)
+            unique.append((candidate, tensor))
+        return unique
+
+
+def flatten_pairs(value: Any) -> list[tuple[str, Any]]:
+    return _Flatten.pairs(value)
+
+
+def _flat_outputs_class() -> Any:
+    import torch
+
+    class _FlatOutputs(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: Any) -> tuple[Any, ...]:
+            return tuple(tensor for _, tensor in _Flatten.pairs(self.model(*args)))
+
+    return _FlatOutputs
+
+
+def flat_module(model: Any) -> Any:
+    """The model wrapped to return the flat tuple of its tensor outputs."""
+    return _flat_outputs_class()(model)
+
+
+def reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The model's outputs on every sample: (stable output names, name -> ``[N, ...]``)."""
+    import numpy as np
+    import torch
+
+    count = next(iter(samples.values())).shape[0]
+    per_output: dict[str, list[Any]] = {}
+    names: list[str] | None = None
+    with torch.inference_mode():
+        for index in range(count):
+            args = tuple(torch.from_numpy(samples[name][index]) for name in input_names)
+            try:
+                result = model(*args)
+            except Exception as exc:  # forward is user-chosen code
+                given = ", ".join(f"{n} {list(samples[n].shape[1:])} {samples[n].dtype}" for n in input_names)
+                raise StageError(
+                    "input_mismatch",
+                    f"the model's forward failed for the spec's inputs "
+                    f"({given}): {first_line(exc)}. Check spec.inputs (order, shape, "
+                    "dtype) against what the model expects",
+                ) from None
+            pairs = _Flatten.pairs(result)
+            if not pairs:
+                raise StageError("input_mismatch", "the model returned no tensors")
+            if names is None:
+                names = [name for name, _ in pairs]
+            for name, tensor in pairs:
+                per_output.setdefault(name, []).append(tensor.detach().cpu().numpy())
+    assert names is not None
+    return names, {name: np.stack(per_output[name]) for name in names}
