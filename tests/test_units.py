@@ -111,15 +111,17 @@ def test_plan_tries_candidates_in_priority_order_and_quantizes_the_winner() -> N
     plan = names(targets=["tflite"], available_toolchains=everything, quantization=["float32", "int8"])
     assert plan == [
         "export_onnx",
-        "convert_onnx_tf",
-        "validate_onnx_tf",
         "convert_onnx2tf",
         "validate_onnx2tf",
         "convert_litert_torch",
         "validate_litert_torch",
+        "convert_onnx_tf",
+        "validate_onnx_tf",
         "quantize",
         "report",
     ]
+    # litert-torch converts a PyTorch module: not a candidate for TorchScript or ONNX uploads.
+    assert "convert_litert_torch" not in names(targets=["tflite"], available_toolchains=everything, model_format="onnx")
     # An explicit toolchain is the only candidate; the SavedModel still comes from onnx-tf.
     assert names(targets=["saved_model", "tflite"], toolchain="onnx2tf", available_toolchains=everything) == [
         "export_onnx",

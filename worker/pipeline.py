@@ -11,11 +11,13 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
 import structlog
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
@@ -33,6 +35,7 @@ log = structlog.get_logger()
 
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 TOLERANT_ROLES = frozenset({"convert", "validate", "quantize"})  # failures the report lists
+HEARTBEAT_STALE = timedelta(seconds=90)  # the runner checks in every few seconds
 MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
 
 
@@ -78,6 +81,10 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | Non
         definition = stage_def(job.spec, stage)
         if run.state in ("succeeded", "failed", "skipped"):
             return advance(session, ctx, job)
+        if run.state == "running" and _alive(run):
+            # A duplicate message while the stage runs elsewhere: not a redelivery.
+            log.info("job.stage.duplicate", job_id=job_id, stage=stage)
+            return None
         if run.attempts >= MAX_ATTEMPTS:
             fail_job(
                 job,
@@ -89,7 +96,16 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | Non
             )
             return None
         now = utcnow()
-        run.state, run.attempts, run.started_at = "running", run.attempts + 1, now
+        # Optimistic claim: of two workers holding copies of this message, one wins.
+        claimed = session.execute(
+            update(StageRun)
+            .where(StageRun.id == run.id, StageRun.state == run.state, StageRun.attempts == run.attempts)
+            .values(state="running", attempts=run.attempts + 1, started_at=now, heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        session.refresh(run)
         job.status, job.stage = "running", stage
         job.started_at = job.started_at or now
         previous = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
@@ -255,7 +271,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
                 request,
                 workdir,
                 limits,
-                should_cancel=lambda: _is_cancelled(ctx, job_id),
+                should_cancel=lambda: _check_in(ctx, job_id, definition.name),
             )
         finally:
             if (workdir / "stage.log").exists():
@@ -304,7 +320,23 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
     return {"input_transposes": transposes} if transposes else {}
 
 
-def _is_cancelled(ctx: WorkerContext, job_id: str) -> bool:
+def _alive(run: StageRun) -> bool:
+    beat = run.heartbeat_at
+    if beat is None:
+        return False
+    if beat.tzinfo is None:  # SQLite returns naive datetimes
+        beat = beat.replace(tzinfo=UTC)
+    return utcnow() - beat < HEARTBEAT_STALE
+
+
+def _check_in(ctx: WorkerContext, job_id: str, stage: str) -> bool:
+    """Heartbeat of a running stage; True when its job was cancelled (stop the stage)."""
     with session_scope(ctx.sessions) as session:
+        session.execute(
+            update(StageRun)
+            .where(StageRun.job_id == job_id, StageRun.name == stage, StageRun.state == "running")
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
         job = session.get(Job, job_id)
         return job is None or job.status == "cancelled"

@@ -259,7 +259,7 @@ class _Watchdog(threading.Thread):
                 self.reason = "timeout"
             elif self.limits.memory_bytes and self.peak_rss > self.limits.memory_bytes:
                 self.reason = "memory"
-            elif now - last_cancel_check > 2.0:
+            elif now - last_cancel_check > 5.0:
                 last_cancel_check = now
                 try:
                     if self.should_cancel():
