@@ -129,11 +129,10 @@ class LocalStack:
             self.env["REDIS_URL"] = self.start_redis()
         url = self.env.get("DATABASE_URL") or f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
         upgrade(url)
-        python = sys.executable
         self._spawn(
             "api",
             [
-                python,
+                sys.executable,
                 "-m",
                 "uvicorn",
                 "app.main:create_app",
@@ -145,30 +144,36 @@ class LocalStack:
                 "--no-access-log",
             ],
         )
-        prefix = self.env.get("MODELPORT_QUEUE_PREFIX", "")
         for queue in self.queues:
-            self._spawn(
-                f"worker-{queue}",
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app:celery_app",
-                    "worker",
-                    "-Q",
-                    f"{prefix}{queue}",
-                    "-c",
-                    "1",
-                    "-n",
-                    f"{prefix}{queue}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-            )
+            self.start_worker(queue)
         wait_for_port(self.port, timeout=60)
+
+    def start_worker(self, queue: str) -> None:
+        prefix = self.env.get("MODELPORT_QUEUE_PREFIX", "")
+        # The control worker also runs beat: the periodic reconcile of lost broker messages.
+        beat = ["-B", "--schedule", str(self.data_dir / f"beat-{prefix}schedule")] if queue == CONTROL_QUEUE else []
+        self._spawn(
+            f"worker-{queue}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app:celery_app",
+                "worker",
+                "-Q",
+                f"{prefix}{queue}",
+                "-c",
+                "1",
+                "-n",
+                f"{prefix}{queue}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                *beat,
+            ],
+        )
 
     def check_alive(self) -> str | None:
         for name, proc in self.processes.items():

@@ -7,6 +7,7 @@ from celery import Celery
 from app.core.config import get_settings
 
 CONTROL_QUEUE = "control"
+RECONCILE_TASK = "modelport.reconcile"
 
 
 def queue_name(toolchain: str) -> str:
@@ -30,6 +31,14 @@ def make_celery() -> Celery:
         task_default_queue=queue_name(CONTROL_QUEUE),
         worker_hijack_root_logger=False,
         task_serializer="json",
+        # The control worker runs beat (-B): it re-sends what a broker restart lost.
+        beat_schedule={
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.queue.reconcile_interval_seconds,
+                "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.queue.reconcile_interval_seconds},
+            }
+        },
         accept_content=["json"],
     )
     return app

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from app.core.db import session_scope
 from app.models import Job
 from worker import pipeline
-from worker.celery_app import celery_app
+from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, celery_app
 from worker.context import get_context
 from worker.enqueue import RUN_STAGE_TASK
 
@@ -56,3 +56,16 @@ def _fail_internal(job_id: str, stage: str, message: str) -> None:
             return
         run = next((s for s in job.stages if s.name == stage), None)
         pipeline.fail_job(job, run, "internal_error", message)
+
+
+@celery_app.task(name=RECONCILE_TASK, ignore_result=True)
+def reconcile() -> None:
+    from datetime import timedelta
+
+    from worker.celery_app import queue_name
+    from worker.reconcile import reconcile as find_and_resend
+    from worker.toolchains import TOOLCHAINS
+
+    ctx = get_context()
+    queues = [queue_name(name) for name in (CONTROL_QUEUE, *TOOLCHAINS)]
+    find_and_resend(ctx, queues, timedelta(seconds=ctx.settings.queue.reconcile_grace_seconds))

@@ -33,6 +33,10 @@ class QueueSettings(BaseSettings):
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="REDIS_URL")
     # Prefix for queue names, so tests can share a Redis without sharing queues.
     queue_prefix: str = Field(default="", alias="MODELPORT_QUEUE_PREFIX")
+    # How often the control worker looks for jobs the broker lost, and how long a pending
+    # stage may wait unseen in any queue before it is sent again.
+    reconcile_interval_seconds: float = Field(default=30, alias="MODELPORT_RECONCILE_INTERVAL_SECONDS")
+    reconcile_grace_seconds: float = Field(default=60, alias="MODELPORT_RECONCILE_GRACE_SECONDS")
 
 
 class LimitSettings(BaseSettings):

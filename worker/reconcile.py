@@ -1,0 +1,99 @@
+"""Finding accepted jobs the broker lost, and sending their next stage again.
+
+Redis here keeps nothing on disk: a restart drops every queued and unacknowledged
+message. The database still knows each job's next stage, so a periodic task compares
+the two: a pending stage whose message is in no queue (after a grace period), or a
+running stage whose heartbeat stopped, is enqueued again. Claims are idempotent, so a
+message sent twice never runs a stage twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from redis import Redis
+from sqlalchemy import select
+
+from app.core.db import session_scope
+from app.models import Job
+from app.models.base import utcnow
+from worker.context import WorkerContext
+from worker.enqueue import enqueue_stage
+from worker.pipeline import FINAL, HEARTBEAT_STALE
+from worker.plan import plan_stages
+
+log = structlog.get_logger()
+
+
+def _job_id_of(raw: bytes | str) -> str | None:
+    """The job id (first task argument) of a kombu Redis message."""
+    try:
+        message: Any = json.loads(raw)
+        if isinstance(message, list):  # the `unacked` hash stores [message, exchange, routing_key]
+            message = message[0]
+        args_repr = (message.get("headers") or {}).get("argsrepr")
+        if args_repr and args_repr.startswith("["):
+            return str(json.loads(args_repr.replace("'", '"'))[0])
+        body = json.loads(base64.b64decode(message["body"]))
+        return str(body[0][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def job_ids_in_broker(redis_url: str, queues: Iterable[str]) -> set[str]:
+    client = Redis.from_url(redis_url)
+    try:
+        found: set[str] = set()
+        for queue in queues:
+            for raw in client.lrange(queue, 0, -1):
+                if (job_id := _job_id_of(raw)) is not None:
+                    found.add(job_id)
+        for raw in client.hvals("unacked"):
+            if (job_id := _job_id_of(raw)) is not None:
+                found.add(job_id)
+        return found
+    finally:
+        client.close()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)  # SQLite returns naive datetimes
+    return moment
+
+
+def _last_change(job: Job, now: datetime) -> datetime:
+    moments = [_aware(job.updated_at), *(_aware(s.updated_at) for s in job.stages)]
+    return max((m for m in moments if m is not None), default=now)
+
+
+def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[tuple[str, str]]:
+    """Re-enqueue what the broker lost; returns the (job, stage) pairs sent."""
+    in_broker = job_ids_in_broker(ctx.settings.queue.redis_url, queues)
+    now = utcnow()
+    resend: list[tuple[str, str, str]] = []
+    with session_scope(ctx.sessions) as session:
+        for job in session.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
+            if job.status in FINAL or job.id in in_broker:
+                continue
+            runs = {s.name: s for s in job.stages}
+            for definition in plan_stages(job.spec):
+                run = runs.get(definition.name)
+                if run is None or run.state in ("succeeded", "failed", "skipped", "cancelled"):
+                    continue
+                if run.state == "running":
+                    beat = _aware(run.heartbeat_at)
+                    if beat is None or now - beat > HEARTBEAT_STALE:
+                        resend.append((job.id, definition.name, definition.toolchain))
+                elif now - _last_change(job, now) > grace:
+                    resend.append((job.id, definition.name, definition.toolchain))
+                break
+    for job_id, stage, toolchain in resend:
+        log.warning("job.reenqueued", job_id=job_id, stage=stage, reason="not in the broker")
+        enqueue_stage(job_id, stage, toolchain)
+    return [(job_id, stage) for job_id, stage, _ in resend]
