@@ -233,3 +233,27 @@ def test_openapi_declares_problem_responses(client: TestClient) -> None:
         for method, operation in methods.items():
             assert "401" in operation["responses"], (method, path)
     assert "multipart/form-data" in paths["/v1/jobs"]["post"]["requestBody"]["content"]
+
+
+def test_client_digest_is_checked_and_a_mismatch_stores_nothing(
+    client: TestClient, auth: dict[str, str], squeezenet_pth: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    model = squeezenet_pth.read_bytes()
+    good = client.post(
+        "/v1/jobs",
+        headers=auth,
+        data={"spec": json.dumps(SPEC), "model_sha256": hashlib.sha256(model).hexdigest()},
+        files={"model": ("m.pth", model)},
+    )
+    assert good.status_code == 202, good.text
+    bad = client.post(
+        "/v1/jobs",
+        headers=auth,
+        data={"spec": json.dumps(SPEC), "model_sha256": "0" * 64},
+        files={"model": ("m.pth", model)},
+    )
+    assert_problem(bad, 422, "digest_mismatch")
+    stored = [p for p in (settings.storage_root / "uploads").rglob("*") if p.is_file()]
+    assert len(stored) == 1  # only the good job's model

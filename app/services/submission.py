@@ -57,7 +57,7 @@ async def submit(
             "inputs": limits.max_data_upload_bytes,
             "calibration": limits.max_data_upload_bytes,
         },
-        text_fields={"spec"},
+        text_fields={"spec", "model_sha256"},
     )
     max_body = limits.max_upload_bytes + 2 * limits.max_data_upload_bytes + 4 * 1024 * 1024
     try:
@@ -67,6 +67,13 @@ async def submit(
             raise InvalidRequest("the 'model' file part is required", code="model_required")
         if model.stored.size == 0:
             raise InvalidRequest("the 'model' file is empty", code="empty_model")
+        claimed = (parts["model_sha256"].text or "").strip().lower() if "model_sha256" in parts else None
+        if claimed and claimed != model.stored.sha256:
+            raise InvalidRequest(
+                f"the model's sha256 is {model.stored.sha256}, not the {claimed} sent in 'model_sha256': "
+                "the upload was altered or truncated; nothing was stored",
+                code="digest_mismatch",
+            )
         spec_text = parts["spec"].text if "spec" in parts else None
         spec = jobs.parse_spec(spec_text)
         with store.open_read(model.stored.key) as handle:

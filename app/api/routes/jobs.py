@@ -35,6 +35,10 @@ MULTIPART_BODY: dict[str, Any] = {
                             "format": "binary",
                             "description": "Validation samples: .npy (one input) or .npz by input name",
                         },
+                        "model_sha256": {
+                            "type": "string",
+                            "description": "Optional sha256 (hex) of the model file, checked on arrival",
+                        },
                         "calibration": {
                             "type": "string",
                             "format": "binary",
