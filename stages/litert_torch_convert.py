@@ -113,8 +113,7 @@ def run(request: StageRequest) -> StageResult:
             "versions": _versions(),
             "converter": {
                 "tool": "litert-torch",
-                "api": "litert_torch.convert(module, sample_kwargs={input name: first sample}, **flags)"
-                ".export(path)",
+                "api": "litert_torch.convert(module, sample_kwargs={input name: first sample}, **flags).export(path)",
                 "flags": dict(CONVERTER_FLAGS),
                 "wrapper": "inputs by keyword under the spec's names; outputs as a dict keyed by the "
                 "stable output names, in torch.prepare's order",
@@ -153,9 +152,7 @@ def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, 
         try:
             return torch.export.load(str(path)).module()
         except Exception as exc:  # the user's file
-            raise StageError(
-                "invalid_model", f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}"
-            ) from None
+            raise StageError("invalid_model", f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}") from None
     raise StageError(
         "format_not_supported",
         f"model_format {model_format!r} cannot be converted by litert-torch "
@@ -244,9 +241,7 @@ def _fixed_dimensions(inputs: list[dict[str, Any]], samples: dict[str, Any]) -> 
     return fixed
 
 
-def _signature(
-    target: Path, inputs: list[dict[str, Any]], output_names: list[str]
-) -> dict[str, Any]:
+def _signature(target: Path, inputs: list[dict[str, Any]], output_names: list[str]) -> dict[str, Any]:
     from stages.tflite_boundary import read
 
     input_names = [item["name"] for item in inputs]

@@ -31,9 +31,7 @@ from stages.contract import StageError
 from stages.tflite_boundary import Boundary, channel_last_perm, permute, shape_fits
 
 SYNTHETIC_WARNING = "calibration: synthetic (accuracy unknown)"
-VALIDATION_WARNING = (
-    "calibration: validation samples (int8 is measured on the same data its ranges were calibrated on)"
-)
+VALIDATION_WARNING = "calibration: validation samples (int8 is measured on the same data its ranges were calibrated on)"
 DEFAULT_LIMIT = 500
 
 
@@ -80,26 +78,28 @@ def to_file_inputs(
 
 def calibration_arrays(
     spec: dict[str, Any], uploaded: Path | None, samples: dict[str, np.ndarray], limit: int = DEFAULT_LIMIT
-) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
-    """(arrays keyed by input name, ``{"source", "samples", ...}``, warnings)."""
-    warnings: list[str] = []
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays keyed by input name, ``{"source", "samples", "warning"?, "available"?}``)."""
     if uploaded is not None:
         try:
             arrays = sample_io.load_uploaded(uploaded, spec)
         except StageError as exc:
             raise StageError("invalid_calibration", f"the calibration file: {exc.message}") from None
-        source = "uploaded"
+        info: dict[str, Any] = {"source": "uploaded"}
     else:
         arrays = samples
-        source = "synthetic" if _is_synthetic(spec, samples) else "validation samples"
-        warnings.append(SYNTHETIC_WARNING if source == "synthetic" else VALIDATION_WARNING)
+        synthetic = _is_synthetic(spec, samples)
+        info = {
+            "source": "synthetic" if synthetic else "validation samples",
+            "warning": SYNTHETIC_WARNING if synthetic else VALIDATION_WARNING,
+        }
     available = int(next(iter(arrays.values())).shape[0])
-    info: dict[str, Any] = {"source": source, "samples": min(available, limit)}
+    info["samples"] = min(available, limit)
     if available > limit:
+        # The first ones: an uploaded file's order is the user's choice, and reproducible.
         info["available"] = available
-        warnings.append(f"calibration: the first {limit} of {available} samples were used")
         arrays = {name: array[:limit] for name, array in arrays.items()}
-    return arrays, info, warnings
+    return arrays, info
 
 
 def _is_synthetic(spec: dict[str, Any], samples: dict[str, np.ndarray]) -> bool:

@@ -65,9 +65,7 @@ def build_quantizer(precision: str, float_model: Path) -> Any:
             regex=".*",
             operation_name=ops.ALL_SUPPORTED,
             op_config=qtyping.OpQuantizationConfig(
-                weight_tensor_config=qtyping.TensorQuantizationConfig(
-                    num_bits=16, dtype=qtyping.TensorDataType.FLOAT
-                ),
+                weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
                 compute_precision=qtyping.ComputePrecision.FLOAT,
                 explicit_dequantize=True,
             ),

@@ -28,9 +28,7 @@ def float16_tolerance(spec: dict[str, Any]) -> float:
     return float((spec.get("tolerance") or {}).get("float16") or DEFAULT_FLOAT16_TOLERANCE)
 
 
-def judge(
-    precision: str, expected: dict[str, Any], actual: dict[str, Any], spec: dict[str, Any]
-) -> dict[str, Any]:
+def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """``compare``'s result with the precision's verdict, reasons and tolerance."""
     if precision not in ADVISORY:
         result = compare(expected, actual, float16_tolerance(spec))

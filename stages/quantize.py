@@ -4,7 +4,8 @@ Inputs: ``tflite`` (the float32 file that won, from any toolchain), ``samples``,
 ``reference``, optional ``calibration`` (the upload). Options: ``precisions`` (any of
 ``dynamic_range``, ``float16``, ``int8``), ``threads``, and as for ``litert.validate``:
 ``runs``, ``warmup``, ``threads_all``, ``xnnpack``, ``timeout_seconds``,
-``input_transposes``; ``calibration_limit`` (default 500 samples).
+``input_transposes`` (inferred for channel-last files when not given);
+``calibration_limit`` (default 500 samples), ``quantizer_timeout_seconds`` (1800).
 
 Per precision: ai-edge-quantizer writes ``model_<precision>.tflite`` in a child process
 (``stages.quant_child``; recipes there), then the file runs on the validation samples
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from stages import quant_calibration as calibration
 from stages import samples as sample_io
 from stages.contract import StageError, StageRequest, StageResult
 from stages.quant_verdict import ADVISORY, judge
+from stages.tflite_boundary import Boundary
 from stages.validate_tflite import _package_root, _run_child
 
 PRECISIONS = ("dynamic_range", "float16", "int8")
@@ -67,7 +70,7 @@ def run(request: StageRequest) -> StageResult:
     transposes, transposes_source = calibration.input_transposes(
         options.get("input_transposes"), samples, boundary, keys
     )
-    child_options = {
+    child_options: dict[str, Any] = {
         key: options[key] for key in ("runs", "warmup", "threads_all", "xnnpack", "timeout_seconds") if key in options
     }
     child_options["input_transposes"] = transposes
@@ -75,64 +78,46 @@ def run(request: StageRequest) -> StageResult:
     warnings: list[str] = []
 
     started = time.monotonic()
-    baseline, float_outputs, float_failure = _run_child(
+    _, float_outputs, float_failure = _run_child(
         tflite, samples_path, input_names, output_names, {**child_options, "runs": 1, "warmup": 0}
     )
     if float_failure:
         warnings.append(f"the float32 file did not run, so there is no vs_float32 comparison: {float_failure}")
     baseline_seconds = time.monotonic() - started
 
+    job = _Job(
+        request,
+        tflite,
+        boundary,
+        keys,
+        transposes,
+        samples_path,
+        samples,
+        input_names,
+        reference,
+        float_outputs,
+        child_options,
+    )
     outputs: dict[str, str] = {}
     metrics: dict[str, Any] = {}
     calibration_info: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="quantize-", dir=request.output_dir) as work_dir:
-        work = Path(work_dir)
         for precision in precisions:
             calibration_file: Path | None = None
             if precision == "int8":
                 try:
-                    calibration_file, calibration_info, notes = _calibration(
-                        request, spec, samples, boundary, keys, transposes, work
-                    )
+                    calibration_file, calibration_info = _calibration(job, Path(work_dir))
                 except StageError as exc:
                     failed[precision] = {"code": exc.code, "reason": exc.message}
                     continue
-                warnings.extend(notes)
-            target = request.output_dir / f"model_{precision}.tflite"
-            produced = _quantize(precision, tflite, target, calibration_file, boundary.signature_key, options, work)
-            if "error" in produced:
-                failed[precision] = {"code": "quantization_failed", "reason": produced["error"]}
-                target.unlink(missing_ok=True)
-                continue
-            entry, failure = _validate(
-                precision, target, samples_path, input_names, reference, float_outputs, spec, child_options
-            )
-            entry.update(
-                {
-                    "quantizer": {
-                        "library": "ai-edge-quantizer",
-                        "version": _version("ai-edge-quantizer"),
-                        "recipe": produced["recipe"],
-                    },
-                    "calibration": calibration_info
-                    if precision == "int8"
-                    else {"source": "none", "samples": 0, "note": "this recipe needs no calibration"},
-                    "size_bytes": target.stat().st_size,
-                    "size_ratio_vs_float32": round(target.stat().st_size / tflite.stat().st_size, 4),
-                }
-            )
-            entry["seconds"] = round(produced["wall_seconds"] + entry["seconds"], 3)
-            entry["quantize_seconds"] = produced["wall_seconds"]
-            if entry["size_ratio_vs_float32"] > 0.95:
-                entry.setdefault("warnings", []).append(
-                    "the file is barely smaller than the float32 one: the recipe found few weights to quantize"
-                )
-            metrics[f"tflite_{precision}"] = entry
+                warnings.extend([calibration_info["warning"]] if "warning" in calibration_info else [])
+            entry, failure = _produce(job, precision, calibration_file, calibration_info, Path(work_dir))
+            if entry is not None:
+                metrics[f"tflite_{precision}"] = entry
             if failure is not None:
                 failed[precision] = failure
-                target.unlink(missing_ok=True)
-                continue
-            outputs[f"tflite_{precision}"] = target.name
+            else:
+                outputs[f"tflite_{precision}"] = f"model_{precision}.tflite"
 
     return StageResult(
         outputs=outputs,
@@ -149,7 +134,6 @@ def run(request: StageRequest) -> StageResult:
             "float32": {
                 "size_bytes": tflite.stat().st_size,
                 "operators": {k: float_ops[k] for k in ("builtin", "flex", "custom")},
-                "latency_ms": baseline.get("latency_ms"),
                 "ran": float_outputs is not None,
                 "seconds": round(baseline_seconds, 3),
             },
@@ -182,22 +166,71 @@ def _precisions(requested: Any) -> tuple[list[str], dict[str, dict[str, str]]]:
     return chosen, failed
 
 
-def _calibration(
-    request: StageRequest,
-    spec: dict[str, Any],
-    samples: dict[str, Any],
-    boundary: Any,
-    keys: dict[str, str],
-    transposes: dict[str, list[int]],
-    work: Path,
-) -> tuple[Path, dict[str, Any], list[str]]:
-    uploaded = request.inputs.get("calibration")
-    limit = int(request.options.get("calibration_limit") or calibration.DEFAULT_LIMIT)
-    arrays, info, notes = calibration.calibration_arrays(spec, Path(uploaded) if uploaded else None, samples, limit)
-    fitted = calibration.to_file_inputs(arrays, boundary, keys, transposes)
+@dataclass
+class _Job:
+    """What every precision of one stage run shares."""
+
+    request: StageRequest
+    tflite: Path
+    boundary: Boundary
+    keys: dict[str, str]  # spec input name -> the file's signature key
+    transposes: dict[str, list[int]]
+    samples_path: Path
+    samples: dict[str, Any]
+    input_names: list[str]
+    reference: dict[str, Any]
+    float_outputs: dict[str, Any] | None
+    child_options: dict[str, Any]
+
+
+def _calibration(job: _Job, work: Path) -> tuple[Path, dict[str, Any]]:
+    uploaded = job.request.inputs.get("calibration")
+    limit = int(job.request.options.get("calibration_limit") or calibration.DEFAULT_LIMIT)
+    arrays, info = calibration.calibration_arrays(
+        job.request.spec, Path(uploaded) if uploaded else None, job.samples, limit
+    )
+    fitted = calibration.to_file_inputs(arrays, job.boundary, job.keys, job.transposes)
     path = work / "calibration.npz"
     sample_io.save(path, fitted)
-    return path, info, notes
+    return path, info
+
+
+def _produce(
+    job: _Job, precision: str, calibration_file: Path | None, calibration_info: dict[str, Any] | None, work: Path
+) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    """(the precision's metrics, or None; its ``failed`` entry, or None when delivered)."""
+    target = job.request.output_dir / f"model_{precision}.tflite"
+    produced = _quantize(
+        precision, job.tflite, target, calibration_file, job.boundary.signature_key, job.request.options, work
+    )
+    if "error" in produced:
+        target.unlink(missing_ok=True)
+        return None, {"code": "quantization_failed", "reason": produced["error"]}
+    entry, failure = _validate(job, precision, target)
+    size = target.stat().st_size
+    entry.update(
+        {
+            "quantizer": {
+                "library": "ai-edge-quantizer",
+                "version": _version("ai-edge-quantizer"),
+                "recipe": produced["recipe"],
+            },
+            "calibration": calibration_info
+            if precision == "int8"
+            else {"source": "none", "samples": 0, "note": "this recipe needs no calibration"},
+            "size_bytes": size,
+            "size_ratio_vs_float32": round(size / job.tflite.stat().st_size, 4),
+            "quantize_seconds": produced["wall_seconds"],
+            "seconds": round(produced["wall_seconds"] + entry["seconds"], 3),
+        }
+    )
+    if entry["size_ratio_vs_float32"] > 0.95:
+        entry.setdefault("warnings", []).append(
+            "the file is barely smaller than the float32 one: the recipe found few weights to quantize"
+        )
+    if failure is not None:
+        target.unlink(missing_ok=True)  # never delivered: it does not run in stock LiteRT
+    return entry, failure
 
 
 def _quantize(
@@ -246,16 +279,7 @@ def _quantize(
     return report
 
 
-def _validate(
-    precision: str,
-    target: Path,
-    samples_path: Path,
-    input_names: list[str],
-    reference: dict[str, Any],
-    float_outputs: dict[str, Any] | None,
-    spec: dict[str, Any],
-    child_options: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, str] | None]:
+def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], dict[str, str] | None]:
     """(the precision's metrics, its ``failed`` entry when the runtime refused it)."""
     from stages.tflite_ops import operators
 
@@ -267,19 +291,24 @@ def _validate(
     if ops["flex"]:
         failure = f"requires_flex: the file uses Select-TF ops {ops['flex']}, which stock ai-edge-litert cannot run"
     else:
-        report, actual, failure = _run_child(target, samples_path, input_names, list(reference), child_options)
-    entry = judge(precision, reference, actual or {}, spec)
+        report, actual, failure = _run_child(
+            target, job.samples_path, job.input_names, list(job.reference), job.child_options
+        )
+    entry = judge(precision, job.reference, actual or {}, job.request.spec)
     if failure:
         entry["verdict"] = "fail"
         entry["reasons"] = [*entry["reasons"], failure] if actual is not None else [failure]
     entry.update(
         {
             "advisory": precision in ADVISORY,
-            "vs_float32": judge(precision, float_outputs, actual, spec) if float_outputs and actual else None,
+            "vs_float32": judge(precision, job.float_outputs, actual, job.request.spec)
+            if job.float_outputs and actual
+            else None,
             "operators": {"builtin": ops["builtin"], "flex": ops["flex"], "custom": ops["custom"]},
             "operator_counts": ops["counts"],
             "transpose_count": ops["transpose_count"],
             "requires_flex": bool(ops["flex"]),
+            "signature": _io(target),
             "latency_ms": report.get("latency_ms"),
             "precision": precision,
             "toolchain": "ai-edge-quantizer",
@@ -290,6 +319,18 @@ def _validate(
         return entry, None
     code = "runtime_crashed" if report.get("crashed") else "requires_flex" if ops["flex"] else "runtime_failed"
     return entry, {"code": code, "reason": failure}
+
+
+def _io(path: Path) -> dict[str, Any]:
+    """The file's boundary: the recipes keep float32 inputs and outputs, and this shows it."""
+    from stages.tflite_boundary import read
+
+    boundary = read(path)
+    return {
+        "signature_key": boundary.signature_key,
+        "inputs": {port.key: {"shape": port.shape, "dtype": port.dtype} for port in boundary.inputs},
+        "outputs": {port.key: {"shape": port.shape, "dtype": port.dtype} for port in boundary.outputs},
+    }
 
 
 def _last_error(log: str, limit: int = 500) -> str:

@@ -1,7 +1,8 @@
 """Validation inputs: synthetic (seeded) or uploaded, always ``[N, *input_shape]``.
 
 A spec input is ``{"name", "shape", "dtype", "range"?}``. A shape entry that is a
-string (or null) is a named dynamic dimension; synthetic samples give it size 1.
+string (or null) is a named dynamic dimension; synthetic samples give it size 1
+(or the stage's ``sample_shape``, e.g. an ExportedProgram's example sizes).
 
 Synthetic data (``spec["seed"]``, default 0; ``spec["validation_samples"]``, default 8):
 
@@ -82,6 +83,15 @@ def concrete_shape(shape: list[Any]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else 1 for d in shape)
 
 
+def sample_shape(item: dict[str, Any]) -> tuple[int, ...]:
+    """One synthetic sample's shape: ``sample_shape`` when the stage derived one (an
+    ExportedProgram's example sizes), else the spec shape with dynamic dimensions at 1."""
+    given = item.get("sample_shape")
+    if isinstance(given, list) and len(given) == len(item["shape"]):
+        return tuple(int(d) for d in given)
+    return concrete_shape(item["shape"])
+
+
 def dynamic_axes(shape: list[Any]) -> dict[int, str]:
     return {axis: str(d) for axis, d in enumerate(shape) if not isinstance(d, int)}
 
@@ -92,7 +102,7 @@ def synthesize(spec: dict[str, Any]) -> dict[str, np.ndarray]:
     samples: dict[str, np.ndarray] = {}
     for item in input_specs(spec):
         dtype = np.dtype(DTYPES[item.get("dtype", "float32")])
-        shape = (count, *concrete_shape(item["shape"]))
+        shape = (count, *sample_shape(item))
         low_high = item.get("range")
         data: np.ndarray[Any, Any]
         if dtype.kind == "f":

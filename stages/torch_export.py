@@ -16,8 +16,10 @@ Behaviour verified with torch 2.14.1 (see the docstrings of the constants):
 from __future__ import annotations
 
 import re
+import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ class Attempt:
     ok: bool
     error: str | None = None
     opset: int | None = None
+    metrics: dict[str, Any] | None = field(default=None, repr=False)  # onnxruntime's, when validated
 
     def to_json(self) -> dict[str, Any]:
         return {"exporter": self.exporter, "ok": self.ok, "error": self.error, "opset": self.opset}
@@ -51,7 +54,7 @@ class Attempt:
 def choose_opset(spec: dict[str, Any]) -> int:
     """The opset every converter that reads the file can take (``onnx_consumers``, set by
     the worker from the job's plan; else the spec's toolchain)."""
-    consumers = [str(c) for c in spec.get("onnx_consumers") or [spec.get("toolchain") or "auto"]]
+    consumers = onnx_consumers(spec)
     limits = [OPSET_LIMITS[c] for c in consumers if c in OPSET_LIMITS]
     toolchain = min(consumers, key=lambda c: OPSET_LIMITS.get(c, 10**6))
     requested = spec.get("opset")
@@ -67,6 +70,23 @@ def choose_opset(spec: dict[str, Any]) -> int:
             f"{limit}; asked for {requested}. Use opset {limit} or leave it null",
         )
     return requested
+
+
+def onnx_consumers(spec: dict[str, Any]) -> list[str]:
+    return [str(c) for c in spec.get("onnx_consumers") or [spec.get("toolchain") or "auto"]]
+
+
+def may_keep_higher_opset(spec: dict[str, Any]) -> bool:
+    """Whether a file above the limit of some consumer (onnx-tf) is still worth keeping.
+
+    True when the opset was not asked for explicitly and another consumer reads any
+    opset (onnx2tf): the worker then skips onnx-tf for this job (``onnx_tf_compatible``
+    false) instead of the whole job failing. False when every consumer needs the
+    lower opset: then not reaching it is the job's error.
+    """
+    if spec.get("opset") is not None:
+        return False
+    return any(c not in OPSET_LIMITS for c in onnx_consumers(spec))
 
 
 def exporter_order(spec: dict[str, Any]) -> tuple[str, ...]:
@@ -117,6 +137,16 @@ def _export_torchscript(
 ) -> None:
     import torch
 
+    from stages.torch_symbolics import register
+
+    register()
+    if not isinstance(module, torch.jit.ScriptModule) and any(
+        isinstance(inner, torch.jit.ScriptModule) for inner in module.modules()
+    ):
+        # A TorchScript upload inside the flat wrapper: the exporter's own tracer refuses
+        # calls into a scripted submodule ("not part of the active trace"); torch.jit.trace
+        # records them, and the exporter takes the traced module as it is.
+        module = torch.jit.trace(module, example, check_trace=False, strict=False)
     torch.onnx.export(
         module,
         example,
@@ -166,6 +196,41 @@ def _export_dynamo(
         report=False,
         verbose=False,
     )
+
+
+def export_program(
+    program: Any,
+    example: tuple[Any, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+) -> Attempt:
+    """The dynamo exporter on an ExportedProgram as it is (its own dynamic dimensions)."""
+    from torch.utils import _pytree as pytree
+
+    if path.exists():
+        path.unlink()
+    try:
+        import torch
+
+        args, kwargs = pytree.tree_unflatten(list(example), program.call_spec.in_spec)
+        torch.onnx.export(
+            program,
+            tuple(args),
+            str(path),
+            kwargs=dict(kwargs) or None,
+            dynamo=True,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            external_data=False,
+            report=False,
+            verbose=False,
+        )
+    except Exception as exc:  # exporter errors are many and untyped
+        return Attempt("dynamo", False, first_line(exc))
+    return _check_file("dynamo", path, opset, input_names, output_names)
 
 
 def _check_file(exporter: str, path: Path, opset: int, input_names: list[str], output_names: list[str]) -> Attempt:
@@ -230,3 +295,79 @@ def onnx_io(path: Path) -> tuple[list[str], dict[str, list[int | str | None]]]:
         dims = output.type.tensor_type.shape.dim
         shapes[output.name] = [d.dim_value if d.dim_value > 0 else (d.dim_param or None) for d in dims]
     return inputs, shapes
+
+
+class Exported:
+    """The chosen ONNX file's provenance and metrics."""
+
+    def __init__(
+        self,
+        exporter: str,
+        metrics: dict[str, Any],
+        attempts: list[Attempt],
+        opset: int,
+        conversion: dict[str, Any] | None = None,
+        onnx_tf_reason: str | None = None,
+    ) -> None:
+        self.exporter, self.metrics, self.attempts, self.opset = exporter, metrics, attempts, opset
+        self.conversion, self.onnx_tf_reason = conversion, onnx_tf_reason
+
+
+class ExportFailed(StageError):
+    def __init__(self, message: str, attempts: list[Attempt]) -> None:
+        super().__init__("export_failed", message)
+        self.attempts = attempts
+
+
+def export_best(
+    exporters: tuple[str, ...],
+    wrapper: Any,
+    example: tuple[Any, ...],
+    out: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: dict[str, dict[int, str]],
+    opset: int,
+    declared: dict[str, list[int | str]] | None,
+    validate: Callable[[Path], dict[str, Any]],
+) -> tuple[str, dict[str, Any], list[Attempt]]:
+    """Try the exporters in order; keep the first file onnxruntime agrees with.
+
+    A file that exports but disagrees with PyTorch does not stop ``auto``: the next
+    exporter may do better. If none passes, the first runnable file is kept with its
+    failing metrics, so the report shows what went wrong.
+    """
+    attempts: list[Attempt] = []
+    chosen: tuple[str, dict[str, Any]] | None = None
+    for exporter in exporters:
+        candidate = out / f"model.{exporter}.onnx"
+        attempt = export(exporter, wrapper, example, candidate, input_names, output_names, dynamic, opset)
+        attempts.append(attempt)
+        if not attempt.ok:
+            continue
+        if declared:
+            declare_output_shapes(candidate, declared)
+        started = time.monotonic()
+        try:
+            metrics = validate(candidate)
+        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
+            attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
+            candidate.unlink()
+            continue
+        metrics["seconds"] = round(time.monotonic() - started, 3)
+        if chosen is None or metrics["verdict"] == "pass":
+            candidate.replace(out / "model.onnx")
+            chosen = (exporter, metrics)
+        if metrics["verdict"] == "pass":
+            break
+        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    for exporter in exporters:
+        (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
+    if chosen is None:
+        tried = "; ".join(f"{a.exporter}: {a.error}" for a in attempts)
+        raise ExportFailed(
+            f"ONNX export failed at opset {opset}. {tried}. Try another exporter or opset in the "
+            "spec, or change the model to avoid the unsupported operation",
+            attempts,
+        )
+    return chosen[0], chosen[1], attempts

@@ -70,6 +70,7 @@ def convert_opset(source: Path, target: Path, opset: int, validate_file: Callabl
     target.unlink(missing_ok=True)
     try:
         model = onnx.load(str(source), load_external_data=False)
+        _drop_default_reduce_flags(model.graph)
         converted = version_converter.convert_version(model, opset)
         onnx.checker.check_model(converted, full_check=False)
         onnx.save(converted, str(target))
@@ -79,7 +80,8 @@ def convert_opset(source: Path, target: Path, opset: int, validate_file: Callabl
         metrics = validate_file(target)
     except Exception as exc:
         target.unlink(missing_ok=True)
-        return Attempt("version_converter", False, f"onnxruntime cannot run the converted file: {first_line(exc)}", opset)
+        error = f"onnxruntime cannot run the converted file: {first_line(exc)}"
+        return Attempt("version_converter", False, error, opset)
     if metrics["verdict"] != "pass":
         target.unlink(missing_ok=True)
         reasons = "; ".join(metrics["reasons"])
@@ -87,6 +89,17 @@ def convert_opset(source: Path, target: Path, opset: int, validate_file: Callabl
     attempt = Attempt("version_converter", True, None, opset)
     attempt.metrics = {**metrics, "seconds": round(time.monotonic() - started, 3)}
     return attempt
+
+
+def _drop_default_reduce_flags(graph: Any) -> None:
+    # The dynamo exporter spells out ReduceMean's noop_with_empty_axes=0 (the default),
+    # and the converter's Reduce adapters reject that attribute below opset 18.
+    for node in graph.node:
+        if node.op_type.startswith("Reduce"):
+            kept = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]
+            if len(kept) != len(node.attribute):
+                del node.attribute[:]
+                node.attribute.extend(kept)
 
 
 def _converter_error(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from stages import samples as sample_io
 from stages.contract import StageError
 from stages.torch_model import first_line
 
@@ -102,3 +103,58 @@ def reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> tu
                 per_output.setdefault(name, []).append(tensor.detach().cpu().numpy())
     assert names is not None
     return names, {name: np.stack(per_output[name]) for name in names}
+
+
+def probe_output_dims(
+    wrapper: Any, samples: dict[str, Any], inputs: list[dict[str, Any]], output_names: list[str]
+) -> dict[str, list[int | str]] | None:
+    """Which output axes follow the spec's dynamic dimensions, found by running the model.
+
+    Exporters often lose static output sizes behind a dynamic batch (a Resize output
+    becomes four anonymous dimensions), which then reach the SavedModel and TFLite
+    signatures. One extra forward pass with every dynamic dimension at another size
+    tells static axes from dynamic ones and names the latter after the input dimension
+    they track. Returns None when there is nothing dynamic or the probe fails.
+    """
+    import numpy as np
+    import torch
+
+    base: dict[str, int] = {}
+    for item in inputs:
+        for axis, dim in sample_io.dynamic_axes(item["shape"]).items():
+            base.setdefault(dim, int(samples[item["name"]].shape[1 + axis]))
+    if not base:
+        return None
+    # Small sizes grow, larger ones shrink (a sequence may not grow past the model's
+    # maximum); each dimension gets its own (base, probe) pair so axes can be told apart.
+    probe: dict[str, int] = {}
+    for dim, size in base.items():
+        candidate = size + 1 if size <= 2 else size - 1
+        while (size, candidate) in {(base[d], p) for d, p in probe.items()}:
+            candidate += 1
+        probe[dim] = candidate
+    args = []
+    for item in inputs:
+        array = samples[item["name"]][0]
+        for axis, dim in sample_io.dynamic_axes(item["shape"]).items():
+            # Cycle through the real sample along the axis: token ids stay valid ids.
+            array = np.take(array, np.arange(probe[dim]) % base[dim], axis=axis)
+        args.append(torch.from_numpy(np.ascontiguousarray(array)))
+    try:
+        with torch.inference_mode():
+            probed = [tuple(t.shape) for t in wrapper(*args)]
+            first = [tuple(t.shape) for t in wrapper(*(torch.from_numpy(samples[i["name"]][0]) for i in inputs))]
+    except Exception:  # the model does not really take other sizes; keep the exporter's shapes
+        return None
+    if len(probed) != len(output_names):
+        return None
+    by_sizes = {(base[dim], probe[dim]): dim for dim in base}
+    declared: dict[str, list[int | str]] = {}
+    for name, before, after in zip(output_names, first, probed, strict=True):
+        if len(before) != len(after):
+            return None
+        declared[name] = [
+            a if a == b else by_sizes.get((a, b), f"{name}_dim{axis}")
+            for axis, (a, b) in enumerate(zip(before, after, strict=True))
+        ]
+    return declared

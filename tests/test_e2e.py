@@ -56,6 +56,8 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
         "export_onnx": "succeeded",
         "convert_onnx2tf": "succeeded",
         "validate_onnx2tf": "succeeded",
+        "convert_litert_torch": "skipped",
+        "validate_litert_torch": "skipped",
         "convert_onnx_tf": "succeeded",
         "validate_onnx_tf": "skipped",
         "report": "succeeded",
@@ -162,3 +164,26 @@ def test_nhwc_layout_for_mobile(service: Service, mobilenet_pth: Path) -> None:
     (shape,) = [i["shape"] for i in tflite["signature"]["inputs"].values()]
     assert shape[1:] == [32, 32, 3]
     assert tflite["verdict"] == "pass"
+
+
+def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_pth: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "calibration.npz", image=rng.random((16, 1, 3, 32, 32), dtype=np.float32))
+    spec = {**MOBILENET, "targets": ["tflite"], "quantization": ["float32", "dynamic_range", "float16", "int8"]}
+    job = service.wait(service.submit(mobilenet_pth, spec, calibration=tmp_path / "calibration.npz")["id"])
+    assert job["status"] == "succeeded", job["error"]
+    listed = {a["name"]: a for a in service.client.get(f"/v1/jobs/{job['id']}/artifacts").json()}
+    assert set(listed) == {f"model_{p}.tflite" for p in spec["quantization"]}
+    assert {a["precision"] for a in listed.values()} == set(spec["quantization"])
+    report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
+    assert {p: s["status"] for p, s in report["precisions"].items()} == dict.fromkeys(spec["quantization"], "produced")
+    entries = {a["precision"]: a for a in report["artifacts"]}
+    assert entries["float16"]["verdict"] == "pass"
+    for precision in ("dynamic_range", "int8"):
+        entry = entries[precision]
+        assert entry["advisory"] is True
+        assert entry["calibration"]["source"] == "uploaded" or precision == "dynamic_range"
+        (output,) = entry["outputs"].values()
+        assert output["cosine"] >= 0.9, (precision, output)
+        assert entry["vs_float32"]["outputs"]
+    assert entries["int8"]["size"] < entries["float32"]["size"] / 2

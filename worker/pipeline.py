@@ -313,9 +313,15 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
 
 def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, Any]:
     """What a validation must know about the file it checks (e.g. channel-last inputs)."""
-    if definition.role != "validate" or not definition.candidate:
+    candidate = definition.candidate
+    if definition.role == "quantize":
+        chosen = choose(claim.spec, claim.previous)
+        candidate = chosen.name if chosen else None
+    elif definition.role != "validate":
         return {}
-    info = claim.previous.get(f"convert_{slug(definition.candidate)}", {}).get("info", {})
+    if not candidate:
+        return {}
+    info = claim.previous.get(f"convert_{slug(candidate)}", {}).get("info", {})
     transposes = (info.get("signature") or {}).get("input_transposes")
     return {"input_transposes": transposes} if transposes else {}
 

@@ -58,7 +58,7 @@ class ConversionSettings(BaseSettings):
     # Dotted-name prefixes a state dict's architecture may be built from.
     allowed_architectures: list[str] = ["torchvision.models."]
     # TFLite converters jobs may use (`auto` and `best` choose among them).
-    enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf"]
+    enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf", "litert-torch"]
 
 
 class Settings(BaseSettings):

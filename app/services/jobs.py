@@ -126,11 +126,11 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         available = ["onnx2tf"]
     if spec.callback_url is not None:
         raise InvalidRequest("callback_url (webhooks) is not supported yet", code="unsupported_option")
-    unavailable = [p for p in spec.quantization if p != "float32"]
-    if unavailable and spec.strict:
+    quantized = [p for p in spec.quantization if p != "float32"]
+    if quantized and "tflite" not in spec.targets:
         raise InvalidRequest(
-            f"quantization {unavailable} cannot be produced by this server and strict is true",
-            code="precision_unavailable",
+            f"quantization {quantized} applies to .tflite artifacts: add 'tflite' to targets",
+            code="unsupported_option",
         )
     if spec.validation_samples > settings.limits.max_validation_samples:
         raise InvalidRequest(

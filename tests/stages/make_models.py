@@ -46,6 +46,180 @@ def onnx_files(out: Path) -> dict[str, str]:
     return files
 
 
+def _cnn() -> object:
+    """Batch norm and depthwise convolutions, as in mobile image models."""
+    import torch
+    from torch import nn
+
+    def block(cin: int, cout: int, stride: int, depthwise: bool = False) -> list[nn.Module]:
+        if depthwise:
+            conv = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        else:
+            kernel = 3 if cin == 3 else 1
+            conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        return [conv, nn.BatchNorm2d(cout), nn.ReLU6()]
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        *block(3, 8, 2),
+        *block(8, 8, 1, depthwise=True),
+        *block(8, 16, 1),
+        *block(16, 16, 2, depthwise=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+    # Non-trivial running statistics, so folding batch norm is really tested.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _segmenter() -> object:
+    """A dense [1, C, H, W] prediction and an auxiliary one, returned as a dict."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    class TinySegmenter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+            self.body = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+            self.head = nn.Conv2d(16, 3, 1)
+            self.aux = nn.Conv2d(8, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            low = self.stem(x)
+            size = (x.shape[-2], x.shape[-1])
+            out = F.interpolate(self.head(self.body(low)), size=size, mode="bilinear", align_corners=False)
+            aux = F.interpolate(self.aux(low), size=size, mode="bilinear", align_corners=False)
+            return {"out": out, "aux": aux}
+
+    torch.manual_seed(3)
+    return TinySegmenter().eval()
+
+
+BERT_CONFIG = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 100,
+    "max_position_embeddings": 64,
+}
+GPT2_CONFIG = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
+ONNX_TOKENS_VOCAB = 37  # below the samples' default id range: only the Gather table gives it
+
+
+def format_files(out: Path) -> dict[str, str]:
+    """TorchScript, ExportedProgram and ONNX uploads, and transformers state dicts."""
+    import warnings
+
+    import onnx
+    import torch
+    import transformers
+
+    warnings.filterwarnings("ignore")
+    files: dict[str, str] = {}
+
+    def keep(name: str, path: Path) -> None:
+        files[name] = str(path)
+
+    cnn = _cnn()
+    image = torch.randn(2, 3, 32, 32)
+    torch.jit.save(torch.jit.trace(cnn, image[:1]), str(out / "cnn.torchscript.pt"))
+    keep("cnn_torchscript", out / "cnn.torchscript.pt")
+    batch = torch.export.Dim("batch", max=64)
+    torch.export.save(torch.export.export(cnn, (image,), dynamic_shapes=({0: batch},)), str(out / "cnn.pt2"))
+    keep("cnn_program", out / "cnn.pt2")
+    torch.onnx.export(
+        cnn,
+        (image[:1],),
+        str(out / "cnn_opset18.onnx"),
+        dynamo=False,
+        opset_version=18,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}},
+    )
+    keep("cnn_onnx18", out / "cnn_opset18.onnx")
+    external = onnx.load(str(out / "cnn_opset18.onnx"))
+    onnx.save(
+        external,
+        str(out / "cnn_external.onnx"),
+        save_as_external_data=True,
+        location="cnn_external.data",
+        size_threshold=0,
+    )
+    keep("cnn_onnx_external", out / "cnn_external.onnx")
+
+    torch.manual_seed(4)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)
+    ).eval()
+    torch.jit.save(torch.jit.script(mlp), str(out / "mlp.torchscript.pt"))
+    keep("mlp_torchscript", out / "mlp.torchscript.pt")
+
+    segmenter = _segmenter()
+    picture = torch.randn(1, 3, 64, 64)
+    torch.jit.save(torch.jit.script(segmenter), str(out / "segmenter.torchscript.pt"))
+    keep("segmenter_torchscript", out / "segmenter.torchscript.pt")
+    torch.export.save(torch.export.export(segmenter, (picture,)), str(out / "segmenter.pt2"))
+    keep("segmenter_program", out / "segmenter.pt2")
+
+    torch.manual_seed(5)
+    bert = transformers.BertModel(transformers.BertConfig(**BERT_CONFIG)).eval()
+    torch.save(bert.state_dict(), out / "bert.pt")
+    keep("bert", out / "bert.pt")
+    tokens = torch.randint(0, 100, (2, 8))
+    seq = torch.export.Dim("seq", max=64)
+    program = torch.export.export(bert, (tokens,), dynamic_shapes=({0: torch.export.Dim("batch"), 1: seq},))
+    torch.export.save(program, str(out / "bert.pt2"))
+    keep("bert_program", out / "bert.pt2")
+
+    torch.manual_seed(6)
+    gpt2 = transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(**GPT2_CONFIG, use_cache=False, bos_token_id=0, eos_token_id=0)
+    ).eval()
+    torch.save(gpt2.state_dict(), out / "gpt2.pt")
+    keep("gpt2", out / "gpt2.pt")
+
+    # A token model as an ONNX upload: LayerNormalization (opset 17) cannot go down to 15,
+    # and one output name that is not an identifier.
+    torch.manual_seed(7)
+    small = transformers.BertModel(transformers.BertConfig(**{**BERT_CONFIG, "vocab_size": ONNX_TOKENS_VOCAB}))
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = small.eval()
+
+        def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            result = self.bert(ids)
+            return result.last_hidden_state, result.pooler_output
+
+    torch.onnx.export(
+        Encoder().eval(),
+        (torch.randint(0, ONNX_TOKENS_VOCAB, (1, 8)),),
+        str(out / "tokens_opset17.onnx"),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input_ids"],
+        output_names=["hidden:0", "pooled"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}},
+    )
+    keep("tokens_onnx17", out / "tokens_opset17.onnx")
+    (out / "garbage.onnx").write_bytes(b"\x08\x07\x12\x04junk" + os.urandom(2048))
+    keep("onnx_garbage", out / "garbage.onnx")
+    return files
+
+
 def main(out: Path, marker: str) -> dict[str, str]:
     import torch
     import torchvision
@@ -91,6 +265,7 @@ def main(out: Path, marker: str) -> dict[str, str]:
     files["vit"] = str(out / "vit.pt")
 
     files.update(onnx_files(out))
+    files.update(format_files(out))
     torch.save({"conv.weight": WritesMarker(marker)}, out / "malicious.pt")
     files["malicious"] = str(out / "malicious.pt")
     (out / "garbage.bin").write_bytes(os.urandom(4096))

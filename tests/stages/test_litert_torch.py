@@ -1,0 +1,288 @@
+"""The litert-torch chain: torch.prepare -> litert_torch.convert -> litert.validate, on tiny models.
+
+The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
+convolutions) with randomized batch-norm statistics, so that folding them is really
+tested; an MLP on a 2-D input whose name is not a Python identifier (``features:0``,
+which torch.export cannot take as a parameter name); a transformer encoder block
+with exact GELU; and the MLP again as a torch.export ExportedProgram.
+
+Each chain runs once per session (``chain``, also used by ``test_quantize.py`` for
+its float32 inputs); the tests assert on its real results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages.contract import EXIT_STAGE_ERROR
+from stages.registry import STAGES
+from tests.stages.conftest import STAGE_TIMEOUT, StageRun, run_stage, toolchain_python
+
+TOLERANCE = 1e-4
+ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
+
+MAKE_MODELS = r"""
+import json, sys
+from pathlib import Path
+
+import torch
+import torchvision
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+files = {}
+torch.manual_seed(0)
+mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
+with torch.no_grad():
+    for module in mobilenet.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+            module.weight.uniform_(0.5, 1.5)
+            module.bias.normal_(0.0, 0.1)
+    torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
+mlp = torchvision.ops.MLP(16, [32, 10]).eval()
+models = {
+    "mobilenet_v2": mobilenet,
+    "mlp": mlp,
+    "encoder": torch.nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, activation="gelu", batch_first=True),
+}
+for name, model in models.items():
+    torch.save(model.state_dict(), out / f"{name}.pt")
+    files[name] = str(out / f"{name}.pt")
+torch.export.save(torch.export.export(mlp, (torch.zeros(1, 16),)), out / "mlp.pt2")
+files["mlp_exported_program"] = str(out / "mlp.pt2")
+print(json.dumps(files))
+"""
+
+CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
+    "mobilenet_v2": (
+        {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 10}},
+        [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
+    ),
+    "mlp": (
+        {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
+        [{"name": "features:0", "shape": [1, 16], "dtype": "float32"}],
+    ),
+    "encoder": (
+        {
+            "name": "torch.nn.TransformerEncoderLayer",
+            "kwargs": {
+                "d_model": 32,
+                "nhead": 2,
+                "dim_feedforward": 64,
+                "dropout": 0.0,
+                "activation": "gelu",
+                "batch_first": True,
+            },
+        },
+        [{"name": "tokens", "shape": [1, 8, 32], "dtype": "float32"}],
+    ),
+}
+
+_MODELS: dict[str, Path] = {}
+_CHAINS: dict[str, dict[str, StageRun]] = {}
+
+
+def spec_for(case: str, **changes: Any) -> dict[str, Any]:
+    architecture, inputs = CASES[case]
+    spec: dict[str, Any] = {
+        "model_format": "state_dict",
+        "architecture": architecture,
+        "inputs": inputs,
+        "opset": None,
+        "exporter": "auto",
+        "toolchain": "litert-torch",
+        "layout": "nchw",
+        "tolerance": {"float32": TOLERANCE},
+        "validation_samples": 4,
+        "seed": 0,
+    }
+    spec.update(changes)
+    return spec
+
+
+def models(factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The model files, written once per session."""
+    if not _MODELS:
+        out = factory.mktemp("litert-torch-models")
+        proc = subprocess.run(
+            [str(toolchain_python("torch")), "-c", MAKE_MODELS, str(out)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+            timeout=STAGE_TIMEOUT,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = proc.stdout.strip().splitlines()
+        _MODELS.update({name: Path(path) for name, path in json.loads(lines[-1]).items()})
+    return _MODELS
+
+
+def chain(case: str, factory: pytest.TempPathFactory) -> dict[str, StageRun]:
+    """torch.prepare -> litert_torch.convert -> litert.validate for one case, once per session."""
+    if case not in _CHAINS:
+        work = factory.mktemp(f"litert-torch-{case}")
+        spec, model = spec_for(case), models(factory)[case]
+        prepare = run_stage("torch", "torch.prepare", work / "prepare", {"model": model}, spec, ALLOWED)
+        assert prepare.ok, prepare.result
+        shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
+        convert = run_stage(
+            "torch", "litert_torch.convert", work / "convert", {"model": model, **shared}, spec, ALLOWED
+        )
+        assert convert.ok, convert.result
+        validate = run_stage(
+            "torch", "litert.validate", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
+        )
+        assert validate.ok, validate.result
+        _CHAINS[case] = {"prepare": prepare, "convert": convert, "validate": validate}
+    return _CHAINS[case]
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, StageRun]]:
+    return {case: chain(case, tmp_path_factory) for case in CASES}
+
+
+def tflite_metrics(runs: dict[str, StageRun]) -> dict[str, Any]:
+    metrics: dict[str, Any] = runs["validate"].result["metrics"]["tflite_float32"]
+    return metrics
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
+    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
+    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
+    assert convert.result["info"]["requires_flex"] is False
+    assert metrics["verdict"] == "pass", metrics["reasons"]
+    for output in metrics["outputs"].values():
+        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
+        assert output["max_abs"] <= TOLERANCE * output["scale"]
+    assert metrics["operators"]["flex"] == []
+    assert metrics["operators"]["custom"] == []
+    assert metrics["requires_flex"] is False
+    assert 0 < metrics["latency_ms"]["median_1_thread"] < 1000
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_signature_keeps_the_spec_names_and_pytorch_layout(chains: dict[str, Any], case: str) -> None:
+    info, validate_info = chains[case]["convert"].result["info"], chains[case]["validate"].result["info"]
+    names = [item["name"] for item in CASES[case][1]]
+    # litert.validate matched by signature name, not by elimination or order.
+    assert validate_info["signature_key"] == "serving_default"
+    assert validate_info["input_map"] == {name: name for name in names}
+    assert validate_info["output_map"] == {"output": "output"}
+    assert sorted(validate_info["tflite_inputs"]) == sorted(names)
+    assert validate_info["tflite_outputs"] == ["output"]
+    signature = info["signature"]
+    assert signature["input_map"] == {name: name for name in names}
+    assert signature["outputs"] == ["output"]
+    assert signature["input_transposes"] == {}
+    assert info["layout"] == "nchw"
+    assert info["static_shapes"] is True
+    for item in CASES[case][1]:
+        static = [d if isinstance(d, int) else 1 for d in item["shape"]]  # named dims -> 1
+        assert signature["inputs"][item["name"]]["shape"] == static
+        assert validate_info["tflite_inputs"][item["name"]]["shape"] == static
+
+
+def test_dynamic_batch_is_fixed_at_the_sample_size(chains: dict[str, Any]) -> None:
+    info = chains["mobilenet_v2"]["convert"].result["info"]
+    assert info["fixed_dimensions"] == {"input": {"batch": 1}}
+    assert chains["mlp"]["convert"].result["info"]["fixed_dimensions"] == {}
+
+
+def test_input_names_that_are_not_identifiers_are_restored(chains: dict[str, Any]) -> None:
+    converter = chains["mlp"]["convert"].result["info"]["converter"]
+    assert converter["renamed_inputs"] == {"features_0": "features:0"}
+    assert chains["encoder"]["convert"].result["info"]["converter"]["renamed_inputs"] == {}
+
+
+def test_mobilenet_keeps_one_boundary_transpose(chains: dict[str, Any]) -> None:
+    metrics = tflite_metrics(chains["mobilenet_v2"])
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
+    # Batch norm is folded into the convolutions; litert-torch's layout pass moves the
+    # NCHW input to channel-last once and keeps the rest of the graph channel-last.
+    assert metrics["transpose_count"] == 1
+    assert metrics["outputs"]["output"]["top1_agreement"] == 1.0
+
+
+def test_exact_gelu_is_the_builtin_gelu(chains: dict[str, Any]) -> None:
+    metrics = tflite_metrics(chains["encoder"])
+    assert "GELU" in metrics["operators"]["builtin"]
+    output = metrics["outputs"]["output"]
+    assert output["max_abs"] <= TOLERANCE * output["scale"]
+
+
+def test_provenance(chains: dict[str, Any]) -> None:
+    run = chains["mobilenet_v2"]["convert"]
+    info = run.result["info"]
+    assert info["versions"]["litert-torch"] == "0.10.0"
+    assert info["versions"]["torch"].startswith("2.14.")
+    assert info["versions"]["ai-edge-litert"].startswith("2.3")
+    assert info["converter"]["tool"] == "litert-torch"
+    assert info["converter"]["flags"] == {
+        "strict_export": False,
+        "enable_x64": False,
+        "quant_config": None,
+        "lightweight_conversion": False,
+        "use_v2": False,
+    }
+    assert info["model_format"] == "state_dict"
+    assert info["seconds"]["convert"] > 0
+    assert "LiteRT-Torch Convert" in run.log  # litert-torch's own progress, in the stage log
+
+
+def test_an_exported_program_converts_like_the_state_dict(
+    chains: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    prepare = chains["mlp"]["prepare"]
+    shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
+    work = tmp_path_factory.mktemp("litert-torch-ep")
+    spec = spec_for("mlp", model_format="exported_program", architecture=None)
+    model = models(tmp_path_factory)["mlp_exported_program"]
+    convert = run_stage("torch", "litert_torch.convert", work / "convert", {"model": model, **shared}, spec)
+    assert convert.ok, convert.result
+    assert convert.result["info"]["model_format"] == "exported_program"
+    validate = run_stage(
+        "torch", "litert.validate", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
+    )
+    metrics = validate.result["metrics"]["tflite_float32"]
+    assert metrics["verdict"] == "pass", metrics["reasons"]
+    assert validate.result["info"]["input_map"] == {"features:0": "features:0"}
+
+
+def test_a_reference_with_other_outputs_is_conversion_failed(chains: dict[str, Any], tmp_path: Path) -> None:
+    prepare = chains["mlp"]["prepare"]
+    with np.load(prepare.output("reference")) as data:
+        output = data["output"]
+    reference = tmp_path / "reference.npz"
+    np.savez(reference, output_0=output, output_1=output)
+    inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": reference}
+    run = run_stage("torch", "litert_torch.convert", tmp_path / "run", inputs, spec_for("mlp"), ALLOWED)
+    assert run.returncode == EXIT_STAGE_ERROR
+    assert run.error_code == "conversion_failed"
+    assert "returns 1 tensors" in run.result["error"]["message"]
+
+
+@pytest.mark.parametrize("model_format", ["torchscript", "onnx"])
+def test_formats_without_a_pytorch_module_are_refused(
+    chains: dict[str, Any], tmp_path: Path, model_format: str
+) -> None:
+    prepare = chains["mlp"]["prepare"]
+    inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
+    run = run_stage("torch", "litert_torch.convert", tmp_path, inputs, spec_for("mlp", model_format=model_format))
+    assert run.returncode == EXIT_STAGE_ERROR
+    assert run.error_code == "format_not_supported"
+
+
+def test_stages_run_in_the_torch_environment() -> None:
+    assert STAGES["litert_torch.convert"] == ("stages.litert_torch_convert", "run", "torch")
+    assert STAGES["litert.quantize"] == ("stages.quantize", "run", "torch")
