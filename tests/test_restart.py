@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.local import LocalStack, free_port, wait_for_port
+from app.local import LocalStack, free_port, redis_command, wait_for_port
 from tests.support.db import throwaway_postgres
 from worker.reconcile import job_ids_in_broker
 
@@ -23,22 +22,7 @@ KEY = "restart-key"
 
 
 def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(redis_command(port, directory), stdout=subprocess.DEVNULL)
     wait_for_port(port)
     return proc
 
