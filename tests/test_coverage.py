@@ -24,7 +24,9 @@ def test_every_converter_stage_is_run_by_a_test(converter: str) -> None:
 
 @pytest.mark.parametrize("model_format", IMPLEMENTED_FORMATS)
 def test_every_input_format_is_converted_by_a_test(model_format: str) -> None:
-    assert f'"{model_format}"' in STAGE_TESTS, f"no stage test converts a {model_format!r} upload"
+    assert f'spec("{model_format}"' in STAGE_TESTS or f'"model_format": "{model_format}"' in STAGE_TESTS, (
+        f"no stage test converts a {model_format!r} upload"
+    )
 
 
 @pytest.mark.parametrize("precision", ["float32", "dynamic_range", "float16", "int8"])

@@ -187,3 +187,30 @@ def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_p
         assert output["cosine"] >= 0.9, (precision, output)
         assert entry["vs_float32"]["outputs"]
     assert entries["int8"]["size"] < entries["float32"]["size"] / 2
+
+
+def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path) -> None:
+    scripted, exported = models_dir / "mobilenet.ts", models_dir / "mobilenet.onnx"
+    kwargs = '{"num_classes": 5}'
+    torch_script("torchscript", "mobilenet_v2", str(scripted), "--kwargs", kwargs)
+    torch_script("onnx", "mobilenet_v2", str(exported), "--kwargs", kwargs)
+    # TorchScript carries no signature: the spec gives it. ONNX carries its own.
+    ts_job = service.submit(scripted, {"inputs": MOBILENET["inputs"], "validation_samples": 2})
+    # onnx.version_converter has no Identity adapter from opset 16 down to onnx-tf's 15, so
+    # an opset-17 upload gets no SavedModel (the report says why); the .tflite comes from onnx2tf.
+    onnx_job = service.submit(exported, {"validation_samples": 2, "targets": ["onnx", "tflite"]})
+    for job, model_format, runtime in ((ts_job, "torchscript", "pytorch"), (onnx_job, "onnx", "onnxruntime")):
+        done = service.wait(job["id"])
+        assert done["status"] == "succeeded", (
+            done["error"],
+            [(s["name"], s["skipped_reason"]) for s in done["stages"]],
+        )
+        assert done["spec"]["model_format"] == model_format
+        report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
+        assert report["reference"]["runtime"] == runtime
+        assert all(a["verdict"] == "pass" for a in report["artifacts"])
+        expected = ARTIFACTS if model_format == "torchscript" else {"model.onnx", "model_float32.tflite"}
+        assert {a["name"] for a in report["artifacts"]} == expected
+    onnx_report = service.client.get(f"/v1/jobs/{onnx_job['id']}/report").json()
+    assert [i["name"] for i in onnx_report["inputs"]] == ["pixels"] or onnx_report["inputs"] == []
+    assert [o["name"] for o in onnx_report["outputs"]] == ["scores"]

@@ -29,6 +29,7 @@ def job_out(job: Job) -> JobOut:
                 attempts=s.attempts,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
+                skipped_reason=(s.result or {}).get("skipped_reason") if s.state == "skipped" else None,
                 error=JobError(code=s.error_code, message=s.error_message or "", stage=s.name)
                 if s.error_code
                 else None,

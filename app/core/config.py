@@ -56,7 +56,7 @@ class ConversionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
 
     # Dotted-name prefixes a state dict's architecture may be built from.
-    allowed_architectures: list[str] = ["torchvision.models."]
+    allowed_architectures: list[str] = ["torchvision.models.", "transformers."]
     # TFLite converters jobs may use (`auto` and `best` choose among them).
     enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf", "litert-torch"]
 

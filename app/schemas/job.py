@@ -25,6 +25,7 @@ class StageOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: JobError | None = None
+    skipped_reason: str | None = None
 
 
 class JobLinks(BaseModel):

@@ -40,6 +40,26 @@ def cmd_state_dict(args: argparse.Namespace) -> dict:
     return {"path": args.out, "size": os.path.getsize(args.out)}
 
 
+def cmd_torchscript(args: argparse.Namespace) -> dict:
+    import torch
+
+    model = build(args.builder, json.loads(args.kwargs))
+    example = torch.rand(*json.loads(args.shape))
+    torch.jit.save(torch.jit.trace(model, example), args.out)
+    return {"path": args.out}
+
+
+def cmd_onnx(args: argparse.Namespace) -> dict:
+    import torch
+
+    model = build(args.builder, json.loads(args.kwargs))
+    example = torch.rand(*json.loads(args.shape))
+    torch.onnx.export(
+        model, (example,), args.out, input_names=["pixels"], output_names=["scores"], opset_version=17, dynamo=False
+    )
+    return {"path": args.out}
+
+
 def cmd_reference(args: argparse.Namespace) -> dict:
     import torch
 
@@ -103,6 +123,12 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--kwargs", default="{}")
     p.add_argument("--wrap", choices=["checkpoint", "dataparallel"])
+    for name in ("torchscript", "onnx"):
+        p = sub.add_parser(name)
+        p.add_argument("builder")
+        p.add_argument("out")
+        p.add_argument("--kwargs", default="{}")
+        p.add_argument("--shape", default="[1, 3, 32, 32]")
     p = sub.add_parser("reference")
     p.add_argument("builder")
     p.add_argument("state_dict")
