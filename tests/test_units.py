@@ -14,7 +14,7 @@ from app.services.jobs import parse_spec, resolve_format
 from app.services.sniff import sniff_format
 from worker.celery_app import celery_app
 from worker.plan import plan_stages
-from worker.selection import auto_satisfied, choose
+from worker.selection import auto_satisfied, choose, collect
 
 BASE = {
     "architecture": {"name": "torchvision.models.resnet18"},
@@ -167,6 +167,9 @@ def test_selection_by_verdict_builtin_latency_error() -> None:
     assert choose(spec, only).name == "onnx-tf"
     assert not auto_satisfied(spec, only)
     assert choose(spec, {}) is None
+    exact = {"convert_onnx2tf": {}, "validate_onnx2tf": _validated("pass", error=0.0)}
+    (candidate,) = [c for c in collect(spec, exact) if c.metrics]
+    assert candidate.error == 0.0
 
 
 def test_queue_time_limits_are_ordered() -> None:

@@ -7,6 +7,7 @@ applies the rules of DESIGN's "Verdicts", registers the artifacts and ends the j
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -155,6 +156,10 @@ def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[
     return entries
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every TFLite candidate: its provenance, numbers, and why it won, lost or failed."""
     spec = job.spec
@@ -194,7 +199,7 @@ def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, An
                 "verdict": candidate.verdict if candidate.metrics else None,
                 "requires_flex": candidate.requires_flex if candidate.metrics else None,
                 "latency_ms": (candidate.metrics or {}).get("latency_ms"),
-                "max_abs_over_scale": candidate.error if candidate.metrics else None,
+                "max_abs_over_scale": _finite(candidate.error) if candidate.metrics else None,
                 "size": (convert.get("outputs", {}).get("tflite_float32") or {}).get("size"),
                 "operators": (candidate.metrics or {}).get("operators"),
                 "transpose_count": (candidate.metrics or {}).get("transpose_count"),

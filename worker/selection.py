@@ -44,7 +44,9 @@ class Candidate:
         worst = 0.0
         for output in ((self.metrics or {}).get("outputs") or {}).values():
             scale = output.get("scale") or 1.0
-            worst = max(worst, float(output.get("max_abs") or float("inf")) / scale)
+            max_abs = output.get("max_abs")
+            # A missing error is unknown (worst); an exact 0.0 is perfect, not missing.
+            worst = max(worst, float("inf") if max_abs is None else float(max_abs) / scale)
         return worst if self.metrics else float("inf")
 
     def rank(self) -> tuple[int, int, float, float]:
