@@ -42,7 +42,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "vit_tiny": {"builder": "torchvision.models.VisionTransformer", "kwargs": VIT_TINY, "shape": [1, 3, 32, 32]},
     "lraspp": {
         "builder": "torchvision.models.segmentation.lraspp_mobilenet_v3_large",
-        "kwargs": {"num_classes": 3},
+        "kwargs": {"num_classes": 3, "weights_backbone": None},
         "shape": [1, 3, 128, 128],
     },
 }
@@ -53,6 +53,12 @@ name, kwargs, shape, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.
 module, _, attr = name.rpartition(".")
 torch.manual_seed(0)
 model = getattr(importlib.import_module(module), attr)(**kwargs).eval()
+# Stand-in for trained weights: layers a builder zero-initialises (ViT's head) would make
+# every output 0 and every comparison vacuous.
+with torch.no_grad():
+    for p in model.parameters():
+        if p.dim() > 1 and not p.any():
+            torch.nn.init.normal_(p, std=0.02)
 torch.save(model.state_dict(), out)
 x = torch.rand(*shape)
 result = {}
