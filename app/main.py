@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from redis import Redis
 
 from app.api.errors import install_error_handlers
 from app.api.routes import admin, health, jobs, toolchains
@@ -29,10 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.store = make_object_store(settings.storage.backend, local_root=str(settings.storage_root))
+        app.state.redis = Redis.from_url(settings.queue.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.api_key:
             with session_scope(app.state.sessions) as session:
                 keys.seed_admin_key(session, settings.api_key)
         yield
+        app.state.redis.close()
         engine.dispose()
 
     app = FastAPI(

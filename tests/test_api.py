@@ -259,3 +259,17 @@ def test_client_digest_is_checked_and_a_mismatch_stores_nothing(
     assert_problem(bad, 422, "digest_mismatch")
     stored = [p for p in (settings.storage_root / "uploads").rglob("*") if p.is_file()]
     assert len(stored) == 1  # only the good job's model
+
+
+def test_concurrent_duplicate_is_409(client: TestClient, auth: dict[str, str], squeezenet_pth: Path) -> None:
+    from app.services.idempotency import KeyReservation
+
+    # Another request with this key is still uploading: it holds the reservation.
+    reservation = KeyReservation(client.app.state.redis, "default", "busy-key", "another-request")  # type: ignore[attr-defined]
+    assert reservation.acquire()
+    try:
+        response = submit(client, auth, squeezenet_pth.read_bytes(), headers={"Idempotency-Key": "busy-key"})
+        assert_problem(response, 409, "idempotency_key_in_use")
+    finally:
+        reservation.release()
+    assert submit(client, auth, squeezenet_pth.read_bytes(), headers={"Idempotency-Key": "busy-key"}).status_code == 202

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from app.core.config import Settings
-from app.core.errors import InvalidRequest
+from app.core.errors import Conflict, InvalidRequest
 from app.models import Job
 from app.models.base import new_id
 from app.services import jobs
+from app.services.idempotency import KeyReservation
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, receive_multipart
 from app.storage import ObjectStore
@@ -45,8 +47,35 @@ async def submit(
     *,
     tenant: str,
     idempotency_key: str | None,
+    redis: Redis,
 ) -> Submission:
     job_id = new_id()
+    reservation = KeyReservation(redis, tenant, idempotency_key, job_id) if idempotency_key else None
+    if reservation is not None and not reservation.acquire():
+        if jobs.find_by_idempotency_key(session, tenant, idempotency_key or "") is None:
+            raise Conflict(
+                "a request with this Idempotency-Key is still being processed; retry once it has answered",
+                code="idempotency_key_in_use",
+            )
+    try:
+        return await _submit(
+            request, session, store, settings, job_id=job_id, tenant=tenant, idempotency_key=idempotency_key
+        )
+    finally:
+        if reservation is not None:
+            reservation.release()
+
+
+async def _submit(
+    request: Request,
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    job_id: str,
+    tenant: str,
+    idempotency_key: str | None,
+) -> Submission:
     prefix = f"uploads/{job_id}"
     limits = settings.limits
     receiver = MultipartReceiver(

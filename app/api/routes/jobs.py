@@ -69,7 +69,13 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Response:
     result = await submission.submit(
-        request, session, store, settings, tenant=caller.tenant, idempotency_key=idempotency_key
+        request,
+        session,
+        store,
+        settings,
+        tenant=caller.tenant,
+        idempotency_key=idempotency_key,
+        redis=request.app.state.redis,
     )
     job = result.job
     headers = {"Location": f"/v1/jobs/{job.id}"}
