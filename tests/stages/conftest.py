@@ -139,3 +139,16 @@ def stage_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     files = {name: Path(path) for name, path in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
     files["marker"] = marker
     return files
+
+
+def make_torch_models(script: str, out: Path) -> dict[str, Path]:
+    """Run a model-building script in the torch env; it prints {name: path} as its last line."""
+    proc = subprocess.run(
+        [str(toolchain_python("torch")), "-c", script, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=STAGE_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {name: Path(path) for name, path in json.loads(proc.stdout.strip().splitlines()[-1]).items()}

@@ -19,16 +19,13 @@ that passes with builtin ops only, which is asserted per family.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stages.conftest import STAGE_TIMEOUT, StageRun, run_stage, toolchain_python
+from tests.stages.conftest import StageRun, make_torch_models, run_stage
 
 TOLERANCE = 1e-4
 CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
@@ -217,15 +214,7 @@ SLOWEST_FIRST += [cell for cell in CELLS if cell not in SLOWEST_FIRST]
 @pytest.fixture(scope="module")
 def models(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("family-models")
-    proc = subprocess.run(
-        [str(toolchain_python("torch")), "-c", MAKE_MODELS, str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        timeout=STAGE_TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    files = {name: Path(path) for name, path in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    files = make_torch_models(MAKE_MODELS, out)
     return {**files, "bert": stage_models["bert"], "gpt2": stage_models["gpt2"]}
 
 

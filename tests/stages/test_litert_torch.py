@@ -12,9 +12,6 @@ its float32 inputs); the tests assert on its real results.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ import pytest
 
 from stages.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
-from tests.stages.conftest import STAGE_TIMEOUT, StageRun, run_stage, toolchain_python
+from tests.stages.conftest import StageRun, make_torch_models, run_stage
 
 TOLERANCE = 1e-4
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
@@ -113,16 +110,7 @@ def models(factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The model files, written once per session."""
     if not _MODELS:
         out = factory.mktemp("litert-torch-models")
-        proc = subprocess.run(
-            [str(toolchain_python("torch")), "-c", MAKE_MODELS, str(out)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-            timeout=STAGE_TIMEOUT,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        lines = proc.stdout.strip().splitlines()
-        _MODELS.update({name: Path(path) for name, path in json.loads(lines[-1]).items()})
+        _MODELS.update(make_torch_models(MAKE_MODELS, out))
     return _MODELS
 
 

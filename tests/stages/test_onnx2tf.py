@@ -11,9 +11,6 @@ once with a shape that tells ([1, 4, 8, 8]) and once with one that does not
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ import pytest
 
 from stages.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
-from tests.stages.conftest import ENV_OVERRIDES, STAGE_TIMEOUT, StageRun, run_stage, toolchain_python
+from tests.stages.conftest import ENV_OVERRIDES, StageRun, make_torch_models, run_stage, toolchain_python
 
 TOLERANCE = 1e-4
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
@@ -142,15 +139,7 @@ def onnx2tf_python() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def models(onnx2tf_python: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("onnx2tf-models")
-    proc = subprocess.run(
-        [str(toolchain_python("torch")), "-c", MAKE_MODELS, str(out)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        timeout=STAGE_TIMEOUT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {name: Path(path) for name, path in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
+    return make_torch_models(MAKE_MODELS, out)
 
 
 @pytest.fixture(scope="module")
