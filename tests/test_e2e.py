@@ -62,6 +62,8 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
         "validate_onnx_tf": "skipped",
         "report": "succeeded",
     }
+    reasons = {s["name"]: s["skipped_reason"] for s in final["stages"] if s["state"] == "skipped"}
+    assert all(reason.startswith("auto: an earlier candidate") for reason in reasons.values()), reasons
     assert all(s["seconds"] is not None for s in final["stages"] if s["state"] == "succeeded")
 
     listed = service.client.get(f"/v1/jobs/{job['id']}/artifacts").json()

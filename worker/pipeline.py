@@ -172,18 +172,20 @@ def record_outcome(
 
 
 def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, Any]]) -> str | None:
+    # The most telling reason first: auto's choice, then what the file allows, then a
+    # conversion that produced nothing to validate.
     spec = job.spec
-    if definition.role == "validate":
-        convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
-        if convert is None or convert.state != "succeeded":
-            return "its conversion did not produce a .tflite"
-    export_info = results.get("export_onnx", {}).get("info", {})
-    if definition.candidate == "onnx-tf" and export_info.get("onnx_tf_compatible") is False:
-        return f"onnx-tf cannot read this ONNX file: {export_info.get('onnx_tf_reason', 'opset above 15')}"
     if definition.role in ("convert", "validate") and auto_satisfied(spec, results):
         keeps_saved_model = definition.name == "convert_onnx_tf" and "saved_model" in spec.get("targets", [])
         if not keeps_saved_model:
             return "auto: an earlier candidate already passed with builtin ops only"
+    export_info = results.get("export_onnx", {}).get("info", {})
+    if definition.candidate == "onnx-tf" and export_info.get("onnx_tf_compatible") is False:
+        return f"onnx-tf cannot read this ONNX file: {export_info.get('onnx_tf_reason', 'opset above 15')}"
+    if definition.role == "validate":
+        convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
+        if convert is None or convert.state != "succeeded":
+            return "its conversion did not produce a .tflite"
     if definition.role == "quantize" and choose(spec, results) is None:
         return "no float32 .tflite passed validation to quantize"
     return None
