@@ -152,16 +152,14 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             "parameters": parameter_count(model),
             "export_attempts": attempts,
             "output_shapes_probed": False,
-            "samples": int(next(iter(samples.values())).shape[0]),
-            "samples_source": "uploaded" if uploaded else "synthetic",
-            "synthetic_ranges": ranges,
-            "seed": seed,
-            "threads": threads,
-            "seconds": {
-                "load": round(load_seconds, 3),
-                "reference": round(reference_seconds, 3),
-                "export_and_validate": round(export_seconds, 3),
-            },
+            **sample_io.run_info(
+                samples,
+                uploaded=bool(uploaded),
+                ranges=ranges,
+                seed=seed,
+                threads=threads,
+                seconds={"load": load_seconds, "reference": reference_seconds, "export_and_validate": export_seconds},
+            ),
         },
     )
 

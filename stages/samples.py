@@ -212,3 +212,23 @@ def _castable(got: np.dtype, want: np.dtype) -> bool:
     if want.kind in "iu":
         return got.kind in "iu"
     return got.kind == "b"
+
+
+def run_info(
+    samples: dict[str, np.ndarray],
+    *,
+    uploaded: bool,
+    ranges: dict[str, Any],
+    seed: int,
+    threads: int,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """The validation run's provenance, the same for every input format's export stage."""
+    return {
+        "samples": int(next(iter(samples.values())).shape[0]),
+        "samples_source": "uploaded" if uploaded else "synthetic",
+        "synthetic_ranges": ranges,
+        "seed": seed,
+        "threads": threads,
+        "seconds": {name: round(value, 3) for name, value in seconds.items()},
+    }

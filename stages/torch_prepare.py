@@ -151,16 +151,14 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "parameters": loaded.parameters,
             "export_attempts": [a.to_json() for a in exported.attempts],
             "output_shapes_probed": declared is not None,
-            "samples": int(next(iter(samples.values())).shape[0]),
-            "samples_source": "uploaded" if uploaded else "synthetic",
-            "synthetic_ranges": ranges,
-            "seed": seed,
-            "threads": threads,
-            "seconds": {
-                "load": round(load_seconds, 3),
-                "reference": round(reference_seconds, 3),
-                "export_and_validate": round(export_seconds, 3),
-            },
+            **sample_io.run_info(
+                samples,
+                uploaded=bool(uploaded),
+                ranges=ranges,
+                seed=seed,
+                threads=threads,
+                seconds={"load": load_seconds, "reference": reference_seconds, "export_and_validate": export_seconds},
+            ),
         },
     )
 
