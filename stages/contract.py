@@ -36,6 +36,10 @@ from pathlib import Path
 from typing import Any
 
 EXIT_STAGE_ERROR = 3
+# The most elements one input's validation sample may have: the control plane refuses
+# larger spec shapes at submission (app/schemas/spec.py, the same number); a stage refuses
+# a larger shape a model declares itself before it allocates anything for it.
+MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 
 
 class StageError(Exception):
@@ -85,3 +89,25 @@ class StageResult:
 
 def error_json(error: StageError) -> dict[str, Any]:
     return {"ok": False, "error": {"code": error.code, "message": error.message}}
+
+
+def refuse_huge_inputs(inputs: list[dict[str, Any]]) -> None:
+    """``input_too_large`` for an input whose sample would exceed ``MAX_INPUT_ELEMENTS``.
+
+    An input is ``{"name", "shape", "sample_shape"?}``; named dimensions count as 1 unless
+    the stage derived a ``sample_shape``.
+    """
+    for item in inputs:
+        shape = item.get("sample_shape") or item.get("shape") or []
+        elements = 1
+        for dim in shape:
+            elements *= dim if isinstance(dim, int) and dim > 0 else 1
+        if elements > MAX_INPUT_ELEMENTS:
+            count = str(elements) if elements < 10**20 else "more than 10^20"
+            raise StageError(
+                "input_too_large",
+                f"input {item.get('name')!r} declares the shape {list(item.get('shape') or [])}, "
+                f"{count} elements per sample; the limit is {MAX_INPUT_ELEMENTS} (every input is sampled to "
+                "validate the conversion). Export the model with realistic sizes, or a dynamic (named) "
+                "dimension where the size varies",
+            )

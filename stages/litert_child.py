@@ -2,10 +2,12 @@
 
 ``python -m stages.litert_child <job.json>`` with job keys ``tflite``, ``samples``,
 ``input_names``, ``output_names``, ``work_dir``, ``warmup``, ``runs``,
-``threads_all``, ``xnnpack``. It writes ``outputs.npz`` (keyed by the stable output names) as
-soon as the samples have run, then ``child.json`` after the latency runs. It exists
-so that a runtime crash (SIGABRT, SIGSEGV in a kernel) kills this process and not
-the stage, which then reports the signal as the artifact's verdict.
+``threads_all``, ``xnnpack``, ``runtime`` (``litert``: stock ai-edge-litert;
+``tensorflow``: TensorFlow's interpreter, which runs flex ops). It writes
+``outputs.npz`` (keyed by the stable output names) as soon as the samples have run, then
+``child.json`` after the latency runs. It exists so that a runtime crash (SIGABRT,
+SIGSEGV in a kernel) kills this process and not the stage, which then reports the signal
+as the artifact's verdict.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from stages.naming import match_names
 class Runner:
     """One way to call the model by name: its signature if it has one, else raw tensors."""
 
-    def __init__(self, tflite: Path, threads: int, xnnpack: bool = True) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    def __init__(self, tflite: Path, threads: int, xnnpack: bool = True, runtime: str = "litert") -> None:
+        if runtime == "tensorflow":
+            # TensorFlow's own interpreter links the flex delegate: it runs Select-TF ops.
+            from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
+        else:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         # Stock LiteRT applies the XNNPACK delegate by default; without it the
         # reference kernels run, which some users ship and which behave differently.
@@ -87,6 +93,20 @@ def _dequantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return value
 
 
+def _boundary_quantization(runner: Runner) -> dict[str, dict[str, Any]]:
+    """Per-tensor scale and zero point of integer ports (an int8_io file): how they are fed."""
+    found: dict[str, dict[str, Any]] = {}
+    for kind, details in (("inputs", runner.inputs), ("outputs", runner.outputs)):
+        for name, detail in details.items():
+            params = detail.get("quantization_parameters", {})
+            scales, zeros = params.get("scales", []), params.get("zero_points", [])
+            dtype = np.dtype(detail["dtype"])
+            if dtype.kind in "iu" and len(scales) == 1:
+                entry = {"dtype": dtype.name, "scale": float(scales[0]), "zero_point": int(zeros[0])}
+                found.setdefault(kind, {})[name] = entry
+    return found
+
+
 def _median_ms(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int) -> float:
     for _ in range(warmup):
         runner(feed)
@@ -104,7 +124,8 @@ def main(job_path: str) -> int:
     with np.load(job["samples"], allow_pickle=False) as data:
         samples = {name: data[name] for name in data.files}
     xnnpack = bool(job.get("xnnpack", True))
-    runner = Runner(Path(job["tflite"]), threads=1, xnnpack=xnnpack)
+    runtime = str(job.get("runtime") or "litert")
+    runner = Runner(Path(job["tflite"]), threads=1, xnnpack=xnnpack, runtime=runtime)
     in_map, in_left = match_names(job["input_names"], list(runner.inputs))
     out_map, out_left = match_names(job["output_names"], list(runner.outputs))
     report: dict[str, Any] = {
@@ -117,6 +138,9 @@ def main(job_path: str) -> int:
         "input_map": in_map,
         "output_map": out_map,
     }
+    quantized = _boundary_quantization(runner)
+    if quantized:
+        report["boundary_quantization"] = quantized
     # Inputs onnx pruned (unused by the graph) are legitimately absent from the file.
     if out_left or len(in_map) != len(runner.inputs):
         report["mapping_error"] = (
@@ -147,7 +171,7 @@ def main(job_path: str) -> int:
     warmup, runs = int(job.get("warmup", 3)), int(job.get("runs", 20))
     latency = {"median_1_thread": _median_ms(runner, feed, warmup, runs)}
     threads_all = int(job.get("threads_all") or 1)
-    many = Runner(Path(job["tflite"]), threads=threads_all, xnnpack=xnnpack)
+    many = Runner(Path(job["tflite"]), threads=threads_all, xnnpack=xnnpack, runtime=runtime)
     latency["median_all_threads"] = _median_ms(many, dict(feed), warmup, runs)
     report["latency_ms"] = {**latency, "runs": runs, "warmup": warmup, "threads_all": threads_all}
     (work / "child.json").write_text(json.dumps(report))

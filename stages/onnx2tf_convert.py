@@ -25,7 +25,8 @@ Outputs keep PyTorch's layout and every name its stable form: onnx2tf leaves som
 outputs channel-last, so ``stages.onnx2tf_boundary`` plans a TRANSPOSE where needed and
 ``stages.tflite_boundary`` adds it to the file; then one sample runs through the file
 in ai-edge-litert as a sanity check (``info.sanity_check``, numbers only - the verdict
-is ``litert.validate``'s). ``info.signature.input_transposes`` gives, per input, the
+is ``litert.validate``'s; a builtin-only file the runtime cannot run at all is
+``conversion_failed`` here). ``info.signature.input_transposes`` gives, per input, the
 permutation that turns a PyTorch-layout sample into what the file takes (``[0, 2, 3,
 1]`` for a 4-D input with ``layout: nhwc``).
 """
@@ -101,6 +102,15 @@ def run(request: StageRequest) -> StageResult:
 
     from stages.tflite_ops import operators
 
+    requires_flex = bool(operators(target)["flex"])
+    if not sanity["ran"] and not requires_flex:
+        # A builtin-only file that stock LiteRT cannot run is no candidate: say so here,
+        # with the runtime's words, rather than hand it on to fail validation.
+        raise StageError(
+            "conversion_failed",
+            f"onnx2tf wrote a .tflite that stock LiteRT cannot run: {sanity['reason']}. "
+            "A static input shape (no named dynamic dimension) or another toolchain may avoid it",
+        )
     final = boundary_io.read(target)
     info: dict[str, Any] = {
         "versions": _versions(),
@@ -118,7 +128,7 @@ def run(request: StageRequest) -> StageResult:
                 "layout_resolved_by_values": plan.resolved_by_values,
             },
         },
-        "requires_flex": bool(operators(target)["flex"]),
+        "requires_flex": requires_flex,
         "layout": layout,
         "signature": {
             "signature_key": final.signature_key,

@@ -1,11 +1,11 @@
 """``torch.prepare`` for an uploaded ONNX file: no PyTorch, onnxruntime is the reference.
 
-1. Read and check: a file protobuf or ``onnx.checker`` refuses is ``invalid_model``;
-   external data (any tensor whose bytes live in another file) is
-   ``onnx_external_data``, before anything could follow its path.
+1. Read and check: an empty file is ``empty_model``; a file protobuf or
+   ``onnx.checker`` refuses is ``invalid_model``; external data (any tensor whose bytes
+   live in another file) is ``onnx_external_data``, before anything could follow its path.
 2. Inputs: the spec's, which must match the graph's inputs (``input_mismatch`` lists
-   them), or the graph's own. Integer inputs get synthetic ids below the vocabulary
-   of the Gather table they feed.
+   them), or the graph's own; one too large to sample is ``input_too_large``. Integer
+   inputs get synthetic ids below the vocabulary of the Gather table they feed.
 3. Reference: onnxruntime on the uploaded model as it is.
 4. The output file: outputs renamed to plain identifiers only where needed
    (``output_name_map``); when a consumer reads older opsets (onnx-tf: 15), converted
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import samples as sample_io
-from stages.contract import StageError, StageRequest, StageResult
+from stages.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 from stages.onnx_upload_graph import (
     check_spec_inputs,
     describe,
@@ -54,6 +54,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     assert source_opset is not None  # the checker requires the default domain
     target = _target_opset(spec, source_opset)
     inputs, inputs_source = _inputs(spec, model)
+    refuse_huge_inputs(inputs)
     load_seconds = time.monotonic() - started
 
     ranges: dict[str, dict[str, Any]] = {}
@@ -167,8 +168,11 @@ def prepare_onnx(request: StageRequest) -> StageResult:
 def _read(path: Path) -> Any:
     import onnx
 
+    data = path.read_bytes()
+    if not data:
+        raise StageError("empty_model", "the model file is empty (0 bytes): upload the whole .onnx file")
     try:
-        model = onnx.load_model_from_string(path.read_bytes())
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError, or a file too large for protobuf
         raise StageError(
             "invalid_model",

@@ -3,10 +3,11 @@
 ``python -m stages.quant_child <job.json>`` with job keys ``float_model``,
 ``precision``, ``output``, ``calibration`` (an .npz keyed by the file's signature input
 keys, ``[N, *input shape]``, already in the file's layout and dtypes; only int8 needs
-it), ``signature_key``, ``threads``, ``report``. It writes the quantized file and a
-JSON report (the recipe, how many samples were calibrated). It is a child because
-calibration runs the float model in the LiteRT interpreter and the quantizer edits
-flatbuffers in native code: a crash there costs one precision, not the stage.
+it), ``int8_io`` (int8 only), ``signature_key``, ``threads``, ``report``. It writes the
+quantized file and a JSON report (the recipe, how many samples were calibrated). It is
+a child because calibration runs the float model in the LiteRT interpreter and the
+quantizer edits flatbuffers in native code: a crash there costs one precision, not the
+stage.
 
 Recipes, as ai-edge-quantizer 0.10.0 defines them (``ai_edge_quantizer.recipe``,
 ``algorithms/nonlinear_quantize/float_casting.py``):
@@ -21,8 +22,13 @@ Recipes, as ai-edge-quantizer 0.10.0 defines them (``ai_edge_quantizer.recipe``,
 - ``int8``: ``recipe.static_wi8_ai8()`` - int8 weights (symmetric, per channel) and
   int8 activations (asymmetric, per tensor) from min/max calibration; the virtual
   INPUT/OUTPUT ops get ``no_quantize``, so the file keeps float32 inputs and outputs
-  with a QUANTIZE/DEQUANTIZE at the boundary (the recipe alone would make the
-  signature int8). Ops the quantizer cannot quantize stay float.
+  with a QUANTIZE/DEQUANTIZE at the boundary. Ops the quantizer cannot quantize stay
+  float.
+- ``int8`` with the job key ``int8_io`` (the spec's ``int8_io``): the recipe alone. Its
+  INPUT/OUTPUT entries quantize the graph's float boundary tensors in place (the
+  ``QUANTIZE_TENSOR`` transformation), so the file takes and returns int8 tensors with
+  their calibrated scale and zero point, and has no leading QUANTIZE or trailing
+  DEQUANTIZE. Boundary tensors that are not float (token ids) are left as they are.
 """
 
 from __future__ import annotations
@@ -50,10 +56,15 @@ RECIPE_SUMMARIES = {
         "int8 weights (symmetric, per channel) and int8 activations (asymmetric, per tensor, "
         "min/max calibration); float32 inputs/outputs with QUANTIZE/DEQUANTIZE at the boundary",
     ),
+    "int8_io": (
+        "static_wi8_ai8, int8 I/O",
+        "int8 weights (symmetric, per channel) and int8 activations (asymmetric, per tensor, "
+        "min/max calibration); float inputs/outputs are int8 too, with their own scale and zero point",
+    ),
 }
 
 
-def build_quantizer(precision: str, float_model: Path) -> Any:
+def build_quantizer(precision: str, float_model: Path, int8_io: bool = False) -> Any:
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     q = quantizer.Quantizer(str(float_model))
@@ -73,6 +84,8 @@ def build_quantizer(precision: str, float_model: Path) -> Any:
         )
     elif precision == "int8":
         q.load_quantization_recipe(recipe.static_wi8_ai8())
+        if int8_io:
+            return q  # the recipe's own INPUT/OUTPUT entries make the boundary int8
         # The latest matching entry wins: keep the model's boundary in float32.
         for boundary in (ops.INPUT, ops.OUTPUT):
             q.update_quantization_recipe(
@@ -87,7 +100,8 @@ def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     precision = job["precision"]
     started = time.monotonic()
-    q = build_quantizer(precision, Path(job["float_model"]))
+    int8_io = precision == "int8" and bool(job.get("int8_io"))
+    q = build_quantizer(precision, Path(job["float_model"]), int8_io)
     calibrated = 0
     calibration_result = None
     if q.need_calibration:
@@ -103,7 +117,7 @@ def main(job_path: str) -> int:
         calibrated = count
     result = q.quantize(calibration_result)
     Path(job["output"]).write_bytes(bytes(result.quantized_model))
-    name, summary = RECIPE_SUMMARIES[precision]
+    name, summary = RECIPE_SUMMARIES["int8_io" if int8_io else precision]
     report = {
         "recipe": {"name": name, "summary": summary, "entries": q.get_quantization_recipe()},
         "calibrated_samples": calibrated,

@@ -6,12 +6,18 @@ Inputs: ``tflite`` (the float32 file that won, from any toolchain), ``samples``,
 ``runs``, ``warmup``, ``threads_all``, ``xnnpack``, ``timeout_seconds``,
 ``input_transposes`` (inferred for channel-last files when not given);
 ``calibration_limit`` (default 500 samples), ``quantizer_timeout_seconds`` (1800).
+From the spec: ``int8_io`` (default false).
 
 Per precision: ai-edge-quantizer writes ``model_<precision>.tflite`` in a child process
 (``stages.quant_child``; recipes there), then the file runs on the validation samples
 in ai-edge-litert in another child (``litert.validate``'s, so a runtime crash is that
 precision's result) and is compared with the PyTorch reference and with the float32
-file's own outputs (``stages.quant_verdict``). The inputs and outputs stay float32.
+file's own outputs (``stages.quant_verdict``). The inputs and outputs stay float32,
+except with ``int8_io``: the int8 file then takes and returns int8 tensors (one file,
+still ``model_int8.tflite``); the runtime child quantizes the float samples with each
+input's scale and zero point and dequantizes the outputs before they are compared, and
+``signature`` in the metrics gives each port's dtype, scale and zero point
+(``stages.tflite_int8_io``). A float port the quantizer left float is a warning.
 
 A precision that cannot be produced (``quantization_failed``), whose calibration file
 does not fit (``invalid_calibration``), or that crashes or fails in the runtime
@@ -37,6 +43,7 @@ from stages import samples as sample_io
 from stages.contract import StageError, StageRequest, StageResult
 from stages.quant_verdict import ADVISORY, judge
 from stages.tflite_boundary import Boundary
+from stages.tflite_int8_io import describe, int8_io_gaps
 from stages.validate_tflite import _package_root, _run_child
 
 PRECISIONS = ("dynamic_range", "float16", "int8")
@@ -97,6 +104,7 @@ def run(request: StageRequest) -> StageResult:
         reference,
         float_outputs,
         child_options,
+        bool(spec.get("int8_io")),
     )
     outputs: dict[str, str] = {}
     metrics: dict[str, Any] = {}
@@ -181,6 +189,7 @@ class _Job:
     reference: dict[str, Any]
     float_outputs: dict[str, Any] | None
     child_options: dict[str, Any]
+    int8_io: bool = False  # int8 only: int8 inputs and outputs instead of float32
 
 
 def _calibration(job: _Job, work: Path) -> tuple[Path, dict[str, Any]]:
@@ -200,8 +209,9 @@ def _produce(
 ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """(the precision's metrics, or None; its ``failed`` entry, or None when delivered)."""
     target = job.request.output_dir / f"model_{precision}.tflite"
+    int8_io = job.int8_io and precision == "int8"
     produced = _quantize(
-        precision, job.tflite, target, calibration_file, job.boundary.signature_key, job.request.options, work
+        precision, job.tflite, target, calibration_file, job.boundary.signature_key, job.request.options, work, int8_io
     )
     if "error" in produced:
         target.unlink(missing_ok=True)
@@ -224,6 +234,9 @@ def _produce(
             "seconds": round(produced["wall_seconds"] + entry["seconds"], 3),
         }
     )
+    gaps = int8_io_gaps(job.boundary, entry["signature"]) if int8_io else []
+    if gaps:
+        entry.setdefault("warnings", []).extend(gaps)
     if entry["size_ratio_vs_float32"] > 0.95:
         entry.setdefault("warnings", []).append(
             "the file is barely smaller than the float32 one: the recipe found few weights to quantize"
@@ -241,6 +254,7 @@ def _quantize(
     signature_key: str | None,
     options: dict[str, Any],
     work: Path,
+    int8_io: bool = False,
 ) -> dict[str, Any]:
     """``{"recipe", "wall_seconds", ...}`` from the child, or ``{"error": reason}``."""
     report_path = work / f"{precision}.json"
@@ -252,6 +266,7 @@ def _quantize(
         "calibration": str(calibration_file) if calibration_file else None,
         "signature_key": signature_key or "serving_default",
         "threads": int(options.get("threads") or 1),
+        "int8_io": int8_io,
     }
     (work / f"{precision}.job.json").write_text(json.dumps(job))
     env = dict(os.environ)
@@ -308,7 +323,7 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
             "operator_counts": ops["counts"],
             "transpose_count": ops["transpose_count"],
             "requires_flex": bool(ops["flex"]),
-            "signature": _io(target),
+            "signature": describe(target),
             "latency_ms": report.get("latency_ms"),
             "precision": precision,
             "toolchain": "ai-edge-quantizer",
@@ -319,18 +334,6 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
         return entry, None
     code = "runtime_crashed" if report.get("crashed") else "requires_flex" if ops["flex"] else "runtime_failed"
     return entry, {"code": code, "reason": failure}
-
-
-def _io(path: Path) -> dict[str, Any]:
-    """The file's boundary: the recipes keep float32 inputs and outputs, and this shows it."""
-    from stages.tflite_boundary import read
-
-    boundary = read(path)
-    return {
-        "signature_key": boundary.signature_key,
-        "inputs": {port.key: {"shape": port.shape, "dtype": port.dtype} for port in boundary.inputs},
-        "outputs": {port.key: {"shape": port.shape, "dtype": port.dtype} for port in boundary.outputs},
-    }
 
 
 def _last_error(log: str, limit: int = 500) -> str:

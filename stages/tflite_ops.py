@@ -1,7 +1,8 @@
 """Which operators a .tflite file uses, read from its flatbuffer.
 
 Uses the flatbuffer schema module that ships with ai-edge-litert
-(``ai_edge_litert.schema_py_generated``, generated from LiteRT's schema.fbs), so the
+(``ai_edge_litert.schema_py_generated``, generated from LiteRT's schema.fbs; TensorFlow
+ships the same module where ai-edge-litert is absent), so the
 file is read without loading it into an interpreter - which matters for files that
 need flex ops, or crash the runtime. Select-TF ops are custom ops whose code starts
 with ``Flex``.
@@ -15,10 +16,17 @@ from typing import Any
 FLEX_PREFIX = "Flex"
 
 
+def _schema() -> Any:
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # the TensorFlow environment: the same generated module ships with TF
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
 def operators(path: Path) -> dict[str, Any]:
     """``{"builtin": [...], "flex": [...], "custom": [...], "counts": {...}, "transpose_count": n}``."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = _schema()
     buffer = path.read_bytes()
     # Without the "TFL3" identifier the offsets below would be read from garbage.
     if len(buffer) < 8 or not schema.Model.ModelBufferHasIdentifier(buffer, 0):

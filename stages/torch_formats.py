@@ -1,8 +1,9 @@
 """Load an uploaded TorchScript archive or ExportedProgram, and its input signature.
 
 Both are programs: they are opened only inside the sandboxed stage process (see the
-trust boundary in docs). Every failure to read one is ``invalid_model`` with what
-went wrong and what to upload instead.
+trust boundary in docs). Once ``torch_model.check_upload`` has refused empty, damaged
+and bomb-like archives, every failure to read one is ``invalid_model`` with what went
+wrong and what to upload instead.
 
 - TorchScript (``torch.jit.save``): ``torch.jit.load(map_location="cpu")``. The archive
   carries no input signature, so ``spec.inputs`` is required.

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,65 @@ CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
 WEIGHT_ARGS = ("weights", "weights_backbone")
 LEGACY_PRETRAINED_ARGS = ("pretrained", "pretrained_backbone")
 LIST_LIMIT = 8
+ZIP_MAGIC = b"PK\x03\x04"
+# torch.save, torch.jit.save and torch.export.save store tensors uncompressed, so what an
+# archive's members declare unpacked is about the file's own size; far more is a zip bomb.
+# The control plane refuses one at submission with the same numbers (app/services/sniff.py).
+MAX_UNPACK_RATIO = 10
+UNPACK_FLOOR_BYTES = 64 * 1024**2
+MAX_UNPACKED_BYTES = 32 * 1024**3
+READ_CHUNK = 1024 * 1024
+
+
+def check_upload(path: Path) -> None:
+    """Refuse an empty, damaged or bomb-like upload before a framework opens it.
+
+    A zip archive (every torch format but the legacy pickle) declares its members' sizes
+    in its central directory, checked before any member is read, and a CRC-32 per member,
+    checked by reading each in chunks: torch's reader skips it, so a flipped byte in a
+    tensor would load silently.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise StageError("empty_model", "the model file is empty (0 bytes): upload the whole file")
+    with path.open("rb") as handle:
+        if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            _refuse_zip_bomb(members, size)
+            for member in members:
+                with archive.open(member) as data:
+                    while data.read(READ_CHUNK):
+                        pass
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError) as exc:  # ValueError: bad names, offsets
+        raise StageError(
+            "corrupt_archive",
+            f"the model archive is damaged ({first_line(exc, 200)}): it was truncated or altered in transit "
+            "or on disk. Upload the file torch saved again",
+        ) from None
+    except (NotImplementedError, RuntimeError) as exc:  # encrypted, or an exotic compression method
+        raise StageError(
+            "invalid_model",
+            f"the zip archive cannot be read as a torch archive ({first_line(exc, 200)}); upload the file "
+            "torch.save, torch.jit.save or torch.export.save wrote, as it is",
+        ) from None
+
+
+def _refuse_zip_bomb(members: list[zipfile.ZipInfo], size: int) -> None:
+    unpacked = sum(member.file_size for member in members)
+    limit = min(MAX_UNPACKED_BYTES, max(UNPACK_FLOOR_BYTES, MAX_UNPACK_RATIO * size))
+    if unpacked <= limit:
+        return
+    largest = max(members, key=lambda member: member.file_size)
+    raise StageError(
+        "archive_too_large",
+        f"the archive's {len(members)} members declare {unpacked} bytes unpacked from a {size}-byte file "
+        f"(the largest, {largest.filename!r}, {largest.file_size}); the limit for this file is {limit} bytes "
+        f"({MAX_UNPACK_RATIO}x its size, at least {UNPACK_FLOOR_BYTES}, at most {MAX_UNPACKED_BYTES}). "
+        "torch stores archive members uncompressed: upload the file it wrote, not a re-compressed one",
+    )
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:

@@ -71,6 +71,7 @@ def convert_opset(source: Path, target: Path, opset: int, validate_file: Callabl
     try:
         model = onnx.load(str(source), load_external_data=False)
         _drop_default_reduce_flags(model.graph)
+        _bypass_identities(model.graph)
         converted = version_converter.convert_version(model, opset)
         onnx.checker.check_model(converted, full_check=False)
         onnx.save(converted, str(target))
@@ -100,6 +101,55 @@ def _drop_default_reduce_flags(graph: Any) -> None:
             if len(kept) != len(node.attribute):
                 del node.attribute[:]
                 node.attribute.extend(kept)
+
+
+def _bypass_identities(graph: Any) -> None:
+    """Remove top-level Identity nodes, which the converter cannot take below opset 16
+    (it has no Identity adapter from 16 to 15).
+
+    An Identity feeding other nodes is bypassed (they read its input); one that names a
+    graph output gives that name to the node producing its input instead. One whose
+    input is a graph input, an initializer or another output stays, and the converter
+    says so. The caller validates the converted file against the reference.
+    """
+    outputs = {o.name for o in graph.output}
+    fixed = {i.name for i in graph.input} | {init.name for init in graph.initializer} | outputs
+    producers = {name: node for node in graph.node for name in node.output}
+    rename: dict[str, str] = {}
+    dropped = []
+    for node in graph.node:
+        if node.op_type != "Identity" or len(node.input) != 1 or len(node.output) != 1:
+            continue
+        source, target = _follow(rename, node.input[0]), node.output[0]
+        if target not in outputs:
+            rename[target] = source
+        elif source not in fixed and source in producers:
+            rename[source] = target  # its producer now writes the output itself
+            producer = producers[source]
+            producer.output[list(producer.output).index(source)] = target
+            producers[target] = producer
+        else:
+            continue
+        dropped.append(node)
+    if not dropped:
+        return
+    for node in dropped:
+        graph.node.remove(node)
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in rename:
+                node.input[index] = _follow(rename, name)
+    stale = [info for info in graph.value_info if info.name in rename]
+    for info in stale:
+        graph.value_info.remove(info)
+
+
+def _follow(rename: dict[str, str], name: str) -> str:
+    seen = set()
+    while name in rename and name not in seen:
+        seen.add(name)
+        name = rename[name]
+    return name
 
 
 def _converter_error(exc: BaseException) -> str:

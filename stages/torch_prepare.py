@@ -14,7 +14,11 @@ Per ``spec.model_format``:
   (opset 18), down-converted when a consumer needs less (``stages.torch_program``).
 - ``onnx``: no PyTorch at all; onnxruntime is the reference (``stages.onnx_upload``).
 
-Outputs get stable names from the flattened result (``stages.torch_outputs``).
+Before torch opens the upload, ``check_upload`` refuses an empty file
+(``empty_model``), a damaged zip archive (``corrupt_archive``: truncated, or a member
+that fails its CRC) and a zip bomb (``archive_too_large``); an input too large to
+sample is ``input_too_large``. Outputs get stable names from the flattened result
+(``stages.torch_outputs``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import samples as sample_io
-from stages.contract import StageError, StageRequest, StageResult
+from stages.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 from stages.torch_export import (
     DEFAULT_OPSET,
     Exported,
@@ -42,6 +46,7 @@ from stages.torch_model import (
     DEFAULT_ALLOWED,
     apply_state_dict,
     build_model,
+    check_upload,
     load_state_dict,
 )
 from stages.torch_onnx_file import input_dims, onnx_tf_fields
@@ -79,6 +84,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
     spec, options = request.spec, request.options
     opset = choose_opset(spec)
     exporters = _exporters(spec, model_format)
+    check_upload(request.input_path("model"))
     import torch
 
     threads = int(options.get("threads") or 1)
@@ -90,6 +96,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
     started = time.monotonic()
     loaded = _load(request, model_format)
     load_seconds = time.monotonic() - started
+    refuse_huge_inputs(loaded.inputs)
 
     inputs = loaded.inputs
     ranges: dict[str, dict[str, Any]] = {}

@@ -76,10 +76,13 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
         "export_onnx",
         "convert_onnx2tf",
         "validate_onnx2tf",
+        "validate_flex_onnx2tf",
         "convert_litert_torch",
         "validate_litert_torch",
+        "validate_flex_litert_torch",
         "convert_onnx_tf",
         "validate_onnx_tf",
+        "validate_flex_onnx_tf",
         "report",
     ]
     assert all(s["state"] == "pending" for s in job["stages"])

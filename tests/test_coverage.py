@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.schemas.spec import DEFAULT_TOLERANCE
+from app.schemas.spec import DEFAULT_TOLERANCE, JobSpec
 from app.services.jobs import IMPLEMENTED_FORMATS
 from worker.plan import CONVERTERS
 
@@ -33,3 +33,16 @@ def test_every_input_format_is_converted_by_a_test(model_format: str) -> None:
 def test_every_precision_is_produced_by_a_test(precision: str) -> None:
     assert f'"{precision}"' in ALL_TESTS, f"no test produces a {precision!r} artifact"
     assert precision in DEFAULT_TOLERANCE or precision in ("dynamic_range", "int8")
+
+
+# Spec options that change what an artifact's bytes are, with the value that does.
+ARTIFACT_OPTIONS = {"layout": "nhwc", "int8_io": True}
+
+
+@pytest.mark.parametrize("option", sorted(ARTIFACT_OPTIONS))
+def test_every_artifact_option_is_set_by_a_stage_test(option: str) -> None:
+    assert option in JobSpec.model_fields, f"{option!r} is no longer a spec field"
+    value = ARTIFACT_OPTIONS[option]
+    literal = f'"{value}"' if isinstance(value, str) else repr(value)  # as ruff formats it
+    written = (f'"{option}": {literal}', f"{option}={literal}")
+    assert any(form in STAGE_TESTS for form in written), f"no stage test produces an artifact with {option}={literal}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from app.core.config import Settings
 from app.core.db import session_scope
@@ -15,14 +17,14 @@ from worker.context import WorkerContext, build_context
 SPEC = {"targets": ["onnx"], "quantization": ["float32"], "toolchain": "auto", "model_format": "state_dict"}
 
 
-def make_job(ctx: WorkerContext) -> str:
+def make_job(ctx: WorkerContext, spec: dict[str, Any] = SPEC) -> str:
     job_id = new_id()
     with session_scope(ctx.sessions) as session:
         jobs.create_job(
             session,
             job_id=job_id,
             tenant="t",
-            spec=SPEC,
+            spec=spec,
             model={"key": f"uploads/{job_id}/model", "size": 1, "sha256": "0" * 64, "filename": "m.pth"},
             inputs_key=None,
             calibration_key=None,
@@ -68,3 +70,99 @@ def test_finished_jobs_are_never_revived(settings: Settings) -> None:
         jobs.cancel_job(session, job)
     assert pipeline.claim(ctx, job_id, "export_onnx") is None
     assert pipeline.claim(ctx, new_id(), "export_onnx") is None
+
+
+BEST = {
+    "targets": ["tflite"],
+    "quantization": ["float32"],
+    "toolchain": "best",
+    "model_format": "state_dict",
+    "available_toolchains": ["onnx-tf", "onnx2tf", "litert-torch"],
+}
+CONVERTS = ["convert_onnx2tf", "convert_litert_torch", "convert_onnx_tf"]
+
+
+def converted(name: str) -> dict[str, Any]:
+    return {"outputs": {"tflite_float32": {"key": f"k/{name}", "size": 1, "sha256": "0" * 64, "file": "m.tflite"}}}
+
+
+def validated(verdict: str = "pass", flex: bool = False) -> dict[str, Any]:
+    metrics = {
+        "verdict": verdict,
+        "requires_flex": flex,
+        "reasons": [],
+        "latency_ms": {"median_1_thread": 1.0},
+        "outputs": {"output": {"max_abs": 1e-6, "scale": 1.0}},
+    }
+    return {"metrics": {"tflite_float32": metrics}}
+
+
+def run(ctx: WorkerContext, job_id: str, stage: str, result: dict[str, Any] | None = None) -> list[str]:
+    claimed = pipeline.claim(ctx, job_id, stage)
+    assert isinstance(claimed, pipeline.Claim), claimed
+    released = pipeline.record_outcome(ctx, job_id, claimed.definition, result or {}, 0.1, None)
+    return [d.name for d in released]
+
+
+def record_together(ctx: WorkerContext, job_id: str, claims: list[Any], results: list[dict[str, Any]]) -> list[str]:
+    """Record several stages' outcomes at the same moment, as workers on three queues do."""
+
+    def record(claim: Any, result: dict[str, Any]) -> list[str]:
+        return [d.name for d in pipeline.record_outcome(ctx, job_id, claim.definition, result, 1.0, None)]
+
+    with ThreadPoolExecutor(max_workers=len(claims)) as pool:
+        return [name for names in pool.map(record, claims, results) for name in names]
+
+
+def states(ctx: WorkerContext, job_id: str) -> dict[str, str]:
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return {s.name: s.state for s in job.stages}
+
+
+def test_best_runs_the_candidates_side_by_side(settings: Settings) -> None:
+    ctx = build_context(settings)
+    job_id = make_job(ctx, BEST)
+    assert run(ctx, job_id, "export_onnx") == CONVERTS
+    assert {states(ctx, job_id)[name] for name in CONVERTS} == {"queued"}
+    # A stage whose inputs are not there yet is not run, whatever message arrives.
+    assert pipeline.claim(ctx, job_id, "validate_onnx2tf") is None
+    # The three conversions end at the same moment on three workers: each sees the
+    # others' outcomes or waits for them, so every validation is released exactly once.
+    claims = [pipeline.claim(ctx, job_id, name) for name in CONVERTS]
+    assert all(isinstance(c, pipeline.Claim) for c in claims)
+
+    released = record_together(ctx, job_id, claims, [converted(name) for name in CONVERTS])
+    assert sorted(released) == ["validate_litert_torch", "validate_onnx2tf", "validate_onnx_tf"]
+    # A file that needs flex ops gets TensorFlow's validation; a builtin-only one skips it.
+    assert run(ctx, job_id, "validate_onnx_tf", validated("fail", flex=True)) == ["validate_flex_onnx_tf"]
+    assert run(ctx, job_id, "validate_onnx2tf", validated()) == []
+    assert states(ctx, job_id)["validate_flex_onnx2tf"] == "skipped"
+    assert run(ctx, job_id, "validate_flex_onnx_tf", validated("pass", flex=True)) == []
+    # The last candidate's validation releases the report (nothing else to wait for).
+    assert run(ctx, job_id, "validate_litert_torch", validated()) == ["report"]
+    assert run(ctx, job_id, "report") == []
+    with session_scope(ctx.sessions) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status == "succeeded", (job.error_code, job.error_message)
+        assert [a.name for a in job.artifacts] == ["model_float32.tflite"]
+        assert {s.state for s in job.stages} <= {"succeeded", "skipped"}
+    # A redelivered message of a finished stage changes nothing.
+    assert pipeline.claim(ctx, job_id, "convert_onnx2tf") is None
+
+
+def test_the_last_of_simultaneous_validations_releases_the_report(settings: Settings) -> None:
+    # Each finishing stage must see the others' outcomes (the job row is locked while it
+    # decides), else none of them would see "all validated" and the job would hang.
+    ctx = build_context(settings)
+    for _ in range(4):
+        job_id = make_job(ctx, BEST)
+        run(ctx, job_id, "export_onnx")
+        for name in CONVERTS:
+            run(ctx, job_id, name, converted(name))
+        validations = ["validate_onnx2tf", "validate_litert_torch", "validate_onnx_tf"]
+        claims = [pipeline.claim(ctx, job_id, name) for name in validations]
+        released = record_together(ctx, job_id, claims, [validated() for _ in validations])
+        assert released == ["report"]

@@ -13,7 +13,7 @@ from app.core.errors import InvalidRequest
 from app.services.jobs import parse_spec, resolve_format
 from app.services.sniff import sniff_format
 from worker.celery_app import celery_app
-from worker.plan import plan_stages
+from worker.plan import dependencies, plan_stages
 from worker.selection import auto_satisfied, choose, collect
 
 BASE = {
@@ -102,6 +102,7 @@ def test_plan_produces_only_what_targets_need() -> None:
         "export_onnx",
         "convert_onnx_tf",
         "validate_onnx_tf",
+        "validate_flex_onnx_tf",
         "report",
     ]
 
@@ -113,10 +114,13 @@ def test_plan_tries_candidates_in_priority_order_and_quantizes_the_winner() -> N
         "export_onnx",
         "convert_onnx2tf",
         "validate_onnx2tf",
+        "validate_flex_onnx2tf",
         "convert_litert_torch",
         "validate_litert_torch",
+        "validate_flex_litert_torch",
         "convert_onnx_tf",
         "validate_onnx_tf",
+        "validate_flex_onnx_tf",
         "quantize",
         "report",
     ]
@@ -128,8 +132,27 @@ def test_plan_tries_candidates_in_priority_order_and_quantizes_the_winner() -> N
         "convert_onnx_tf",
         "convert_onnx2tf",
         "validate_onnx2tf",
+        "validate_flex_onnx2tf",
         "report",
     ]
+
+
+def test_best_waits_only_for_what_a_stage_consumes() -> None:
+    spec = {
+        "targets": ["tflite"],
+        "toolchain": "best",
+        "quantization": ["float32", "int8"],
+        "available_toolchains": ["onnx-tf", "onnx2tf", "litert-torch"],
+    }
+    assert dependencies(spec, "convert_onnx_tf") == ["export_onnx"]
+    assert dependencies(spec, "validate_litert_torch") == ["export_onnx", "convert_litert_torch"]
+    assert dependencies(spec, "validate_flex_onnx2tf") == ["export_onnx", "convert_onnx2tf", "validate_onnx2tf"]
+    quantize = dependencies(spec, "quantize")
+    assert {"export_onnx", "validate_flex_onnx_tf", "convert_litert_torch"} <= set(quantize)
+    assert dependencies(spec, "report") == [s.name for s in plan_stages(spec)][:-1]
+    # auto decides after each candidate whether the next runs: everything earlier.
+    auto = {**spec, "toolchain": "auto"}
+    assert dependencies(auto, "convert_onnx_tf") == [s.name for s in plan_stages(auto)][:7]
 
 
 def _validated(verdict: str, flex: bool = False, latency: float = 1.0, error: float = 1e-6) -> dict:

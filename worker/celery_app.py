@@ -8,6 +8,7 @@ from app.core.config import get_settings
 
 CONTROL_QUEUE = "control"
 RECONCILE_TASK = "modelport.reconcile"
+RETENTION_TASK = "modelport.expire"
 
 
 def queue_name(toolchain: str) -> str:
@@ -31,13 +32,19 @@ def make_celery() -> Celery:
         task_default_queue=queue_name(CONTROL_QUEUE),
         worker_hijack_root_logger=False,
         task_serializer="json",
-        # The control worker runs beat (-B): it re-sends what a broker restart lost.
+        # The control worker runs beat (-B): it re-sends what a broker restart lost, and
+        # removes the objects of jobs past the retention.
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.queue.reconcile_interval_seconds,
                 "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.queue.reconcile_interval_seconds},
-            }
+            },
+            "expire": {
+                "task": RETENTION_TASK,
+                "schedule": settings.retention.sweep_interval_seconds,
+                "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.retention.sweep_interval_seconds},
+            },
         },
         accept_content=["json"],
     )

@@ -25,7 +25,7 @@ from app.models import Job, StageRun
 from app.models.base import utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
-from worker.plan import CONTROL, StageDef, onnx_consumers, plan_stages, slug, stage_def
+from worker.plan import CONTROL, StageDef, dependencies, onnx_consumers, plan_stages, slug, stage_def
 from worker.report import finish_job
 from worker.runner import RunLimits, StageCancelled, StageFailure, log_tail
 from worker.selection import auto_satisfied, choose
@@ -34,8 +34,9 @@ from worker.toolchains import get_toolchain
 log = structlog.get_logger()
 
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+STAGE_OVER = frozenset({"succeeded", "failed", "skipped"})
+WAITING = frozenset({"pending", "queued"})  # queued: released to the broker, not yet claimed
 TOLERANT_ROLES = frozenset({"convert", "validate", "quantize"})  # failures the report lists
-HEARTBEAT_STALE = timedelta(seconds=90)  # the runner checks in every few seconds
 MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
 
 
@@ -62,16 +63,32 @@ def fail_job(job: Job, run: StageRun | None, code: str, message: str, tail: str 
         run.state, run.finished_at = "failed", now
         run.error_code, run.error_message = code, message
     for other in job.stages:
-        if other.state == "pending":
+        if other.state in WAITING:
             other.state = "skipped"
 
 
-def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | None:
-    """Mark the stage running. Returns None when there is nothing to do, or the next
-    stage's definition when this one already finished (a redelivery after a crash
-    between recording and enqueueing)."""
+def lock_job(session: Session, job_id: str) -> Job | None:
+    """Load the job holding its row's write lock until the transaction ends.
+
+    Under ``best`` stages of one job finish at the same time on different workers; each
+    must see the others' outcomes when it decides what runs next. A no-op UPDATE takes
+    the row lock on PostgreSQL and SQLite's write lock before anything is read.
+    """
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(updated_at=Job.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef] | None:
+    """Mark the stage running. Returns None when there is nothing to do, or the stages
+    to send when this one already finished (a redelivery after a crash between
+    recording and enqueueing)."""
     with session_scope(ctx.sessions) as session:
-        job = session.get(Job, job_id)
+        job = lock_job(session, job_id)
         if job is None or job.status in FINAL:
             log.info("job.stage.skipped", job_id=job_id, stage=stage, reason="missing or finished")
             return None
@@ -79,9 +96,17 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | StageDef | Non
         if run is None:
             return None
         definition = stage_def(job.spec, stage)
-        if run.state in ("succeeded", "failed", "skipped"):
-            return advance(session, ctx, job)
-        if run.state == "running" and _alive(run):
+        if run.state in STAGE_OVER:
+            # What this stage released may never have reached the broker: send it again
+            # (a claim ignores a copy of a stage that already runs or ran).
+            released = advance(session, ctx, job)
+            return released + [stage_def(job.spec, s.name) for s in job.stages if s.state == "queued"]
+        states = {s.name: s.state for s in job.stages}
+        if any(states.get(name, "succeeded") not in STAGE_OVER for name in dependencies(job.spec, stage)):
+            # A stray copy of a stage not yet released (its inputs are not there yet).
+            log.info("job.stage.early", job_id=job_id, stage=stage)
+            return None
+        if run.state == "running" and _alive(run, ctx.settings.queue.heartbeat_stale):
             # A duplicate message while the stage runs elsewhere: not a redelivery.
             log.info("job.stage.duplicate", job_id=job_id, stage=stage)
             return None
@@ -117,8 +142,9 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     claimed = claim(ctx, job_id, stage)
     if claimed is None:
         return
-    if isinstance(claimed, StageDef):
-        enqueue_stage(job_id, claimed.name, claimed.toolchain, request_id=request_id)
+    if isinstance(claimed, list):
+        for definition in dict.fromkeys(claimed):
+            enqueue_stage(job_id, definition.name, definition.toolchain, request_id=request_id)
         return
     bound.info("job.stage.started")
     started = time.monotonic()
@@ -136,8 +162,8 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     seconds = round(time.monotonic() - started, 3)
     following = record_outcome(ctx, job_id, claimed.definition, result, seconds, failure)
     bound.info("job.stage.finished", seconds=seconds, ok=failure is None)
-    if following is not None:
-        enqueue_stage(job_id, following.name, following.toolchain, request_id=request_id)
+    for definition in following:
+        enqueue_stage(job_id, definition.name, definition.toolchain, request_id=request_id)
 
 
 def record_outcome(
@@ -147,12 +173,13 @@ def record_outcome(
     result: dict[str, Any],
     seconds: float,
     failure: StageFailure | None,
-) -> StageDef | None:
-    """Record the stage's end and return the next stage to enqueue (None: the job ended)."""
+) -> list[StageDef]:
+    """Record the stage's end and return the stages it released (none: the job ended or
+    waits for another stage)."""
     with session_scope(ctx.sessions) as session:
-        job = session.get(Job, job_id)
+        job = lock_job(session, job_id)
         if job is None or job.status in FINAL:
-            return None
+            return []
         run = _stage_run(job, definition.name)
         assert run is not None
         run.seconds, run.finished_at = seconds, utcnow()
@@ -163,7 +190,7 @@ def record_outcome(
             run.log_key = f"jobs/{job_id}/logs/{definition.name}.log" if failure.log_tail else None
             if definition.role not in TOLERANT_ROLES:
                 fail_job(job, run, failure.code, failure.message, failure.log_tail)
-                return None
+                return []
             # One candidate failing is a finding for the report, not the job's end.
             run.state, run.error_code, run.error_message = "failed", failure.code, failure.message
             run.result = {"log_tail": failure.log_tail[-4000:]}
@@ -175,6 +202,12 @@ def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, An
     # The most telling reason first: auto's choice, then what the file allows, then a
     # conversion that produced nothing to validate.
     spec = job.spec
+    if definition.name.startswith("validate_flex_"):
+        stock = results.get(f"validate_{slug(definition.candidate or '')}")
+        if stock is not None and not stock.get("metrics", {}).get("tflite_float32", {}).get("requires_flex"):
+            return "builtin ops only: stock LiteRT validated it"
+        if stock is not None and not auto_satisfied(spec, results):
+            return None  # needs flex ops: TensorFlow's interpreter validates it
     if definition.role in ("convert", "validate") and auto_satisfied(spec, results):
         keeps_saved_model = definition.name == "convert_onnx_tf" and "saved_model" in spec.get("targets", [])
         if not keeps_saved_model:
@@ -186,25 +219,38 @@ def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, An
         convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
         if convert is None or convert.state != "succeeded":
             return "its conversion did not produce a .tflite"
+        if definition.name.startswith("validate_flex_"):
+            return "its .tflite was not validated in stock LiteRT"
     if definition.role == "quantize" and choose(spec, results) is None:
         return "no float32 .tflite passed validation to quantize"
     return None
 
 
-def advance(session: Session, ctx: WorkerContext, job: Job) -> StageDef | None:
-    """Skip what no longer needs to run, then the next pending stage; finish at the end."""
+def advance(session: Session, ctx: WorkerContext, job: Job) -> list[StageDef]:
+    """Release every pending stage whose dependencies are over (skipping those that need
+    not run), marking them queued; finish the job when every stage is over."""
     results = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
+    states = {s.name: s.state for s in job.stages}
+    released: list[StageDef] = []
+    # Plan order: a stage's dependencies come before it, so a skip here can release a
+    # later stage in the same pass.
     for definition in plan_stages(job.spec):
         run = _stage_run(job, definition.name)
         if run is None or run.state != "pending":
             continue
+        if any(states.get(name, "succeeded") not in STAGE_OVER for name in dependencies(job.spec, definition.name)):
+            continue
         reason = _skip_reason(job, definition, results)
         if reason is None:
-            return definition
-        run.state, run.result = "skipped", {"skipped_reason": reason}
+            run.state = states[run.name] = "queued"
+            released.append(definition)
+        else:
+            run.state, run.result = "skipped", {"skipped_reason": reason}
+            states[run.name] = "skipped"
     session.flush()
-    finish_job(session, ctx.store, job)
-    return None
+    if all(state in STAGE_OVER for state in states.values()):
+        finish_job(session, ctx.store, job)
+    return released
 
 
 def _input_key(claim: Claim, source: str, name: str) -> str | None:
@@ -328,13 +374,13 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
     return {"input_transposes": transposes} if transposes else {}
 
 
-def _alive(run: StageRun) -> bool:
+def _alive(run: StageRun, stale: timedelta) -> bool:
     beat = run.heartbeat_at
     if beat is None:
         return False
     if beat.tzinfo is None:  # SQLite returns naive datetimes
         beat = beat.replace(tzinfo=UTC)
-    return utcnow() - beat < HEARTBEAT_STALE
+    return utcnow() - beat < stale
 
 
 def _check_in(ctx: WorkerContext, job_id: str, stage: str) -> bool:

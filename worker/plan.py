@@ -5,8 +5,11 @@ user's files, the name of an earlier stage whose output ``name`` it consumes, or
 ``"chosen"`` for the float32 .tflite of the candidate that won the selection.
 
 TFLite candidates (one per converter toolchain) each get a ``convert_<c>`` and a
-``validate_<c>`` stage. Under ``toolchain: auto`` the candidates run in priority order
-and the rest are skipped once one passes with builtin ops only; under ``best`` all run.
+``validate_<c>`` stage, and a ``validate_flex_<c>`` stage that runs only when the file
+needs Select-TF ("flex") ops: stock LiteRT cannot load those, so TensorFlow's
+interpreter (the onnx-tf environment has TensorFlow) validates them instead.
+Under ``toolchain: auto`` the candidates run in priority order and the rest are
+skipped once one passes with builtin ops only; under ``best`` all run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONTROL = "control"  # runs in the worker process itself: no framework
+FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,19 @@ def validate_stage(converter: Converter) -> StageDef:
     )
 
 
+def validate_flex_stage(converter: Converter) -> StageDef:
+    plain = validate_stage(converter)
+    return StageDef(
+        f"validate_flex_{slug(converter.name)}",
+        FLEX_ENV,
+        plain.entry,
+        plain.inputs,
+        {**plain.options, "runtime": "tensorflow"},
+        candidate=converter.name,
+        role="validate",
+    )
+
+
 def candidates(spec: dict[str, Any]) -> list[str]:
     """The TFLite converters this job tries, in order."""
     order = PRIORITY.get(spec.get("model_format", "state_dict"), PRIORITY["state_dict"])
@@ -113,8 +130,11 @@ def plan_stages(spec: dict[str, Any]) -> list[StageDef]:
     converters = candidates(spec) if tflite else []
     if "saved_model" in targets and "onnx-tf" not in converters:
         stages.append(convert_stage(CONVERTERS["onnx-tf"]))
+    flex = FLEX_ENV in (spec.get("available_toolchains") or list(CONVERTERS))
     for name in converters:
         stages += [convert_stage(CONVERTERS[name]), validate_stage(CONVERTERS[name])]
+        if flex:
+            stages.append(validate_flex_stage(CONVERTERS[name]))
     quantized = [p for p in spec.get("quantization", ["float32"]) if p != "float32"]
     if tflite and quantized:
         stages.append(
@@ -144,7 +164,25 @@ def stage_def(spec: dict[str, Any], name: str) -> StageDef:
     raise KeyError(f"stage {name!r} is not part of this job's plan")
 
 
-def following_stages(spec: dict[str, Any], name: str) -> list[StageDef]:
+def dependencies(spec: dict[str, Any], name: str) -> list[str]:
+    """The stages that must be over (succeeded, failed or skipped) before ``name`` runs.
+
+    Under ``best`` only what a stage consumes, so the candidates convert and validate at
+    the same time on their own queues; otherwise every earlier stage, because ``auto``
+    decides after each candidate whether the next one runs at all.
+    """
     stages = plan_stages(spec)
     names = [s.name for s in stages]
-    return stages[names.index(name) + 1 :]
+    earlier = stages[: names.index(name)]
+    definition = stages[names.index(name)]
+    if spec.get("toolchain", "auto") != "best" or definition.role == "report":
+        return [s.name for s in earlier]
+    needed: set[str] = set()
+    for source, _ in definition.inputs.values():
+        if source == "chosen":  # the winner is known once every candidate is validated
+            needed |= {s.name for s in earlier if s.role in ("convert", "validate")}
+        elif source != "upload":
+            needed.add(source)
+    if definition.name.startswith("validate_flex_"):
+        needed.add(f"validate_{slug(definition.candidate or '')}")
+    return [s.name for s in earlier if s.name in needed]

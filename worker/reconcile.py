@@ -2,8 +2,9 @@
 
 Redis here keeps nothing on disk: a restart drops every queued and unacknowledged
 message. The database still knows each job's next stage, so a periodic task compares
-the two: a pending stage whose message is in no queue (after a grace period), or a
-running stage whose heartbeat stopped, is enqueued again. Claims are idempotent, so a
+the two: a released (``queued``) stage whose message is in no queue after a grace
+period, a running stage whose heartbeat stopped, or - when nothing was released yet -
+the job's first waiting stage, is enqueued again. Claims are idempotent, so a
 message sent twice never runs a stage twice.
 """
 
@@ -24,8 +25,8 @@ from app.models import Job
 from app.models.base import utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
-from worker.pipeline import FINAL, HEARTBEAT_STALE
-from worker.plan import plan_stages
+from worker.pipeline import FINAL
+from worker.plan import StageDef, plan_stages
 
 log = structlog.get_logger()
 
@@ -45,7 +46,8 @@ def _job_id_of(raw: bytes | str) -> str | None:
         return None
 
 
-def job_ids_in_broker(redis_url: str, queues: Iterable[str]) -> set[str]:
+def job_ids_in_broker(redis_url: str, queues: Iterable[str], *, unacked: bool = True) -> set[str]:
+    """Jobs with a message waiting in ``queues`` or (``unacked``) delivered but not acknowledged."""
     client = Redis.from_url(redis_url)
     try:
         found: set[str] = set()
@@ -53,7 +55,7 @@ def job_ids_in_broker(redis_url: str, queues: Iterable[str]) -> set[str]:
             for raw in client.lrange(queue, 0, -1):
                 if (job_id := _job_id_of(raw)) is not None:
                     found.add(job_id)
-        for raw in client.hvals("unacked"):
+        for raw in client.hvals("unacked") if unacked else []:
             if (job_id := _job_id_of(raw)) is not None:
                 found.add(job_id)
         return found
@@ -75,24 +77,38 @@ def _last_change(job: Job, now: datetime) -> datetime:
 def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[tuple[str, str]]:
     """Re-enqueue what the broker lost; returns the (job, stage) pairs sent."""
     in_broker = job_ids_in_broker(ctx.settings.queue.redis_url, queues)
+    # A message the worker took stays unacknowledged until the visibility timeout (past the
+    # longest stage) when that worker dies; the stage's heartbeat tells much sooner.
+    waiting = job_ids_in_broker(ctx.settings.queue.redis_url, queues, unacked=False)
+    stale = ctx.settings.queue.heartbeat_stale
     now = utcnow()
     resend: list[tuple[str, str, str]] = []
     with session_scope(ctx.sessions) as session:
         for job in session.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
-            if job.status in FINAL or job.id in in_broker:
+            if job.status in FINAL or job.id in waiting:
                 continue
+            held = job.id in in_broker  # by a worker: only a stale heartbeat says it is lost
             runs = {s.name: s for s in job.stages}
+            quiet = now - _last_change(job, now) > grace
+            lost: list[StageDef] = []
             for definition in plan_stages(job.spec):
                 run = runs.get(definition.name)
-                if run is None or run.state in ("succeeded", "failed", "skipped", "cancelled"):
+                if run is None:
                     continue
                 if run.state == "running":
                     beat = _aware(run.heartbeat_at)
-                    if beat is None or now - beat > HEARTBEAT_STALE:
-                        resend.append((job.id, definition.name, definition.toolchain))
-                elif now - _last_change(job, now) > grace:
-                    resend.append((job.id, definition.name, definition.toolchain))
-                break
+                    if beat is None or now - beat > stale:
+                        lost.append(definition)
+                elif run.state == "queued" and quiet and not held:
+                    lost.append(definition)
+            if not lost and quiet and not held and not any(s.state in ("queued", "running") for s in job.stages):
+                # Nothing released yet (the submission's first message was lost): the
+                # first stage still waiting is the one to send.
+                first = next(
+                    (d for d in plan_stages(job.spec) if runs.get(d.name) and runs[d.name].state == "pending"), None
+                )
+                lost = [first] if first is not None else []
+            resend += [(job.id, d.name, d.toolchain) for d in lost]
     for job_id, stage, toolchain in resend:
         log.warning("job.reenqueued", job_id=job_id, stage=stage, reason="not in the broker")
         enqueue_stage(job_id, stage, toolchain)

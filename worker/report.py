@@ -16,7 +16,7 @@ from app.models import Artifact, Job
 from app.models.base import utcnow
 from app.storage import ObjectStore
 from worker.plan import slug
-from worker.selection import choose, collect
+from worker.selection import choose, collect, validation
 
 REPORT_VERSION = 2
 MEDIA_TYPES = {
@@ -75,7 +75,7 @@ def _tflite_entry(
     checked = metrics or {}
     fields = {key: checked.get(key) for key in TFLITE_EXTRA if key in checked}
     fields["requires_flex"] = bool(checked.get("requires_flex"))
-    for key in ("vs_float32", "quantizer", "calibration", "advisory"):
+    for key in ("vs_float32", "quantizer", "calibration", "advisory", "notes", "signature", "warnings"):
         if key in checked:
             fields[key] = checked[key]
     return _artifact_entry("tflite", name, precision, toolchain, output, metrics, runtime, {**fields, **(extra or {})})
@@ -122,7 +122,7 @@ def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[
     chosen = choose(job.spec, results)
     if chosen is not None:
         convert = results[f"convert_{slug(chosen.name)}"]
-        validate = results.get(f"validate_{slug(chosen.name)}", {})
+        validate = validation(results, chosen.name)
         out = convert["outputs"]["tflite_float32"]
         runtime = validate.get("info", {}).get("runtime", "ai-edge-litert")
         signature = {
@@ -199,6 +199,7 @@ def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, An
                 "verdict": candidate.verdict if candidate.metrics else None,
                 "requires_flex": candidate.requires_flex if candidate.metrics else None,
                 "latency_ms": (candidate.metrics or {}).get("latency_ms"),
+                "runtime": validation(results, candidate.name).get("info", {}).get("runtime"),
                 "max_abs_over_scale": _finite(candidate.error) if candidate.metrics else None,
                 "size": (convert.get("outputs", {}).get("tflite_float32") or {}).get("size"),
                 "operators": (candidate.metrics or {}).get("operators"),

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -55,12 +56,13 @@ class RunOutcome:
 # Namespaces from util-linux: no network, own PID space (and /proc), no new privileges.
 # The stage must not be PID 1 of its namespace (PID 1 ignores signals it has no handler
 # for, so a crash by SIGABRT would not end it): a shell stays PID 1 and reports a signal
-# death as 128 + the signal number.
+# death as 128 + the signal number. --kill-child: the namespace dies with unshare.
 SANDBOX_PREFIX = [
     "unshare",
     "--net",
     "--pid",
     "--fork",
+    "--kill-child",
     "--mount-proc",
     "setpriv",
     "--no-new-privs",
@@ -82,6 +84,19 @@ def sandbox_available() -> bool:
         except (OSError, subprocess.TimeoutExpired):
             _sandbox_works = False
     return _sandbox_works
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: a child only calls it
+PR_SET_PDEATHSIG = 1
+
+
+def _stage_child_setup(nice: int, parent: int) -> None:
+    """In the stage's child before exec: niced, and killed when the worker dies, since
+    without the worker's watchdog a stage has no timeout and no memory limit left."""
+    os.nice(nice)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before the line above
+        os._exit(1)
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -163,7 +178,7 @@ class SubprocessRunner:
         )
         request_path.write_text(json.dumps(request))
         result_path.unlink(missing_ok=True)
-        nice = limits.nice
+        nice, parent = limits.nice, os.getpid()
         started = time.monotonic()
         command = [str(interpreter), "-m", "stages", entry, str(request_path), str(result_path)]
         isolation = ["process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
@@ -180,7 +195,7 @@ class SubprocessRunner:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: a kill takes its children too
-                preexec_fn=lambda: os.nice(nice),
+                preexec_fn=lambda: _stage_child_setup(nice, parent),
             )
             watch = _Watchdog(proc, limits, should_cancel)
             watch.start()

@@ -53,6 +53,13 @@ class Candidate:
         return (VERDICT_RANK.get(self.verdict, 3), int(self.requires_flex), self.latency, self.error)
 
 
+def validation(results: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """The float32 validation of a candidate's .tflite: TensorFlow's run of a file that
+    needs flex ops when there was one, else stock LiteRT's."""
+    flex = results.get(f"validate_flex_{slug(name)}")
+    return flex or results.get(f"validate_{slug(name)}") or {}
+
+
 def collect(
     spec: dict[str, Any], results: dict[str, dict[str, Any]], errors: dict[str, dict[str, Any]] | None = None
 ) -> list[Candidate]:
@@ -60,8 +67,7 @@ def collect(
     found = []
     for name in candidates(spec):
         convert = results.get(f"convert_{slug(name)}")
-        validate = results.get(f"validate_{slug(name)}")
-        metrics = ((validate or {}).get("metrics") or {}).get("tflite_float32")
+        metrics = validation(results, name).get("metrics", {}).get("tflite_float32")
         found.append(Candidate(name, convert is not None, metrics, errors.get(f"convert_{slug(name)}")))
     return found
 

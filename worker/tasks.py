@@ -10,8 +10,8 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.db import session_scope
 from app.models import Job
-from worker import pipeline
-from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, celery_app
+from worker import pipeline, retention
+from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, celery_app
 from worker.context import get_context
 from worker.enqueue import RUN_STAGE_TASK
 
@@ -69,3 +69,9 @@ def reconcile() -> None:
     ctx = get_context()
     queues = [queue_name(name) for name in (CONTROL_QUEUE, *TOOLCHAINS)]
     find_and_resend(ctx, queues, timedelta(seconds=ctx.settings.queue.reconcile_grace_seconds))
+
+
+@celery_app.task(name=RETENTION_TASK, ignore_result=True)
+def expire() -> None:
+    # Periodic: a sweep that fails is simply the next beat's work, so no retry here.
+    retention.sweep(get_context())

@@ -44,6 +44,7 @@ def job_out(job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         links=JobLinks(self=base, artifacts=f"{base}/artifacts", report=f"{base}/report", cancel=f"{base}/cancel"),
+        expired_at=job.expired_at,
     )
 
 
@@ -55,4 +56,5 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
         media_type=artifact.media_type,
         precision=artifact.precision,
         toolchain=artifact.toolchain,
+        expired_at=artifact.expired_at,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,6 +38,13 @@ class QueueSettings(BaseSettings):
     # stage may wait unseen in any queue before it is sent again.
     reconcile_interval_seconds: float = Field(default=30, alias="MODELPORT_RECONCILE_INTERVAL_SECONDS")
     reconcile_grace_seconds: float = Field(default=60, alias="MODELPORT_RECONCILE_GRACE_SECONDS")
+    # A running stage checks in every few seconds; one silent for longer lost its worker,
+    # and is sent again (counting an attempt).
+    heartbeat_stale_seconds: float = Field(default=90, gt=10, alias="MODELPORT_HEARTBEAT_STALE_SECONDS")
+
+    @property
+    def heartbeat_stale(self) -> timedelta:
+        return timedelta(seconds=self.heartbeat_stale_seconds)
 
 
 class LimitSettings(BaseSettings):
@@ -61,6 +69,19 @@ class ConversionSettings(BaseSettings):
     enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf", "litert-torch"]
 
 
+class RetentionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_RETENTION_", extra="ignore")
+
+    # How long a finished job keeps its uploads, stage outputs, logs, report and artifacts;
+    # 0 keeps them forever. The control worker (beat) sweeps every `sweep_interval_seconds`.
+    hours: float = Field(default=7 * 24, ge=0)
+    sweep_interval_seconds: float = Field(default=3600, gt=0)
+
+    @property
+    def period(self) -> timedelta | None:
+        return timedelta(hours=self.hours) if self.hours > 0 else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
 
@@ -75,6 +96,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     conversion: ConversionSettings = Field(default_factory=ConversionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def database_url(self) -> str:

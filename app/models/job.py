@@ -34,6 +34,8 @@ class Job(IdMixin, TimestampMixin, Base):
     creation_response: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the retention sweep removed the job's objects (uploads, outputs, logs, report).
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
     stages: Mapped[list[StageRun]] = relationship(
         back_populates="job", order_by="StageRun.position", cascade="all, delete-orphan", lazy="selectin"
@@ -78,5 +80,7 @@ class Artifact(IdMixin, TimestampMixin, Base):
     media_type: Mapped[str] = mapped_column(String(100))
     precision: Mapped[str | None] = mapped_column(String(20))
     toolchain: Mapped[str | None] = mapped_column(String(50))
+    # Listed after expiry with its size and sha256, but no longer downloadable.
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     job: Mapped[Job] = relationship(back_populates="artifacts")

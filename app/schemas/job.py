@@ -1,12 +1,20 @@
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-StageState = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+StageState = Literal["pending", "queued", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+
+def _as_utc(moment: datetime) -> datetime:
+    # Stored in UTC; SQLite hands them back naive, and an RFC 3339 date-time needs its offset.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class JobError(BaseModel):
@@ -22,8 +30,8 @@ class StageOut(BaseModel):
     state: StageState
     seconds: float | None
     attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     error: JobError | None = None
     skipped_reason: str | None = None
 
@@ -43,11 +51,13 @@ class JobOut(BaseModel):
     error: JobError | None
     model: dict[str, Any]
     spec: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     links: JobLinks
+    # When the retention removed the job's files (artifacts, report, logs, uploads); null until then.
+    expired_at: UtcDatetime | None = None
 
 
 class JobPage(BaseModel):
@@ -63,6 +73,8 @@ class ArtifactOut(BaseModel):
     media_type: str
     precision: str | None
     toolchain: str | None
+    # Set once the retention removed the file: listed, but a download answers 410.
+    expired_at: UtcDatetime | None = None
 
 
 class ToolchainOut(BaseModel):

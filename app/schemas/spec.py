@@ -16,6 +16,7 @@ DType = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # Dimensions beyond this are refused at submission: they cannot be a real model input.
+# A stage refuses a larger shape a model declares itself (stages/contract.py, the same number).
 MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 
 DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2}
@@ -66,7 +67,9 @@ class InputSpec(BaseModel):
             else:
                 elements *= dim
         if elements > MAX_INPUT_ELEMENTS:
-            raise ValueError(f"declares {elements} elements; the limit is {MAX_INPUT_ELEMENTS}")
+            # Twenty digits say enough; a product of huge dimensions may not even print.
+            count = str(elements) if elements < 10**20 else "more than 10^20"
+            raise ValueError(f"declares {count} elements per sample; the limit is {MAX_INPUT_ELEMENTS}")
         return value
 
     @model_validator(mode="after")
@@ -87,6 +90,10 @@ class JobSpec(BaseModel):
     toolchain: ToolchainChoice = "auto"
     targets: list[Target] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
     quantization: list[Precision] = Field(default_factory=lambda: list(DEFAULT_PRECISIONS), min_length=1)
+    int8_io: bool = Field(
+        default=False,
+        description="With int8: model_int8.tflite takes and returns int8 tensors (scale and zero point in the report)",
+    )
     layout: Literal["nchw", "nhwc"] = "nchw"
     tolerance: dict[Precision, float] = Field(default_factory=dict)
     validation_samples: int = Field(default=8, ge=1, le=1024)
@@ -106,6 +113,12 @@ class JobSpec(BaseModel):
             if not 0 < tol < 1:
                 raise ValueError(f"tolerance for {key} must be in (0, 1) (a fraction of the output's scale)")
         return value
+
+    @model_validator(mode="after")
+    def _int8_io_needs_int8(self) -> JobSpec:
+        if self.int8_io and "int8" not in self.quantization:
+            raise ValueError("int8_io applies to the int8 .tflite only: add 'int8' to quantization")
+        return self
 
     @model_validator(mode="after")
     def _input_names_unique(self) -> JobSpec:

@@ -29,7 +29,7 @@ def parse_spec(text: str | None) -> JobSpec:
         raise InvalidRequest("the 'spec' form field (JSON) is required", code="invalid_spec")
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise InvalidRequest(f"'spec' is not valid JSON: {exc}", code="invalid_spec") from None
     if not isinstance(raw, dict):
         raise InvalidRequest("'spec' must be a JSON object", code="invalid_spec")
@@ -234,7 +234,7 @@ def cancel_job(session: Session, job: Job) -> Job:
     job.status = "cancelled"
     job.finished_at = utcnow()
     for stage in job.stages:
-        if stage.state in ("pending", "running"):
+        if stage.state in ("pending", "queued", "running"):
             stage.state = "cancelled"
     session.flush()
     return job

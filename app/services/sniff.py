@@ -7,11 +7,23 @@ import struct
 import zipfile
 from typing import BinaryIO
 
+from app.core.errors import InvalidRequest
+
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
+# torch.save, torch.jit.save and torch.export.save store tensors uncompressed, so what a
+# zip's members declare unpacked is about the file's own size; far more is a zip bomb.
+# The stage refuses one too, with the same numbers (stages/torch_model.py).
+MAX_UNPACK_RATIO = 10
+UNPACK_FLOOR_BYTES = 64 * 1024**2
+MAX_UNPACKED_BYTES = 32 * 1024**3
 
 
 def sniff_format(stream: BinaryIO) -> str | None:
-    """One of the spec's formats, ``state_dict_or_module`` for a torch.save archive, or None."""
+    """One of the spec's formats, ``state_dict_or_module`` for a torch.save archive, or None.
+
+    Raises ``archive_too_large`` (422) for a zip whose central directory declares far more
+    unpacked bytes than torch would have written into a file this size; no member is read.
+    """
     head = stream.read(64)
     stream.seek(0)
     if not head:
@@ -31,12 +43,14 @@ def sniff_format(stream: BinaryIO) -> str | None:
 def _sniff_zip(stream: BinaryIO) -> str | None:
     try:
         with zipfile.ZipFile(stream) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):  # an unknown zip version
         return None
     finally:
         stream.seek(0)
-    leaves = {name.split("/", 1)[1] if "/" in name else name for name in names}
+    _refuse_zip_bomb(members, stream.seek(0, 2))
+    stream.seek(0)
+    leaves = {m.filename.split("/", 1)[1] if "/" in m.filename else m.filename for m in members}
     # torch.export.save writes a PT2 archive (archive_format, models/*.json) or, in older
     # releases, serialized_exported_program.*; TorchScript has code/ and constants.pkl.
     if any(leaf == "archive_format" or leaf.startswith(("serialized_exported_program", "models/")) for leaf in leaves):
@@ -46,6 +60,19 @@ def _sniff_zip(stream: BinaryIO) -> str | None:
     if "data.pkl" in leaves:
         return "state_dict_or_module"
     return None
+
+
+def _refuse_zip_bomb(members: list[zipfile.ZipInfo], size: int) -> None:
+    unpacked = sum(member.file_size for member in members)
+    limit = min(MAX_UNPACKED_BYTES, max(UNPACK_FLOOR_BYTES, MAX_UNPACK_RATIO * size))
+    if unpacked > limit:
+        raise InvalidRequest(
+            f"the archive's {len(members)} members declare {unpacked} bytes unpacked from a {size}-byte file; "
+            f"the limit for this file is {limit} bytes ({MAX_UNPACK_RATIO}x its size, at least "
+            f"{UNPACK_FLOOR_BYTES}, at most {MAX_UNPACKED_BYTES}). torch stores archive members uncompressed: "
+            "upload the file it wrote, not a re-compressed one",
+            code="archive_too_large",
+        )
 
 
 def _looks_like_safetensors(head: bytes, stream: BinaryIO) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -85,13 +86,28 @@ class LocalObjectStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def delete(self, key: str) -> bool:
+        """Remove one object; False when it was already gone."""
+        return _unlink(self._path(key))
+
     def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under ``prefix`` (or the one object it names); returns how many
+        this call removed. Safe when another deleter works on the same prefix at the same time."""
         target = self._path(prefix.rstrip("/"))
-        if target.is_dir():
-            count = sum(1 for p in target.rglob("*") if p.is_file())
-            shutil.rmtree(target)
-            return count
-        if target.is_file():
-            target.unlink()
-            return 1
-        return 0
+        if not target.is_dir():
+            return int(_unlink(target))
+        removed = 0
+        for directory, subdirs, files in os.walk(target, topdown=False):
+            links = [name for name in subdirs if os.path.islink(os.path.join(directory, name))]
+            removed += sum(_unlink(Path(directory, name)) for name in (*files, *links))
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(directory)
+        return removed
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

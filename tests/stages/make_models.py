@@ -105,6 +105,68 @@ def _segmenter() -> object:
     return TinySegmenter().eval()
 
 
+def _lraspp_segmenter() -> object:
+    """A tiny LR-ASPP (torchvision's lraspp_mobilenet_v3 head) for int8 tests.
+
+    What int8 meets in that family: hardswish, a sigmoid gate from globally pooled
+    features multiplied into the high-level branch, a low-level skip added after
+    upsampling, and dense per-pixel logits bilinearly upsampled to the input size.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional as F  # noqa: N812
+
+    def conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.Hardswish())
+
+    class TinyLRASPP(nn.Module):
+        def __init__(self, classes: int = 4) -> None:
+            super().__init__()
+            self.low = nn.Sequential(conv(3, 8, 2), conv(8, 8, 1))  # 1/2
+            self.high = nn.Sequential(conv(8, 16, 2), conv(16, 24, 2))  # 1/8
+            self.cbr = nn.Sequential(nn.Conv2d(24, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+            self.scale = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(24, 16, 1, bias=False), nn.Sigmoid())
+            self.low_classifier = nn.Conv2d(8, classes, 1)
+            self.high_classifier = nn.Conv2d(16, classes, 1)
+
+        def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+            low = self.low(image)
+            high = self.high(low)
+            gated = self.cbr(high) * self.scale(high)
+            gated = F.interpolate(gated, size=low.shape[-2:], mode="bilinear", align_corners=False)
+            logits = self.low_classifier(low) + self.high_classifier(gated)
+            return {"out": F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)}
+
+    torch.manual_seed(8)
+    model = TinyLRASPP()
+    with torch.no_grad():  # non-trivial statistics, so folded batch norm shifts the ranges
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        # Default init gives logits that hardly vary per pixel around a per-class offset:
+        # one class everywhere, and a cosine near 1 whatever quantization does. Like a
+        # trained head, this one varies per pixel, and its classes are balanced on
+        # standard-normal images (the synthetic samples' distribution).
+        for classifier in (model.low_classifier, model.high_classifier):
+            classifier.weight.normal_(0.0, 0.5)
+        model.eval()
+        model.high_classifier.bias -= model(torch.randn(8, 3, 64, 64))["out"].mean(dim=(0, 2, 3))
+    return model
+
+
+def quantization_files(out: Path) -> dict[str, str]:
+    """The segmentation stand-in for the int8 tests, as an ExportedProgram at 1x3x64x64."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "lraspp.pt2"
+    torch.export.save(torch.export.export(_lraspp_segmenter(), (torch.randn(1, 3, 64, 64),)), str(path))
+    return {"lraspp_program": str(path)}
+
+
 BERT_CONFIG = {
     "hidden_size": 32,
     "num_hidden_layers": 2,
@@ -149,6 +211,19 @@ def format_files(out: Path) -> dict[str, str]:
         dynamic_axes={"image": {0: "batch"}},
     )
     keep("cnn_onnx18", out / "cnn_opset18.onnx")
+    # Identity nodes (inside the graph and naming the output), which onnx.version_converter
+    # cannot take below opset 16: the stage removes them before converting for onnx-tf.
+    with_identities = onnx.load(str(out / "cnn_opset18.onnx"))
+    graph = with_identities.graph
+    first = graph.node[0]
+    first_out = first.output[0]
+    first.output[0] = f"{first_out}_before_identity"
+    graph.node.insert(1, onnx.helper.make_node("Identity", [first.output[0]], [first_out], name="inner_identity"))
+    last = next(n for n in graph.node if "logits" in n.output)
+    last.output[list(last.output).index("logits")] = "logits_before_identity"
+    graph.node.append(onnx.helper.make_node("Identity", ["logits_before_identity"], ["logits"], name="output_identity"))
+    onnx.save(with_identities, str(out / "cnn_identities.onnx"))
+    keep("cnn_onnx_identities", out / "cnn_identities.onnx")
     external = onnx.load(str(out / "cnn_opset18.onnx"))
     onnx.save(
         external,

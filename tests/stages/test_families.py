@@ -71,9 +71,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("bert", "onnx-tf"): "requires_flex",  # known gap: FlexErf (exact GELU) and FlexMul
     # Known gap: with the dynamic batch, onnx2tf writes a builtin-only file that stock LiteRT
     # cannot run ("gather index out of bounds" in a GATHER node); the convert stage's sanity
-    # check records the same failure in info["sanity_check"] but the stage still succeeds.
-    # With a static [1, 8] input the same model passes.
-    ("gpt2", "onnx2tf"): "runtime_failed",
+    # run sees it and fails the candidate. With a static [1, 8] input the same model passes.
+    ("gpt2", "onnx2tf"): "failed:conversion_failed",
     ("gpt2", "litert-torch"): "pass",
     ("gpt2", "onnx-tf"): "requires_flex",  # known gap: FlexMul and FlexSplitV (GPT-2's fused QKV split)
     ("mlp", "onnx2tf"): "pass",
@@ -233,7 +232,7 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         family, converter = key
         ready = prepared[family].result()
         if not ready.ok:
-            return {"convert": None, "validate": None}
+            return {"convert": None, "validate": None, "flex": None}
         env, stage, source = CONVERTERS[converter]
         model, family_spec = FAMILIES[family]
         shared = {"samples": ready.output("samples"), "reference": ready.output("reference")}
@@ -241,10 +240,15 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         where = work / family / converter
         convert = run_stage(env, stage, where / "convert", {**source_file, **shared}, family_spec, ALLOWED)
         if not convert.ok:
-            return {"convert": convert, "validate": None}
+            return {"convert": convert, "validate": None, "flex": None}
         tflite = {"tflite": convert.output("tflite_float32"), **shared}
         validate = run_stage("torch", "litert.validate", where / "validate", tflite, family_spec, VALIDATE)
-        return {"convert": convert, "validate": validate}
+        flex = None
+        if validate.ok and validate.result["metrics"]["tflite_float32"]["requires_flex"]:
+            # As the pipeline does: TensorFlow's interpreter (onnx-tf env) runs Select-TF ops.
+            options = {**VALIDATE, "runtime": "tensorflow"}
+            flex = run_stage("onnx-tf", "litert.validate", where / "validate_flex", tflite, family_spec, options)
+        return {"convert": convert, "validate": validate, "flex": flex}
 
     # Each call is its own subprocess. The prepares are queued first, in the order their
     # families' cells start, so a cell that waits for its family's prepare never waits on
@@ -334,6 +338,23 @@ def test_flex_cells_are_flagged_by_the_converter_too(matrix: dict[str, Any], fam
     assert info["builtin_only_error"].startswith("not TFLite builtins: ")
 
 
+@pytest.mark.parametrize(("family", "converter"), [cell for cell in CELLS if EXPECTED[cell] == "requires_flex"])
+def test_flex_cells_pass_in_tensorflows_interpreter(matrix: dict[str, Any], family: str, converter: str) -> None:
+    # DESIGN: an artifact that needs flex ops is validated in TensorFlow's interpreter.
+    flex = matrix["cells"][(family, converter)]["flex"]
+    assert flex is not None, detail(matrix["cells"][(family, converter)])
+    assert flex.ok, (flex.result, flex.log[-2000:])
+    assert flex.result["info"]["runtime"].startswith("TensorFlow tf.lite Interpreter with the flex delegate")
+    metrics = flex.result["metrics"]["tflite_float32"]
+    assert metrics["requires_flex"] is True
+    assert metrics["operators"]["flex"], metrics["operators"]
+    assert metrics["verdict"] == "pass", metrics["reasons"]
+    assert metrics["notes"][0].startswith("requires_flex: validated in TensorFlow's interpreter")
+    assert metrics["latency_ms"]["median_1_thread"] > 0
+    for name, numbers in metrics["outputs"].items():
+        assert numbers["max_abs"] <= TOLERANCE * numbers["scale"], (name, numbers)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_has_a_builtin_only_candidate_that_passes(matrix: dict[str, Any], family: str) -> None:
     # DESIGN: every family gets at least one builtin-only float32 .tflite within tolerance.
@@ -359,3 +380,11 @@ def test_the_segmenter_keeps_its_dense_output(matrix: dict[str, Any]) -> None:
         validate = matrix["cells"][("segmenter", converter)]["validate"]
         assert validate is not None
         assert validate.result["info"]["output_map"] == {"out": "out"}
+
+
+def test_onnx2tf_fails_a_file_stock_litert_cannot_run(matrix: dict[str, Any]) -> None:
+    convert = matrix["cells"][("gpt2", "onnx2tf")]["convert"]
+    assert convert is not None
+    assert convert.error_code == "conversion_failed"
+    assert "stock LiteRT cannot run: " in convert.result["error"]["message"]
+    assert "out of bounds" in convert.result["error"]["message"]

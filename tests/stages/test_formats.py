@@ -92,6 +92,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "program_garbage": ("garbage", spec("exported_program")),
     "onnx_cnn": ("cnn_onnx18", spec("onnx", onnx_consumers=BOTH)),
     "onnx_tokens": ("tokens_onnx17", spec("onnx", onnx_consumers=BOTH)),
+    "onnx_identities": ("cnn_onnx_identities", spec("onnx", onnx_consumers=BOTH)),
     "onnx_tokens_for_onnx_tf_only": ("tokens_onnx17", spec("onnx", onnx_consumers=["onnx-tf"])),
     "onnx_external_data": ("cnn_onnx_external", spec("onnx")),
     "onnx_garbage": ("onnx_garbage", spec("onnx")),
@@ -242,6 +243,16 @@ def test_onnx_upload_is_down_converted_for_onnx_tf(runs: dict[str, StageRun]) ->
     assert info["inputs_source"] == "graph"
     assert info["inputs"] == [{"name": "image", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
     assert (info["output_names"], info["output_name_map"]) == (["logits"], {})
+
+
+def test_onnx_upload_with_identity_nodes_reaches_onnx_tfs_opset(runs: dict[str, StageRun]) -> None:
+    # onnx.version_converter has no Identity adapter below opset 16: the nodes are
+    # bypassed first, and the converted file still matches onnxruntime's reference.
+    info = passed(runs["onnx_identities"])
+    assert (info["source_opset"], info["opset"], info["onnx_tf_compatible"]) == (18, 15, True)
+    assert info["opset_conversion"]["ok"] is True
+    assert info["output_names"] == ["logits"]
+    assert runs["onnx_identities"].result["metrics"]["onnx"]["verdict"] == "pass"
 
 
 def test_onnx_upload_tokens_names_and_an_opset_onnx_tf_cannot_read(runs: dict[str, StageRun]) -> None:

@@ -4,6 +4,7 @@ them, on a throwaway PostgreSQL database, a private Redis database and test-only
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from app.local import LocalStack, free_port
+from app.local import QUEUES, LocalStack, free_port
 from tests.support.db import throwaway_postgres
 
 E2E_REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -48,22 +50,99 @@ class Service:
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} did not finish in {timeout} s; logs in {self.log_dir}")
 
+    def wait_for_stage_process(self, job_id: str, stage: str, queue: str, timeout: float = 120) -> list[psutil.Process]:
+        """Wait until ``stage`` runs and its process exists; its process tree."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            states = {s["name"]: s["state"] for s in job["stages"]}
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                raise AssertionError(f"job {job_id} ended before {stage} was seen running: {job['status']}")
+            processes = self.stage_processes(queue)
+            if states.get(stage) == "running" and processes:
+                return processes
+            time.sleep(0.2)
+        raise AssertionError(
+            f"stage {stage} of job {job_id} was not seen running in {timeout} s; logs in {self.log_dir}"
+        )
+
+    def stage_processes(self, queue: str) -> list[psutil.Process]:
+        """The stage processes (``python -m stages``, its sandbox wrappers) the queue's worker started."""
+        try:
+            worker = psutil.Process(self.stack.processes[f"worker-{queue}"].pid)
+            descendants = worker.children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for proc in descendants:
+            try:
+                argv = proc.cmdline()
+            except psutil.Error:
+                continue
+            if any(a == "-m" and b == "stages" for a, b in zip(argv, argv[1:], strict=False)):
+                found.append(proc)
+        return found
+
+    def kill_worker(self, queue: str) -> None:
+        """SIGKILL the queue's worker process group (the Celery parent and its pool child)."""
+        proc = self.stack.processes[f"worker-{queue}"]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def restart_worker(self, queue: str) -> None:
+        self.stack.start_worker(queue)
+
+
+def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes ended (a zombie has ended); those still running at the deadline."""
+
+    def running(proc: psutil.Process) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while (alive := [p for p in processes if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def kill_left(processes: list[psutil.Process]) -> None:
+    """SIGKILL whatever of them still runs, so a failed test leaves nothing behind."""
+    for proc in processes:
+        try:
+            proc.kill()  # psutil checks the pid was not reused
+        except psutil.Error:
+            pass
+
 
 @contextmanager
-def running_service(data_dir: Path) -> Iterator[Service]:
+def running_service(
+    data_dir: Path,
+    *,
+    queues: list[str] | None = None,
+    private_redis: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[Service]:
+    """The service on a throwaway database; ``queues`` limits the workers started,
+    ``private_redis`` gives it a Redis of its own (for tests that kill things), ``env`` adds settings."""
     with throwaway_postgres() as db_url:
-        env = dict(os.environ)
-        env.update(
+        service_env = dict(os.environ)
+        service_env.update(
             DATABASE_URL=db_url,
-            REDIS_URL=E2E_REDIS_URL,
+            REDIS_URL="" if private_redis else E2E_REDIS_URL,
             MODELPORT_QUEUE_PREFIX=f"e2e-{uuid.uuid4().hex[:8]}-",
             MODELPORT_API_KEY=API_KEY,
             MODELPORT_DATA_DIR=str(data_dir),
             MODELPORT_STAGE_TIMEOUT_SECONDS="900",
         )
+        service_env.update(env or {})
         port = free_port()
         log_dir = data_dir / "logs"
-        stack = LocalStack(data_dir=data_dir, port=port, env=env, log_dir=log_dir)
+        stack = LocalStack(
+            data_dir=data_dir, port=port, env=service_env, queues=list(queues or QUEUES), log_dir=log_dir
+        )
         try:
             stack.start()
             with httpx.Client(

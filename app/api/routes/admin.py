@@ -14,15 +14,20 @@ from app.services import keys
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
 class KeyCreate(BaseModel):
-    tenant: str = Field(min_length=1, max_length=100)
+    # The pattern is documented for clients (and schema-driven tests); the validator enforces it
+    # with a readable message.
+    tenant: str = Field(min_length=1, max_length=100, json_schema_extra={"pattern": TENANT_PATTERN})
     admin: bool = False
     label: str | None = Field(default=None, max_length=200)
 
     @field_validator("tenant")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", value):
+        if not re.fullmatch(TENANT_PATTERN, value):
             raise ValueError("letters, digits, '.', '_' and '-' only")
         return value
 
@@ -38,7 +43,7 @@ class KeyCreated(BaseModel):
     "/keys",
     status_code=201,
     response_model=KeyCreated,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422),
     summary="Create an API key (the secret is shown once)",
 )
 def create_key(body: KeyCreate, caller: AdminDep, session: SessionDep) -> KeyCreated:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -7,7 +8,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, after_commit
 from app.api.presenters import artifact_out, job_out
-from app.core.errors import Conflict, NotFound
+from app.core.config import Settings
+from app.core.errors import Conflict, ModelPortError, NotFound
 from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from app.schemas.problem import problem_responses
 from app.services import jobs, submission
@@ -23,6 +25,7 @@ MULTIPART_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["model", "spec"],
+                    "additionalProperties": False,  # another field is refused (unknown_field)
                     "properties": {
                         "model": {
                             "type": "string",
@@ -129,23 +132,53 @@ def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> list[
     return [artifact_out(a) for a in job.artifacts]
 
 
+class Expired(ModelPortError):
+    """A file the retention removed: the job and its listing stay, the bytes are gone."""
+
+    status, code, title = 410, "expired", "Gone"
+
+
+EXPIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    410: {**problem_responses(410)[410], "description": "Removed under the retention policy"}
+}
+
+
+def _expired_detail(what: str, expired_at: datetime | None, settings: Settings) -> str:
+    when = f"on {expired_at.isoformat()}" if expired_at else "already"
+    why = (
+        f"the files of a finished job are kept for {settings.retention.hours:g} hours (MODELPORT_RETENTION_HOURS)"
+        if settings.retention.hours
+        else "its file is no longer in the object store"
+    )
+    return f"{what} was removed {when}: {why}; submit the job again to rebuild it"
+
+
 @router.get(
     "/{job_id}/artifacts/{name}",
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes"},
         **problem_responses(401, 404),
+        **EXPIRED_RESPONSE,
     },
     response_class=StreamingResponse,
     summary="Download an artifact",
 )
 def download_artifact(
-    job_id: str, name: str, caller: CallerDep, session: SessionDep, store: StoreDep
+    job_id: str, name: str, caller: CallerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
 ) -> StreamingResponse:
     job = jobs.get_job(session, caller.tenant, job_id)
     artifact = next((a for a in job.artifacts if a.name == name), None)
     if artifact is None:
         names = ", ".join(a.name for a in job.artifacts) or "none yet"
         raise NotFound(f"job has no artifact {name!r}; it has: {names}", code="artifact_not_found")
+    # A missing file without expired_at is a sweep between deleting and marking: expired too.
+    expired_at = artifact.expired_at or job.expired_at
+    if expired_at is not None or not store.exists(artifact.object_key):
+        raise Expired(
+            _expired_detail(f"artifact {name!r}", expired_at, settings),
+            code="artifact_expired",
+            expired_at=expired_at.isoformat() if expired_at else None,
+        )
     return StreamingResponse(
         store.iter_chunks(artifact.object_key),
         media_type=artifact.media_type,
@@ -160,11 +193,19 @@ def download_artifact(
 
 @router.get(
     "/{job_id}/report",
-    responses=problem_responses(401, 404, 409),
+    responses={**problem_responses(401, 404, 409), **EXPIRED_RESPONSE},
     summary="The accuracy and performance report (JSON)",
 )
-def get_report(job_id: str, caller: CallerDep, session: SessionDep, store: StoreDep) -> JSONResponse:
+def get_report(
+    job_id: str, caller: CallerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> JSONResponse:
     job = jobs.get_job(session, caller.tenant, job_id)
+    if job.expired_at is not None or (job.report_key and not store.exists(job.report_key)):
+        raise Expired(
+            _expired_detail("the report", job.expired_at, settings),
+            code="report_expired",
+            expired_at=job.expired_at.isoformat() if job.expired_at else None,
+        )
     if not job.report_key:
         raise Conflict(f"the report is written when the job finishes; the job is {job.status}", code="report_not_ready")
     return Response(store.read_bytes(job.report_key), media_type="application/json")  # type: ignore[return-value]

@@ -1,0 +1,345 @@
+"""torch.prepare on hostile and broken uploads: each gets its own stable code, never a crash.
+
+The torch environment writes tiny real files (a TorchScript archive, an ExportedProgram,
+a zip-format state dict, ONNX graphs); this module damages them byte by byte: cut in
+half, bytes flipped inside a member, a member that inflates far beyond the file or
+declares many GB, a PNG or noise in their place, nothing at all. ONNX graphs that
+point their weights at an absolute path, at ``..`` or at a symlink point at FIFOs, so
+a stage that opened one would be seen (and released) by ``FifoWatch``.
+
+Each case is one stage process; the module fixture runs them side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import threading
+import zipfile
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
+from tests.stages.conftest import StageRun, make_torch_models, run_stage
+
+MiB = 1024 * 1024
+HUGE_SHAPE = [100000, 100000, 3]
+LINEAR = {"name": "torch.nn.Linear", "kwargs": {"in_features": 64, "out_features": 64}}
+ALLOW_NN = {"allowed_architectures": ["torch.nn."]}
+FEATURES = [{"name": "x", "shape": ["batch", 64], "dtype": "float32"}]
+# The member holding the weight in each torch archive: flipping bytes there changes the
+# model, and torch's reader would not notice.
+WEIGHT_MEMBER = {"torchscript": "/data/0", "program": "/data/weights/weight_0", "state_dict": "/data/0"}
+# How each external-data graph names its weights' file -> the FIFO it leads to.
+EXTERNAL = {"absolute": "absolute.bin", "dotdot": "dotdot.bin", "symlink": "symlink-target.bin"}
+
+MAKE_MODELS = r"""
+import json, sys
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+out = Path(sys.argv[1])
+(out / "ext").mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
+linear = torch.nn.Linear(64, 64).eval()
+example = (torch.randn(2, 64),)
+files = {"torchscript": out / "linear.pt", "program": out / "linear.pt2", "state_dict": out / "linear.pth"}
+torch.jit.save(torch.jit.trace(linear, example), str(files["torchscript"]))
+torch.export.save(torch.export.export(linear, example), str(files["program"]))
+torch.save(linear.state_dict(), str(files["state_dict"]))
+
+
+def write(name, path, shape, nodes, initializers=()):
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "y"))
+    graph = helper.make_graph(nodes, "hostile", [x], [y], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # The bytes only: onnx.save would look at (or write) the external data itself.
+    path.write_bytes(model.SerializeToString())
+    files[name] = path
+
+
+add = helper.make_node("Add", ["x", "w"], ["y"])
+weights = helper.make_tensor("w", TensorProto.FLOAT, [4096], torch.randn(4096).tolist())
+write("onnx_weights", out / "weights.onnx", [1, 4096], [add], [weights])
+identity = helper.make_node("Identity", ["x"], ["y"])
+write("onnx_huge_input", out / "huge_input.onnx", [100000, 100000, 3], [identity])
+locations = {
+    "absolute": str(out / "secret" / "absolute.bin"),
+    "dotdot": "../secret/dotdot.bin",
+    "symlink": "weights.link",
+}
+for case, location in locations.items():
+    external = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    external.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        entry = external.external_data.add()
+        entry.key, entry.value = key, value
+    write(f"onnx_external_{case}", out / "ext" / f"{case}.onnx", [1, 4], [add], [external])
+print(json.dumps({name: str(path) for name, path in files.items()}))
+"""
+
+
+def truncated(source: Path, target: Path) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def flipped(source: Path, target: Path, member_suffix: str) -> Path:
+    """A copy with four bytes inverted in the middle of one member's data."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        member = next(m for m in archive.infolist() if m.filename.endswith(member_suffix))
+    # The local header's extra field (torch pads it for alignment) is not the central one.
+    name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)
+    middle = member.header_offset + 30 + name_length + extra_length + member.compress_size // 2
+    data[middle : middle + 4] = bytes(byte ^ 0xFF for byte in data[middle : middle + 4])
+    target.write_bytes(bytes(data))
+    return target
+
+
+def inflating(source: Path, target: Path, member_suffix: str, size: int) -> Path:
+    """A copy of a torch archive whose member is ``size`` zero bytes, deflated: a real zip bomb."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as bomb:
+        for member in original.infolist():
+            if not member.filename.endswith(member_suffix):
+                bomb.writestr(member, original.read(member))
+                continue
+            info = zipfile.ZipInfo(member.filename)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with bomb.open(info, "w", force_zip64=True) as data:
+                for _ in range(size // MiB):
+                    data.write(bytes(MiB))
+    return target
+
+
+def declaring(source: Path, target: Path, member_suffix: str, size: int) -> Path:
+    """A copy of a torch archive whose central directory says a member unpacks to ``size`` bytes."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as forged:
+        for member in original.infolist():
+            forged.writestr(member, original.read(member))
+        entry = next(m for m in forged.infolist() if m.filename.endswith(member_suffix))
+        entry.file_size = size  # the central directory, written on close, declares it
+    return target
+
+
+def png() -> bytes:
+    """A real 1x1 PNG image."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def noise(size: int = 4096) -> bytes:
+    return random.Random(5).randbytes(size)
+
+
+def hostile_files(real: dict[str, Path], out: Path) -> dict[str, Path]:
+    """name -> a damaged, forged or foreign file built from the real ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    for kind in ("torchscript", "program", "state_dict"):
+        files[f"{kind}_truncated"] = truncated(real[kind], out / f"{kind}.truncated")
+        files[f"{kind}_flipped"] = flipped(real[kind], out / f"{kind}.flipped", WEIGHT_MEMBER[kind])
+    files["state_dict_bomb"] = inflating(real["state_dict"], out / "bomb.pth", "/data/0", 128 * MiB)
+    files["torchscript_64gib"] = declaring(real["torchscript"], out / "64gib.pt", "/data/0", 64 * 1024 * MiB)
+    files["onnx_truncated"] = truncated(real["onnx_weights"], out / "weights.truncated.onnx")
+    for name, content in (("png", png()), ("noise", noise()), ("empty", b"")):
+        files[name] = out / name
+        files[name].write_bytes(content)
+    return files
+
+
+def spec(model_format: str, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model_format": model_format,
+        "opset": None,
+        "exporter": "auto",
+        "toolchain": "auto",
+        "tolerance": {"float32": 1e-4},
+        "validation_samples": 2,
+        "seed": 0,
+    }
+    if model_format in ("torchscript", "state_dict"):
+        base["inputs"] = FEATURES
+    if model_format == "state_dict":
+        base["architecture"] = LINEAR
+    return {**base, **changes}
+
+
+# name -> (file, spec); every file is one hostile_files() writes or the model script wrote.
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "torchscript_truncated": ("torchscript_truncated", spec("torchscript")),
+    "program_truncated": ("program_truncated", spec("exported_program")),
+    "state_dict_truncated": ("state_dict_truncated", spec("state_dict")),
+    "torchscript_flipped": ("torchscript_flipped", spec("torchscript")),
+    "program_flipped": ("program_flipped", spec("exported_program")),
+    "state_dict_flipped": ("state_dict_flipped", spec("state_dict")),
+    "state_dict_bomb": ("state_dict_bomb", spec("state_dict")),
+    "torchscript_64gib": ("torchscript_64gib", spec("torchscript")),
+    "png_as_torchscript": ("png", spec("torchscript")),
+    "png_as_onnx": ("png", spec("onnx")),
+    "noise_as_onnx": ("noise", spec("onnx")),
+    "empty_torchscript": ("empty", spec("torchscript")),
+    "empty_onnx": ("empty", spec("onnx")),
+    "onnx_truncated": ("onnx_truncated", spec("onnx")),
+    "onnx_huge_input": ("onnx_huge_input", spec("onnx")),
+    "torchscript_huge_spec_input": (
+        "torchscript",
+        spec("torchscript", inputs=[{"name": "x", "shape": HUGE_SHAPE, "dtype": "float32"}]),
+    ),
+    **{f"onnx_external_{case}": (f"onnx_external_{case}", spec("onnx")) for case in EXTERNAL},
+}
+
+
+class FifoWatch:
+    """Sees any process open one of these FIFOs to read (it would block there), and releases it.
+
+    Opening a FIFO's write end without blocking succeeds only while a reader has it open.
+    """
+
+    def __init__(self, fifos: list[Path]) -> None:
+        self.fifos = fifos
+        self.opened: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            for fifo in self.fifos:
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # ENXIO: nobody is reading
+                    continue
+                self.opened.add(fifo.name)
+                os.close(fd)  # the reader sees end of file and goes on
+
+    @contextmanager
+    def running(self) -> Iterator[FifoWatch]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+def external_data_targets(model_dir: Path) -> list[Path]:
+    """The FIFOs the external-data graphs name (absolute, through ``..``, through a symlink)."""
+    secret = model_dir.parent / "secret"
+    secret.mkdir()
+    fifos = [secret / name for name in EXTERNAL.values()]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    (model_dir / "weights.link").symlink_to(secret / EXTERNAL["symlink"])
+    return fifos
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("hostile-models")
+    real = make_torch_models(MAKE_MODELS, out / "real")
+    return {**real, **hostile_files(real, out / "hostile")}
+
+
+@pytest.fixture(scope="module")
+def watch(models: dict[str, Path]) -> FifoWatch:
+    return FifoWatch(external_data_targets(models["onnx_external_absolute"].parent))
+
+
+@pytest.fixture(scope="module")
+def runs(models: dict[str, Path], watch: FifoWatch, tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
+    work = tmp_path_factory.mktemp("hostile")
+
+    def run(name: str) -> StageRun:
+        model, case_spec = CASES[name]
+        return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec, ALLOW_NN)
+
+    with watch.running(), ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+
+
+def assert_error(run: StageRun, code: str, *fragments: str) -> str:
+    assert run.returncode == EXIT_STAGE_ERROR, run.log[-2000:]
+    assert run.error_code == code, run.result
+    message: str = run.result["error"]["message"]
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "program", "state_dict"])
+def test_truncated_archives_are_corrupt(runs: dict[str, StageRun], kind: str) -> None:
+    assert_error(runs[f"{kind}_truncated"], "corrupt_archive", "damaged", "Upload the file torch saved again")
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "program", "state_dict"])
+def test_flipped_bytes_fail_the_members_checksum(runs: dict[str, StageRun], kind: str) -> None:
+    # torch itself would load these weights as they are (the CRC is never checked).
+    assert_error(runs[f"{kind}_flipped"], "corrupt_archive", "Bad CRC-32", WEIGHT_MEMBER[kind].lstrip("/"))
+
+
+def test_a_member_inflating_far_beyond_the_file_is_refused(runs: dict[str, StageRun]) -> None:
+    message = assert_error(runs["state_dict_bomb"], "archive_too_large", "declare", "unpacked")
+    assert str(128 * MiB) in message
+
+
+def test_a_member_declaring_many_gigabytes_is_refused(runs: dict[str, StageRun]) -> None:
+    message = assert_error(runs["torchscript_64gib"], "archive_too_large", "/data/0")
+    assert str(64 * 1024 * MiB) in message
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("png_as_torchscript", "not a TorchScript archive"),
+        ("png_as_onnx", "not an ONNX model"),
+        ("noise_as_onnx", "not an ONNX model"),
+        ("onnx_truncated", "not an ONNX model"),
+    ],
+)
+def test_foreign_or_cut_files_are_invalid_models(runs: dict[str, StageRun], case: str, fragment: str) -> None:
+    assert_error(runs[case], "invalid_model", fragment)
+
+
+@pytest.mark.parametrize("case", ["empty_torchscript", "empty_onnx"])
+def test_empty_files(runs: dict[str, StageRun], case: str) -> None:
+    assert_error(runs[case], "empty_model", "0 bytes")
+
+
+def test_an_onnx_graph_declaring_an_absurd_input_is_refused(runs: dict[str, StageRun]) -> None:
+    assert_error(runs["onnx_huge_input"], "input_too_large", "'x'", str(HUGE_SHAPE), str(MAX_INPUT_ELEMENTS))
+
+
+def test_a_huge_spec_input_is_refused_by_the_stage_too(runs: dict[str, StageRun]) -> None:
+    # The control plane refuses this spec at submission; a stage must not trust that.
+    assert_error(runs["torchscript_huge_spec_input"], "input_too_large", str(HUGE_SHAPE))
+
+
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("absolute", "(an absolute path)"),
+        ("dotdot", "(a path outside the model's folder)"),
+        ("symlink", "'weights.link'"),
+    ],
+)
+def test_onnx_external_data_is_refused_without_opening_it(
+    runs: dict[str, StageRun], watch: FifoWatch, case: str, fragment: str
+) -> None:
+    assert_error(runs[f"onnx_external_{case}"], "onnx_external_data", fragment, "re-save")
+    assert EXTERNAL[case] not in watch.opened
