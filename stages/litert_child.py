@@ -107,6 +107,38 @@ def _boundary_quantization(runner: Runner) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _batch_probe(
+    runner: Runner,
+    samples: dict[str, np.ndarray],
+    in_map: dict[str, str],
+    out_map: dict[str, str],
+    single: dict[str, np.ndarray],
+) -> dict[str, Any] | None:
+    """Where every input's leading dimension is dynamic (-1), resize it to 2 and check
+    the batched run against the one-by-one outputs. None when the file fixes the batch."""
+    if not in_map or any(int(runner.inputs[key]["shape_signature"][0]) != -1 for key in in_map.values()):
+        return None
+    pick = [0, 1] if next(iter(samples.values())).shape[0] > 1 else [0, 0]
+    feed = {key: np.concatenate([samples[name][i] for i in pick]) for name, key in in_map.items()}
+    try:
+        result = runner(feed)
+    except Exception as exc:  # the runtime refused the resize
+        return {"batch": 2, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    worst = 0.0
+    for name, key in out_map.items():
+        expected = np.concatenate([single[name][i] for i in pick])
+        got = np.asarray(result[key])
+        if got.shape != expected.shape:
+            return {
+                "batch": 2,
+                "ok": False,
+                "error": f"output {name!r} has shape {list(got.shape)}, expected {list(expected.shape)}",
+            }
+        scale = float(np.max(np.abs(expected))) or 1.0
+        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected))) / scale)
+    return {"batch": 2, "ok": worst <= 1e-3, "max_abs_over_scale": worst}
+
+
 def _median_ms(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int) -> float:
     for _ in range(warmup):
         runner(feed)
@@ -166,6 +198,9 @@ def main(job_path: str) -> int:
     stacked: dict[str, Any] = {name: np.stack(values) for name, values in collected.items()}
     with (work / "outputs.npz").open("wb") as handle:
         np.savez(handle, **stacked)
+
+    report["dynamic_batch"] = _batch_probe(runner, samples, in_map, out_map, stacked)
+    (work / "child.json").write_text(json.dumps(report))
 
     feed = {key: samples[name][0] for name, key in in_map.items()}
     warmup, runs = int(job.get("warmup", 3)), int(job.get("runs", 20))

@@ -92,6 +92,8 @@ def run(request: StageRequest) -> StageResult:
             "operator_counts": ops["counts"],
             "transpose_count": ops["transpose_count"],
             "latency_ms": child.get("latency_ms"),
+            # A named dynamic batch: the file resized to 2 and matched the one-by-one run.
+            "dynamic_batch": child.get("dynamic_batch"),
             "requires_flex": requires_flex,
             "precision": precision,
         }

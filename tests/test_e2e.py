@@ -221,3 +221,25 @@ def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path) -> Non
     onnx_report = service.client.get(f"/v1/jobs/{onnx_job['id']}/report").json()
     assert [i["name"] for i in onnx_report["inputs"]] == ["pixels"] or onnx_report["inputs"] == []
     assert [o["name"] for o in onnx_report["outputs"]] == ["scores"]
+
+
+def test_best_converts_with_every_toolchain_at_once(service: Service, mobilenet_pth: Path) -> None:
+    spec = {**MOBILENET, "toolchain": "best", "targets": ["tflite"], "validation_samples": 2}
+    done = service.wait(service.submit(mobilenet_pth, spec)["id"])
+    assert done["status"] == "succeeded", done["error"]
+    stages = {s["name"]: s for s in done["stages"]}
+    converts = [stages[f"convert_{c}"] for c in ("onnx2tf", "litert_torch", "onnx_tf")]
+    assert all(s["state"] == "succeeded" for s in converts), [(s["name"], s["state"]) for s in converts]
+    # Each runs on its own toolchain's worker, released together after the export: their
+    # running times overlap (the export had finished before any of them started).
+    spans = sorted((s["started_at"], s["finished_at"]) for s in converts)
+    assert all(start > stages["export_onnx"]["finished_at"] for start, _ in spans)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), spans
+    report = service.client.get(f"/v1/jobs/{done['id']}/report").json()
+    outcomes = {a["toolchain"]: a["outcome"] for a in report["attempts"]}
+    assert sorted(outcomes) == ["litert-torch", "onnx-tf", "onnx2tf"]
+    assert sum(outcome == "chosen" for outcome in outcomes.values()) == 1
+    assert all(o == "chosen" or o.startswith("lost: ") for o in outcomes.values()), outcomes
+    assert [a["name"] for a in service.client.get(f"/v1/jobs/{done['id']}/artifacts").json()] == [
+        "model_float32.tflite"
+    ]

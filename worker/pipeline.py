@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -152,7 +155,8 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     result: dict[str, Any] = {}
     try:
         if claimed.definition.toolchain != CONTROL:
-            result = execute(ctx, job_id, claimed)
+            with _heartbeat(ctx, job_id, stage):
+                result = execute(ctx, job_id, claimed)
     except StageCancelled:
         bound.info("job.stage.cancelled")
         return
@@ -381,6 +385,28 @@ def _alive(run: StageRun, stale: timedelta) -> bool:
     if beat.tzinfo is None:  # SQLite returns naive datetimes
         beat = beat.replace(tzinfo=UTC)
     return utcnow() - beat < stale
+
+
+@contextmanager
+def _heartbeat(ctx: WorkerContext, job_id: str, stage: str) -> Iterator[None]:
+    """Check in for as long as this worker holds the stage, file transfers included (the
+    runner's own check-ins stop between processes): a silent heartbeat means a lost worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(5.0):
+            try:
+                _check_in(ctx, job_id, stage)
+            except Exception:  # noqa: BLE001 - a missed beat is not the stage's failure
+                log.warning("job.stage.heartbeat_failed", job_id=job_id, stage=stage)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _check_in(ctx: WorkerContext, job_id: str, stage: str) -> bool:

@@ -60,7 +60,15 @@ def _artifact_entry(
     return entry
 
 
-TFLITE_EXTRA = ("operators", "operator_counts", "transpose_count", "latency_ms", "requires_flex", "size_bytes")
+TFLITE_EXTRA = (
+    "operators",
+    "operator_counts",
+    "transpose_count",
+    "latency_ms",
+    "requires_flex",
+    "size_bytes",
+    "dynamic_batch",
+)
 
 
 def _tflite_entry(

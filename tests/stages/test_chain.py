@@ -133,6 +133,17 @@ def test_litert_runs_the_tflite_within_tolerance(chain: dict[str, StageRun]) -> 
     assert 0 < latency["median_all_threads"] < 1000
 
 
+def test_the_named_batch_survives_and_the_tflite_resizes(chain: dict[str, StageRun]) -> None:
+    # DESIGN: a named dynamic batch survives into the .tflite, whose input then resizes:
+    # two samples in one call give what two one-by-one calls give.
+    info = chain["validate"].result["info"]
+    assert info["tflite_inputs"]["input"]["shape"] == [-1, 3, 64, 64]
+    probe = chain["validate"].result["metrics"]["tflite_float32"]["dynamic_batch"]
+    assert probe["batch"] == 2
+    assert probe["ok"] is True, probe
+    assert probe["max_abs_over_scale"] < 1e-5
+
+
 def test_litert_maps_names_through_the_signature(chain: dict[str, StageRun]) -> None:
     info = chain["validate"].result["info"]
     assert info["signature_key"] == "serving_default"

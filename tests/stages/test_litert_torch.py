@@ -184,6 +184,9 @@ def test_signature_keeps_the_spec_names_and_pytorch_layout(chains: dict[str, Any
 def test_dynamic_batch_is_fixed_at_the_sample_size(chains: dict[str, Any]) -> None:
     info = chains["mobilenet_v2"]["convert"].result["info"]
     assert info["fixed_dimensions"] == {"input": {"batch": 1}}
+    # Measured: litert-torch 0.10 cannot lower a dynamic batch (its JAX bridge needs
+    # concrete reshape sizes, with use_v2 too), so the file's batch is fixed: no resize probe.
+    assert chains["mobilenet_v2"]["validate"].result["metrics"]["tflite_float32"]["dynamic_batch"] is None
     assert chains["mlp"]["convert"].result["info"]["fixed_dimensions"] == {}
 
 

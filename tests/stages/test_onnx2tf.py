@@ -191,6 +191,10 @@ def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, 
     assert metrics["operators"]["custom"] == []
     assert metrics["requires_flex"] is False
     assert convert.result["info"]["sanity_check"]["within_tolerance"] is True
+    # A named dynamic batch resizes (two samples in one call); a fixed one is not probed.
+    probe = metrics["dynamic_batch"]
+    dynamic = any(d == DYNAMIC for item in CASES[case][1] for d in item["shape"][:1])
+    assert (probe is not None and probe["ok"] is True) if dynamic else probe is None, probe
 
 
 @pytest.mark.parametrize("case", list(CASES))
