@@ -279,7 +279,12 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
     settings = ctx.settings
     work_root = (settings.data_dir / "work").resolve()
     work_root.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{job_id[:8]}-{definition.name}-", dir=work_root))
+    prefix = f"{job_id}-{definition.name}-"
+    for earlier in work_root.glob(f"{prefix}*"):
+        # An earlier attempt whose worker was killed left its files: this claim is the
+        # only attempt now running, so they are garbage.
+        shutil.rmtree(earlier, ignore_errors=True)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=work_root))
     try:
         inputs: dict[str, str] = {}
         (workdir / "in").mkdir()

@@ -24,11 +24,15 @@ FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "onnx")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_spec(text: str | None) -> JobSpec:
     if text is None:
         raise InvalidRequest("the 'spec' form field (JSON) is required", code="invalid_spec")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
         raise InvalidRequest(f"'spec' is not valid JSON: {exc}", code="invalid_spec") from None
     if not isinstance(raw, dict):

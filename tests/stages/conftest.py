@@ -103,19 +103,29 @@ def run_stage(
     return StageRun(proc.returncode, json.loads(result_path.read_text()), log, work_dir / "out")
 
 
-def image_spec(constructor: str, size: int = 64, **changes: Any) -> dict[str, Any]:
-    """A job spec for an image classifier with one NCHW input and a dynamic batch."""
+def prepare_spec(model_format: str, **changes: Any) -> dict[str, Any]:
+    """A normalized job spec as torch.prepare receives it; ``changes`` override fields."""
     spec: dict[str, Any] = {
-        "model_format": "state_dict",
-        "architecture": {"name": constructor, "kwargs": {"num_classes": 10}},
-        "inputs": [{"name": "input", "shape": ["batch", 3, size, size], "dtype": "float32"}],
+        "model_format": model_format,
         "opset": None,
         "exporter": "auto",
-        "toolchain": "onnx-tf",
+        "toolchain": "auto",
         "tolerance": {"float32": 1e-4},
         "validation_samples": 4,
         "seed": 0,
     }
+    spec.update(changes)
+    return spec
+
+
+def image_spec(constructor: str, size: int = 64, **changes: Any) -> dict[str, Any]:
+    """A job spec for an image classifier with one NCHW input and a dynamic batch."""
+    spec = prepare_spec(
+        "state_dict",
+        architecture={"name": constructor, "kwargs": {"num_classes": 10}},
+        inputs=[{"name": "input", "shape": ["batch", 3, size, size], "dtype": "float32"}],
+        toolchain="onnx-tf",
+    )
     spec.update(changes)
     return spec
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 
 class WritesMarker:
@@ -69,7 +70,14 @@ def _cnn() -> object:
         nn.Flatten(),
         nn.Linear(16, 10),
     )
-    # Non-trivial running statistics, so folding batch norm is really tested.
+    return randomize_batch_norm(model).eval()
+
+
+def randomize_batch_norm(model: Any) -> Any:
+    """Non-trivial running statistics, so folding batch norm is really tested."""
+    import torch
+    from torch import nn
+
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -77,7 +85,7 @@ def _cnn() -> object:
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return model
 
 
 def _segmenter() -> object:
@@ -139,13 +147,8 @@ def _lraspp_segmenter() -> object:
 
     torch.manual_seed(8)
     model = TinyLRASPP()
-    with torch.no_grad():  # non-trivial statistics, so folded batch norm shifts the ranges
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+    randomize_batch_norm(model)  # folded batch norm then shifts the ranges
+    with torch.no_grad():
         # Default init gives logits that hardly vary per pixel around a per-class offset:
         # one class everywhere, and a cosine near 1 whatever quantization does. Like a
         # trained head, this one varies per pixel, and its classes are balanced on

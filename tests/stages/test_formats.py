@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from stages.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import StageRun, run_stage
+from tests.stages.conftest import StageRun, prepare_spec, run_stage
 
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers."]}
 BOTH = ["onnx-tf", "onnx2tf"]  # the default plan: onnx-tf reads opsets <= 15, onnx2tf any
@@ -41,16 +41,7 @@ def image(size: int) -> list[dict[str, Any]]:
 
 
 def spec(model_format: str, **changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model_format": model_format,
-        "opset": None,
-        "exporter": "auto",
-        "toolchain": "auto",
-        "tolerance": {"float32": TOLERANCE},
-        "validation_samples": 4,
-        "seed": 0,
-    }
-    return {**base, **changes}
+    return prepare_spec(model_format, tolerance={"float32": TOLERANCE}, **changes)
 
 
 # name -> (model file from make_models.py, spec); the slowest first, so two CPUs finish together.

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from stages.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
-from tests.stages.conftest import StageRun, make_torch_models, run_stage
+from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 
 MiB = 1024 * 1024
 HUGE_SHAPE = [100000, 100000, 3]
@@ -165,15 +165,7 @@ def hostile_files(real: dict[str, Path], out: Path) -> dict[str, Path]:
 
 
 def spec(model_format: str, **changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "model_format": model_format,
-        "opset": None,
-        "exporter": "auto",
-        "toolchain": "auto",
-        "tolerance": {"float32": 1e-4},
-        "validation_samples": 2,
-        "seed": 0,
-    }
+    base = prepare_spec(model_format, validation_samples=2)
     if model_format in ("torchscript", "state_dict"):
         base["inputs"] = FEATURES
     if model_format == "state_dict":
