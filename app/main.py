@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
-        app.state.store = make_object_store(settings.storage.backend, local_root=str(settings.storage_root))
+        app.state.store = make_object_store(settings.storage, local_root=str(settings.storage_root))
         app.state.redis = Redis.from_url(settings.queue.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.api_key:
             with session_scope(app.state.sessions) as session:

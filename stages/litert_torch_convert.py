@@ -34,9 +34,10 @@ from typing import Any
 
 from stages import samples as sample_io
 from stages.contract import StageError, StageRequest, StageResult
+from stages.torch_formats import unpickle_module
 from stages.torch_model import DEFAULT_ALLOWED, apply_state_dict, build_model, first_line, load_state_dict
 
-SUPPORTED_FORMATS = ("state_dict", "exported_program")
+SUPPORTED_FORMATS = ("state_dict", "exported_program", "pickled_module")
 TARGET = "model_float32.tflite"
 ADVICE = (
     "litert-torch traces the model with torch.export: data-dependent control flow, "
@@ -153,6 +154,8 @@ def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, 
             return torch.export.load(str(path)).module()
         except Exception as exc:  # the user's file
             raise StageError("invalid_model", f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}") from None
+    if model_format == "pickled_module":
+        return unpickle_module(path)  # runs the pickle's code: this stage is sandboxed like torch.prepare
     raise StageError(
         "format_not_supported",
         f"model_format {model_format!r} cannot be converted by litert-torch "

@@ -1,6 +1,6 @@
-"""Load an uploaded TorchScript archive or ExportedProgram, and its input signature.
+"""Load an uploaded TorchScript archive, ExportedProgram or pickled module, and its input signature.
 
-Both are programs: they are opened only inside the sandboxed stage process (see the
+All three are programs: they are opened only inside the sandboxed stage process (see the
 trust boundary in docs). Once ``torch_model.check_upload`` has refused empty, damaged
 and bomb-like archives, every failure to read one is ``invalid_model`` with what went
 wrong and what to upload instead.
@@ -12,6 +12,11 @@ wrong and what to upload instead.
   its user inputs' names, and the shapes and dtypes torch.export kept in the
   placeholders' metadata (symbolic sizes become named dynamic dimensions, sampled at
   the size of the program's example inputs).
+- Pickled module (``torch.save(model)``, only when the operator enabled it):
+  ``torch.load(weights_only=False, map_location="cpu")``, which runs the pickle's code;
+  it must give a ``torch.nn.Module``. The pickle names its classes by reference, so they
+  must be importable here (torchvision, transformers, torch's own layers). No signature:
+  ``spec.inputs`` is required. litert-torch loads it the same way (``unpickle_module``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Loaded:
     parameters: int
     vocab_size: int | None = None  # a transformers config's vocab_size, when there is one
     program: Any = None  # the ExportedProgram
+    unpickled: dict[str, Any] | None = None  # how a pickled module was loaded, for the stage's info
     dim_names: dict[str, str] = field(default_factory=dict)  # program symbol -> spec dimension name
 
 
@@ -74,6 +80,83 @@ def load_torchscript(path: Path, spec: dict[str, Any]) -> Loaded:
         ) from None
     module.eval()
     return Loaded(module, inputs, "spec", int(sum(p.numel() for p in module.parameters())))
+
+
+def load_pickled_module(path: Path, spec: dict[str, Any]) -> Loaded:
+    inputs = require_inputs(spec, "pickled_module")
+    module = unpickle_module(path)
+    vocab = getattr(getattr(module, "config", None), "vocab_size", None)
+    return Loaded(
+        module,
+        inputs,
+        "spec",
+        int(sum(p.numel() for p in module.parameters())),
+        vocab_size=vocab if isinstance(vocab, int) else None,
+        unpickled={
+            "call": "torch.load(path, weights_only=False, map_location='cpu')",
+            "code_execution_allowed": True,
+            "where": "inside the stage's sandboxed process (the job's stages[].isolation lists the layers applied)",
+            "class": f"{type(module).__module__}.{type(module).__qualname__}",
+            "seen_from_inside": _isolation_seen(),
+        },
+    )
+
+
+def unpickle_module(path: Path) -> Any:
+    """A ``torch.save(model)`` file as a module in eval mode; its code runs as it loads.
+
+    Callers are the sandboxed stages, and only for an explicit ``pickled_module`` (which
+    the control plane accepts only when the operator enabled it).
+    """
+    import torch
+
+    try:
+        loaded = torch.load(path, weights_only=False, map_location="cpu")
+    except (ModuleNotFoundError, AttributeError) as exc:  # a class the pickle names is not here
+        raise StageError(
+            "invalid_model",
+            f"the pickled module refers to code that is not importable in the stage ({first_line(exc, 300)}): "
+            "torch.save(model) stores classes by reference, so only modules built from torch, torchvision or "
+            "transformers classes load here. Upload a state dict with an architecture, a TorchScript archive "
+            "or an ExportedProgram instead",
+        ) from None
+    except Exception as exc:  # anything else the file's own code or the unpickler raised
+        raise StageError(
+            "invalid_model",
+            f"not a pickled module: torch.load (weights_only=False) could not read it ({first_line(exc, 300)}). "
+            "Save it with torch.save(model)",
+        ) from None
+    if not isinstance(loaded, torch.nn.Module):
+        kind = f"{type(loaded).__module__}.{type(loaded).__qualname__}"
+        hint = (
+            ": it looks like a state dict or checkpoint; send model_format 'state_dict' with an architecture"
+            if isinstance(loaded, dict)
+            else ""
+        )
+        raise StageError(
+            "invalid_model",
+            f"model_format 'pickled_module' needs a torch.save(model) file holding a torch.nn.Module; "
+            f"this one holds a {kind}{hint}",
+        )
+    config = getattr(loaded, "config", None)
+    if getattr(config, "use_cache", None) is True:
+        config.use_cache = False  # causal language models export without a KV cache, as when built
+    return loaded.eval()
+
+
+def _isolation_seen() -> dict[str, Any]:
+    """What the stage can see of its sandbox: the runner applies it, this only reports it."""
+    seen: dict[str, Any] = {"no_new_privileges": None, "network_interfaces": None}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("NoNewPrivs:"):
+                seen["no_new_privileges"] = line.split(":", 1)[1].strip() == "1"
+        # /proc/self/net is the process's own network namespace: only "lo" when it has no network.
+        rows = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+        seen["network_interfaces"] = sorted(row.split(":", 1)[0].strip() for row in rows if ":" in row)
+    except OSError:
+        pass
+    return seen
 
 
 def load_exported_program(path: Path, spec: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> Loaded:

@@ -10,6 +10,10 @@ Per ``spec.model_format``:
 - ``state_dict``: an allow-listed architecture (torchvision, transformers from a
   config) with the uploaded weights; legacy exporter, then dynamo (``exporter``).
 - ``torchscript``: ``torch.jit.load``; the legacy (TorchScript-based) exporter.
+- ``pickled_module`` (``torch.save(model)``; the control plane accepts it only when the
+  operator enabled it): unpickled with code execution allowed, in this sandboxed process
+  (``stages.torch_formats.unpickle_module``), then like a state dict's module; ``info.unpickled``
+  says so.
 - ``exported_program``: ``torch.export.load``; the dynamo exporter on the program
   (opset 18), down-converted when a consumer needs less (``stages.torch_program``).
 - ``onnx``: no PyTorch at all; onnxruntime is the reference (``stages.onnx_upload``).
@@ -41,7 +45,7 @@ from stages.torch_export import (
     may_keep_higher_opset,
     onnx_io,
 )
-from stages.torch_formats import Loaded, load_exported_program, load_torchscript
+from stages.torch_formats import Loaded, load_exported_program, load_pickled_module, load_torchscript
 from stages.torch_model import (
     DEFAULT_ALLOWED,
     apply_state_dict,
@@ -56,7 +60,7 @@ from stages.torch_tokens import embedding_tables, integer_inputs, with_ranges
 
 __all__ = ["SUPPORTED_FORMATS", "flat_module", "run"]
 
-SUPPORTED_FORMATS = ("state_dict", "torchscript", "exported_program", "onnx")
+SUPPORTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
 
 
 def run(request: StageRequest) -> StageResult:
@@ -64,7 +68,8 @@ def run(request: StageRequest) -> StageResult:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # "auto" is normally resolved by the control plane's sniffing; here it can only
-    # mean a state dict, and loading stays weights-only either way.
+    # mean a state dict, and loading stays weights-only either way: only an explicit
+    # "pickled_module" unpickles code.
     model_format = request.spec.get("model_format") or "auto"
     if model_format == "onnx":
         from stages.onnx_upload import prepare_onnx
@@ -73,9 +78,7 @@ def run(request: StageRequest) -> StageResult:
     if model_format not in (*SUPPORTED_FORMATS, "auto"):
         raise StageError(
             "format_not_supported",
-            f"model_format {model_format!r} is not supported by torch.prepare; supported: "
-            f"{list(SUPPORTED_FORMATS)} (pickled modules are never unpickled: upload a state dict "
-            "with an architecture, a TorchScript archive, an ExportedProgram or an ONNX file)",
+            f"model_format {model_format!r} is not supported by torch.prepare; supported: {list(SUPPORTED_FORMATS)}",
         )
     return _prepare_torch(request, "state_dict" if model_format == "auto" else model_format)
 
@@ -156,6 +159,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "versions": versions(),
             "reference_runtime": "pytorch",
             "parameters": loaded.parameters,
+            **({"unpickled": loaded.unpickled} if loaded.unpickled else {}),
             "export_attempts": [a.to_json() for a in exported.attempts],
             "output_shapes_probed": declared is not None,
             **sample_io.run_info(
@@ -196,6 +200,8 @@ def _load(request: StageRequest, model_format: str) -> Loaded:
         return load_torchscript(path, spec)
     if model_format == "exported_program":
         return load_exported_program(path, spec, allowed)
+    if model_format == "pickled_module":
+        return load_pickled_module(path, spec)
     inputs = sample_io.input_specs(spec)
     state = load_state_dict(path)
     model = build_model(spec.get("architecture") or {}, allowed)

@@ -9,7 +9,8 @@ import pytest
 
 from app.schemas.spec import DEFAULT_TOLERANCE, JobSpec
 from app.services.jobs import IMPLEMENTED_FORMATS
-from worker.plan import CONVERTERS
+from stages.torch_prepare import SUPPORTED_FORMATS as PREPARED_FORMATS
+from worker.plan import CONVERTERS, PRIORITY
 
 TESTS = Path(__file__).resolve().parent
 STAGE_TESTS = "\n".join(p.read_text() for p in (TESTS / "stages").glob("test_*.py"))
@@ -27,6 +28,13 @@ def test_every_input_format_is_converted_by_a_test(model_format: str) -> None:
     assert f'spec("{model_format}"' in STAGE_TESTS or f'"model_format": "{model_format}"' in STAGE_TESTS, (
         f"no stage test converts a {model_format!r} upload"
     )
+
+
+@pytest.mark.parametrize("model_format", IMPLEMENTED_FORMATS)
+def test_every_input_format_has_a_loader_and_a_candidate_order(model_format: str) -> None:
+    # Without its own PRIORITY entry a format silently takes the state dict's candidates.
+    assert model_format in PREPARED_FORMATS, f"torch.prepare cannot load a {model_format!r} upload"
+    assert model_format in PRIORITY, f"worker/plan.py PRIORITY has no candidate order for {model_format!r}"
 
 
 @pytest.mark.parametrize("precision", ["float32", "dynamic_range", "float16", "int8"])

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import yaml
 
+from app.core.config import StorageSettings
 from worker.toolchains import TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run once to completion before the services that need them: migrations, the bucket.
+ONE_SHOT = {"migrate", "buckets"}
 
 
 def compose() -> dict:
@@ -19,12 +22,12 @@ def compose() -> dict:
 def test_every_long_running_service_has_a_healthcheck_and_waits_for_health() -> None:
     services = compose()["services"]
     for name, service in services.items():
-        if name == "migrate":
+        if name in ONE_SHOT:
             assert service.get("restart") == "no"
-            continue
-        assert "healthcheck" in service, name
+        else:
+            assert "healthcheck" in service, name
         for dependency, condition in service.get("depends_on", {}).items():
-            expected = "service_completed_successfully" if dependency == "migrate" else "service_healthy"
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
             assert condition["condition"] == expected, (name, dependency)
 
 
@@ -48,3 +51,40 @@ def test_images_install_from_the_same_lock_files() -> None:
         pins = [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
         assert pins, lock.name
         assert all("==" in line for line in pins), lock.name
+
+
+def _interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?message} with nothing set: the default, or a placeholder."""
+    return re.sub(r"\$\{(\w+):([-?])([^}]*)\}", lambda m: m.group(3) if m.group(2) == "-" else "<required>", value)
+
+
+def test_api_and_workers_use_the_minio_bucket() -> None:
+    services = compose()["services"]
+    assert "healthcheck" in services["minio"]
+    assert services["buckets"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    creates = " ".join(services["buckets"]["command"])
+    assert "mc mb --ignore-existing" in creates
+    assert "minio:9000" in creates
+    users = ["api", "worker-control", *(f"worker-{name}" for name in TOOLCHAINS)]
+    for name in users:
+        service = services[name]
+        env = service["environment"]
+        assert env["MODELPORT_STORAGE_BACKEND"] == "s3", name
+        assert env["MODELPORT_STORAGE_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        # The bucket the one-shot service creates is the one the app is given.
+        assert env["MODELPORT_STORAGE_S3_BUCKET"] == services["buckets"]["environment"]["BUCKET"], name
+        assert services[name]["depends_on"]["buckets"]["condition"] == "service_completed_successfully", name
+        assert services[name]["depends_on"]["minio"]["condition"] == "service_healthy", name
+        # Every storage variable is a real setting, and together they pass the settings' checks.
+        storage_env = {k: _interpolate(str(v)) for k, v in env.items() if k.startswith("MODELPORT_STORAGE_")}
+        for variable in storage_env:
+            assert variable.removeprefix("MODELPORT_STORAGE_").lower() in StorageSettings.model_fields, variable
+        fields = {k.removeprefix("MODELPORT_STORAGE_").lower(): v for k, v in storage_env.items()}
+        assert StorageSettings.model_validate(fields).backend == "s3"
+
+
+def test_no_default_object_store_secret() -> None:
+    services = compose()["services"]
+    secret = services["api"]["environment"]["MODELPORT_STORAGE_S3_SECRET_ACCESS_KEY"]
+    assert secret.startswith("${MINIO_ROOT_PASSWORD:?"), secret
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == secret

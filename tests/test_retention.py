@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +15,6 @@ from app.models import Artifact, Job
 from app.models.base import new_id, utcnow
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
-from app.storage import LocalObjectStore
 from worker.celery_app import CONTROL_QUEUE, RETENTION_TASK, make_celery, queue_name
 from worker.context import WorkerContext, build_context
 from worker.retention import sweep
@@ -267,21 +265,3 @@ def test_retention_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELPORT_RETENTION_HOURS", "-1")
     with pytest.raises(ValidationError):
         Settings()
-
-
-def test_local_store_deletes_are_idempotent(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "objects")
-    for key in ("jobs/a/report.json", "jobs/a/stages/s/out.bin", "jobs/a/logs/s.log", "jobs/b/report.json"):
-        writer = store.open_writer(key)
-        writer.write(b"x")
-        writer.commit()
-
-    assert store.delete_prefix("jobs/a/") == 3
-    assert store.delete_prefix("jobs/a/") == 0
-    assert not (tmp_path / "objects" / "jobs" / "a").exists()
-    assert store.exists("jobs/b/report.json")
-    assert store.delete("jobs/b/report.json") is True
-    assert store.delete("jobs/b/report.json") is False
-    assert store.delete_prefix("jobs/none") == 0
-    with pytest.raises(ValueError, match="invalid object key"):
-        store.delete_prefix("/")  # never the whole store

@@ -26,7 +26,7 @@ _context: tuple[int, WorkerContext] | None = None
 
 def build_context(settings: Settings) -> WorkerContext:
     engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
-    store = make_object_store(settings.storage.backend, local_root=str(settings.storage_root))
+    store = make_object_store(settings.storage, local_root=str(settings.storage_root))
     return WorkerContext(settings, make_sessionmaker(engine), store, SubprocessRunner())
 
 

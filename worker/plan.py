@@ -43,6 +43,7 @@ CONVERTERS: dict[str, Converter] = {
 PRIORITY: dict[str, list[str]] = {
     "state_dict": ["onnx2tf", "litert-torch", "onnx-tf"],
     "exported_program": ["onnx2tf", "litert-torch", "onnx-tf"],
+    "pickled_module": ["onnx2tf", "litert-torch", "onnx-tf"],
     # litert-torch converts a PyTorch module: TorchScript and ONNX uploads have none.
     "torchscript": ["onnx2tf", "onnx-tf"],
     "onnx": ["onnx2tf", "onnx-tf"],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
@@ -23,9 +24,37 @@ class DatabaseSettings(BaseSettings):
 class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_STORAGE_", extra="ignore")
 
-    backend: str = "local"
+    backend: Literal["local", "s3"] = "local"
     # Local backend: a directory; empty means <data dir>/objects.
     local_root: str = ""
+    # S3 backend (AWS S3, MinIO or any S3-compatible server), as the API and workers reach
+    # it. Downloads stream through the API, so there is no public endpoint (no presigned URLs).
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    # Empty means AWS's own endpoint for the region.
+    s3_endpoint_url: str = ""
+    # Both empty means boto3's credential chain (AWS_* variables, profile, instance role).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # MinIO and most S3-compatible servers need "path" (http://host/bucket/key).
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Uploads go up in parts of this size (S3's minimum is 5 MiB): the memory one upload holds.
+    s3_part_size_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+
+    @model_validator(mode="after")
+    def _s3_is_complete(self) -> StorageSettings:
+        if self.backend != "s3":
+            return self
+        if not self.s3_bucket:
+            raise ValueError(
+                "MODELPORT_STORAGE_BACKEND=s3 needs MODELPORT_STORAGE_S3_BUCKET (the bucket must already exist)"
+            )
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key.get_secret_value()):
+            raise ValueError(
+                "set both MODELPORT_STORAGE_S3_ACCESS_KEY_ID and MODELPORT_STORAGE_S3_SECRET_ACCESS_KEY, "
+                "or neither to use boto3's credential chain"
+            )
+        return self
 
 
 class QueueSettings(BaseSettings):
@@ -67,6 +96,10 @@ class ConversionSettings(BaseSettings):
     allowed_architectures: list[str] = ["torchvision.models.", "transformers."]
     # TFLite converters jobs may use (`auto` and `best` choose among them).
     enabled_toolchains: list[str] = ["onnx-tf", "onnx2tf", "litert-torch"]
+    # `model_format: pickled_module` (a whole `torch.save(model)`): loading it runs code from
+    # the file, so it is refused (422 format_disabled) unless the operator turns this on, and
+    # then unpickled only inside the sandboxed stage. `auto` and `state_dict` never unpickle code.
+    enable_pickled_module: bool = False
 
 
 class RetentionSettings(BaseSettings):

@@ -21,7 +21,7 @@ from app.schemas.spec import JobSpec
 from worker.plan import CONVERTERS, candidates, plan_stages
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "onnx")
+IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -45,8 +45,11 @@ def parse_spec(text: str | None) -> JobSpec:
         raise InvalidRequest(f"the spec is invalid: {summary}", code="invalid_spec", errors=errors) from None
 
 
-def resolve_format(declared: str, sniffed: str | None) -> str:
-    """The format to convert as, from the declared one and what the bytes say."""
+def resolve_format(declared: str, sniffed: str | None, *, pickled_module_enabled: bool = False) -> str:
+    """The format to convert as, from the declared one and what the bytes say.
+
+    ``pickled_module_enabled`` is the operator's ``MODELPORT_ENABLE_PICKLED_MODULE``.
+    """
     if sniffed is None:
         raise InvalidRequest(
             "the model file is not a format ModelPort recognises (a torch.save state dict, "
@@ -56,7 +59,8 @@ def resolve_format(declared: str, sniffed: str | None) -> str:
     actual = {"safetensors": "state_dict"}.get(sniffed, sniffed)
     if declared == "auto":
         # torch.save archives hold a state dict or a pickled module: only loading tells, and
-        # the state-dict loader refuses anything but tensors.
+        # the state-dict loader refuses anything but tensors. Whatever the server allows, only
+        # an explicit `pickled_module` unpickles code.
         actual = "state_dict" if actual == "state_dict_or_module" else actual
     elif actual == "state_dict_or_module":
         if declared not in ("state_dict", "pickled_module"):
@@ -70,7 +74,7 @@ def resolve_format(declared: str, sniffed: str | None) -> str:
             f"model_format is {declared!r} but the file is {actual!r}; send model_format {actual!r} or 'auto'",
             code="format_mismatch",
         )
-    if actual == "pickled_module":
+    if actual == "pickled_module" and not pickled_module_enabled:
         raise InvalidRequest(
             "pickled modules run code when loaded and are disabled on this server; "
             "upload a state dict with an architecture instead",
@@ -98,7 +102,7 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
                 f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: {', '.join(allowed)}",
                 code="architecture_not_allowed",
             )
-    if model_format in ("state_dict", "torchscript") and not spec.inputs:
+    if model_format in ("state_dict", "torchscript", "pickled_module") and not spec.inputs:
         # ONNX files and ExportedPrograms carry their signature; the others do not.
         raise InvalidRequest(
             f"a {model_format} upload needs 'inputs': the model's signature, e.g. "

@@ -107,7 +107,9 @@ async def _submit(
         spec = jobs.parse_spec(spec_text)
         with store.open_read(model.stored.key) as handle:
             sniffed = sniff_format(handle)
-        model_format = jobs.resolve_format(spec.model_format, sniffed)
+        model_format = jobs.resolve_format(
+            spec.model_format, sniffed, pickled_module_enabled=settings.conversion.enable_pickled_module
+        )
         normalized = jobs.check_spec(spec, model_format, settings)
         digests = {name: p.stored.sha256 for name, p in parts.items() if p.stored is not None}
         for field in ("inputs", "calibration"):

@@ -6,6 +6,14 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 
+def check_key(key: str) -> str:
+    """Object keys are relative slash paths without empty, ``.`` or ``..`` parts (every backend)."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str

@@ -12,13 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.storage.base import StoredObject
-
-
-def _check_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"invalid object key {key!r}")
-    return key
+from app.storage.base import check_key as _check_key
 
 
 class LocalWriter:
