@@ -155,7 +155,8 @@ def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, 
         except Exception as exc:  # the user's file
             raise StageError("invalid_model", f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}") from None
     if model_format == "pickled_module":
-        return unpickle_module(path)  # runs the pickle's code: this stage is sandboxed like torch.prepare
+        # Runs the pickle's code: this stage is sandboxed like torch.prepare.
+        return unpickle_module(path, bool(options.get("enable_pickled_module")))
     raise StageError(
         "format_not_supported",
         f"model_format {model_format!r} cannot be converted by litert-torch "

@@ -152,10 +152,45 @@ def _is_dim(dim: Any) -> bool:
     return (isinstance(dim, int) and dim > 0) or (isinstance(dim, str) and bool(dim)) or dim is None
 
 
+MAX_SAMPLES_BYTES = 2 * 1024**3  # declared array data in one uploaded samples/calibration file
+
+
+def _declared_bytes(handle: Any) -> int:
+    """The data size an .npy header declares, read without reading the data."""
+    version = np.lib.format.read_magic(handle)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = readers[version](handle)
+    return int(np.prod(shape, dtype=object)) * int(dtype.itemsize)
+
+
+def _refuse_huge(path: Path, head: bytes) -> None:
+    """``samples_too_large`` before numpy allocates what a header declares."""
+    if head.startswith(NPY_MAGIC):
+        with path.open("rb") as handle:
+            declared = _declared_bytes(handle)
+    else:
+        declared = 0
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.filename.endswith(".npy"):
+                    with archive.open(member) as handle:
+                        declared += _declared_bytes(handle)
+    if declared > MAX_SAMPLES_BYTES:
+        raise StageError(
+            "samples_too_large",
+            f"{path.name} declares {declared} bytes of arrays; the limit is {MAX_SAMPLES_BYTES}. "
+            "A few dozen samples are enough to validate or calibrate: upload fewer",
+        )
+
+
 def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     with path.open("rb") as handle:
         head = handle.read(len(NPY_MAGIC))
     try:
+        if head.startswith((NPY_MAGIC, ZIP_MAGIC)):
+            _refuse_huge(path, head)
         if head.startswith(NPY_MAGIC):
             if len(names) != 1:
                 raise StageError(

@@ -82,9 +82,9 @@ def load_torchscript(path: Path, spec: dict[str, Any]) -> Loaded:
     return Loaded(module, inputs, "spec", int(sum(p.numel() for p in module.parameters())))
 
 
-def load_pickled_module(path: Path, spec: dict[str, Any]) -> Loaded:
+def load_pickled_module(path: Path, spec: dict[str, Any], enabled: bool) -> Loaded:
     inputs = require_inputs(spec, "pickled_module")
-    module = unpickle_module(path)
+    module = unpickle_module(path, enabled)
     vocab = getattr(getattr(module, "config", None), "vocab_size", None)
     return Loaded(
         module,
@@ -102,12 +102,20 @@ def load_pickled_module(path: Path, spec: dict[str, Any]) -> Loaded:
     )
 
 
-def unpickle_module(path: Path) -> Any:
+def unpickle_module(path: Path, enabled: bool) -> Any:
     """A ``torch.save(model)`` file as a module in eval mode; its code runs as it loads.
 
-    Callers are the sandboxed stages, and only for an explicit ``pickled_module`` (which
-    the control plane accepts only when the operator enabled it).
+    Callers are the sandboxed stages, and only for an explicit ``pickled_module``. The
+    control plane accepts one only when the operator enabled it; ``enabled`` is that
+    setting as the worker sees it now, so a job accepted before the operator turned it
+    off is refused here too.
     """
+    if not enabled:
+        raise StageError(
+            "format_disabled",
+            "pickled modules run code when loaded and are disabled on this server; "
+            "upload a state dict with an architecture instead",
+        )
     import torch
 
     try:

@@ -201,7 +201,7 @@ def _load(request: StageRequest, model_format: str) -> Loaded:
     if model_format == "exported_program":
         return load_exported_program(path, spec, allowed)
     if model_format == "pickled_module":
-        return load_pickled_module(path, spec)
+        return load_pickled_module(path, spec, bool(options.get("enable_pickled_module")))
     inputs = sample_io.input_specs(spec)
     state = load_state_dict(path)
     model = build_model(spec.get("architecture") or {}, allowed)

@@ -308,6 +308,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
             "spec": spec,
             "options": {
                 "allowed_architectures": settings.conversion.allowed_architectures,
+                "enable_pickled_module": settings.conversion.enable_pickled_module,
                 "threads": settings.limits.stage_threads,
                 **definition.options,
                 **_options_from_conversion(definition, claim),

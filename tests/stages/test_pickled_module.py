@@ -68,7 +68,9 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "without_inputs": ("module", spec("pickled_module")),
     "as_auto": ("module", spec("auto", inputs=IMAGE)),
     "as_state_dict": ("module", spec("state_dict", inputs=IMAGE)),
+    "switched_off": ("module", spec("pickled_module", inputs=IMAGE)),
 }
+ENABLED = {"enable_pickled_module": True}  # what the worker passes when the operator enabled it
 
 
 def _sandboxed(work: Path, model: Path, case_spec: dict[str, Any]) -> StageRun:
@@ -76,7 +78,7 @@ def _sandboxed(work: Path, model: Path, case_spec: dict[str, Any]) -> StageRun:
         "stage": "torch.prepare",
         "inputs": {"model": str(model)},
         "spec": case_spec,
-        "options": {},
+        "options": ENABLED,
         "output_dir": str(work / "out"),
     }
     work.mkdir(parents=True)
@@ -95,7 +97,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
         model, case_spec = CASES[name]
         if name == "sandboxed":
             return _sandboxed(work / name, models[model], case_spec)
-        return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec)
+        options = {} if name == "switched_off" else ENABLED
+        return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec, options)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         done = dict(zip(CASES, pool.map(run, CASES), strict=True))
@@ -104,7 +107,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
     shared = {"samples": prepared.output("samples"), "reference": prepared.output("reference")}
     litert_spec = spec("pickled_module", inputs=IMAGE, toolchain="litert-torch", layout="nchw")
     convert = run_stage(
-        "torch", "litert_torch.convert", work / "convert", {"model": models["module"], **shared}, litert_spec
+        "torch", "litert_torch.convert", work / "convert", {"model": models["module"], **shared}, litert_spec, ENABLED
     )
     done["convert"] = convert
     if convert.ok:
@@ -189,3 +192,8 @@ def test_litert_torch_converts_the_pickled_module(runs: dict[str, StageRun]) -> 
     assert numbers["max_abs"] <= TOLERANCE * numbers["scale"]
     with np.load(runs["sandboxed"].output("reference")) as reference:
         assert reference["output"].shape[-1] == 5
+
+
+def test_the_stage_refuses_when_the_operator_switched_it_off(runs: dict[str, StageRun]) -> None:
+    # A job accepted while the switch was on, run after it was turned off: nothing unpickled.
+    assert_error(runs["switched_off"], "format_disabled", "disabled on this server")

@@ -118,3 +118,30 @@ def test_invalid_spec_inputs() -> None:
         with pytest.raises(StageError) as caught:
             samples.input_specs({"inputs": bad})
         assert caught.value.code == "invalid_spec"
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """An .npy header declaring ``shape`` float32 with (almost) no data behind it."""
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + b"\0" * 64
+
+
+@pytest.mark.parametrize("container", ["npy", "npz"])
+def test_a_huge_declared_array_is_refused_before_it_is_allocated(tmp_path: Path, container: str) -> None:
+    import zipfile
+
+    header = _npy_header((100_000, 3, 1024, 1024))  # 1.2 TB declared
+    path = tmp_path / f"samples.{container}"
+    if container == "npy":
+        path.write_bytes(header)
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("pixels.npy", header)
+    one_input = {"inputs": [{"name": "pixels", "shape": [1, 3, 1024, 1024], "dtype": "float32"}]}
+    with pytest.raises(StageError) as error:
+        samples.load_uploaded(path, one_input)
+    assert error.value.code == "samples_too_large"
+    assert "upload fewer" in error.value.message
