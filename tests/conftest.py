@@ -68,6 +68,23 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+# A resnet18 export of about 15 s with 32 validation samples: long enough to act on a
+# stage while it runs (cancel it, kill its worker).
+SLOW_RESNET18 = {
+    "architecture": {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
+    "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}],
+    "targets": ["onnx"],
+    "validation_samples": 32,
+}
+
+
+@pytest.fixture(scope="session")
+def resnet18_pth(models_dir: Path) -> Path:
+    path = models_dir / "resnet18_10.pth"
+    torch_script("state_dict", "resnet18", str(path), "--kwargs", '{"num_classes": 10}')
+    return path
+
+
 @pytest.fixture(scope="session")
 def squeezenet_pth(models_dir: Path) -> Path:
     path = models_dir / "squeezenet10.pth"

@@ -10,32 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SLOW_RESNET18
 from tests.support.stack import kill_left, running_service, wait_gone
-from tests.support.toolchain import torch_script
 
 pytestmark = pytest.mark.e2e
 
-# Long enough (tens of seconds) that the cancel lands mid-stage: the runner checks for a
-# cancel every 5 s.
-SLOW = {
-    "architecture": {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
-    "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}],
-    "targets": ["onnx"],
-    "validation_samples": 32,
-}
 QUICK = {
     "architecture": {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}},
     "inputs": [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}],
     "targets": ["onnx"],
 }
-
-
-@pytest.fixture(scope="module")
-def resnet18_pth(models_dir: Path) -> Path:
-    path = models_dir / "resnet18_10.pth"
-    if not path.exists():  # tests/test_worker_loss.py uses it too
-        torch_script("state_dict", "resnet18", str(path), "--kwargs", '{"num_classes": 10}')
-    return path
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -50,7 +34,7 @@ def test_cancelling_a_running_job_stops_its_stage(tmp_path: Path, resnet18_pth: 
     data_dir = tmp_path / "data"
     with running_service(data_dir, queues=["control", "torch"]) as service:
         worker_pid = service.stack.processes["worker-torch"].pid
-        job_id = service.submit(resnet18_pth, SLOW)["id"]
+        job_id = service.submit(resnet18_pth, SLOW_RESNET18)["id"]
         stage = service.wait_for_stage_process(job_id, "export_onnx", "torch")
         (workdir,) = (data_dir / "work").glob(f"{job_id}-export_onnx-*")
 

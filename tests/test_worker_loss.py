@@ -16,20 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SLOW_RESNET18
 from tests.support.stack import kill_left, running_service, wait_gone
-from tests.support.toolchain import torch_script
 from worker.reconcile import job_ids_in_broker
 
 pytestmark = pytest.mark.e2e
 
-# A stage of about 15 s: were its processes to outlive the worker, they would still run
-# when the test looks.
-SPEC = {
-    "architecture": {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
-    "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}],
-    "targets": ["onnx"],
-    "validation_samples": 32,
-}
 # Short enough for a test, well above the runner's check-in every 5 s.
 HEARTBEAT_STALE_SECONDS = 15
 SETTINGS = {
@@ -39,18 +31,10 @@ SETTINGS = {
 }
 
 
-@pytest.fixture(scope="module")
-def resnet18_pth(models_dir: Path) -> Path:
-    path = models_dir / "resnet18_10.pth"
-    if not path.exists():  # tests/test_cancel.py uses it too
-        torch_script("state_dict", "resnet18", str(path), "--kwargs", '{"num_classes": 10}')
-    return path
-
-
 def test_a_worker_killed_mid_stage_costs_one_attempt(tmp_path: Path, resnet18_pth: Path) -> None:
     data_dir = tmp_path / "data"
     with running_service(data_dir, queues=["control", "torch"], private_redis=True, env=SETTINGS) as service:
-        job_id = service.submit(resnet18_pth, SPEC)["id"]
+        job_id = service.submit(resnet18_pth, SLOW_RESNET18)["id"]
         stage = service.wait_for_stage_process(job_id, "export_onnx", "torch")
         try:
             service.kill_worker("torch")

@@ -14,6 +14,18 @@ def check_key(key: str) -> str:
     return key
 
 
+def write_from_file(writer: ObjectWriter, path: Path, chunk_size: int) -> StoredObject:
+    """Stream a local file into ``writer`` and commit it; abort on any failure."""
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(chunk_size):
+                writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
+
+
 @dataclass(frozen=True)
 class StoredObject:
     key: str

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from app.storage.base import StoredObject
+from app.storage.base import StoredObject, write_from_file
 from app.storage.base import check_key as _check_key
 
 
@@ -53,15 +53,7 @@ class LocalObjectStore:
         return LocalWriter(self.root, _check_key(key))
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        writer = self.open_writer(key)
-        try:
-            with open(path, "rb") as source:
-                while chunk := source.read(1024 * 1024):
-                    writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return write_from_file(self.open_writer(key), path, 1024 * 1024)
 
     def get_to_file(self, key: str, path: Path) -> None:
         shutil.copyfile(self._path(key), path)

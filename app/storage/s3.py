@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.core.config import StorageSettings
-from app.storage.base import StoredObject, check_key
+from app.storage.base import StoredObject, check_key, write_from_file
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
@@ -221,15 +221,7 @@ class S3ObjectStore:
         return S3Writer(self.client, self.bucket, check_key(key), self.part_size)
 
     def put_file(self, key: str, path: Path) -> StoredObject:
-        writer = self.open_writer(key)
-        try:
-            with open(path, "rb") as source:
-                while chunk := source.read(self.part_size):
-                    writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return write_from_file(self.open_writer(key), path, self.part_size)
 
     def get_to_file(self, key: str, path: Path) -> None:
         # s3transfer fetches large objects in concurrent ranges into a temporary file and
