@@ -193,6 +193,10 @@ def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_p
         (output,) = entry["outputs"].values()
         assert output["cosine"] >= 0.9, (precision, output)
         assert entry["vs_float32"]["outputs"]
+        assert entry["min_cosine"] == output["cosine"]
+        assert 0 < entry["size_ratio_vs_float32"] < 1
+        # Calibrated on the uploaded file: no "accuracy unknown" warning.
+        assert not any("synthetic" in warning for warning in entry.get("warnings") or []), entry.get("warnings")
     assert entries["int8"]["size"] < entries["float32"]["size"] / 2
 
 

@@ -83,9 +83,13 @@ def _tflite_entry(
     checked = metrics or {}
     fields = {key: checked.get(key) for key in TFLITE_EXTRA if key in checked}
     fields["requires_flex"] = bool(checked.get("requires_flex"))
-    for key in ("vs_float32", "quantizer", "calibration", "advisory", "notes", "signature", "warnings"):
+    quantized = ("min_cosine", "top1_agreement", "size_ratio_vs_float32")
+    for key in ("vs_float32", "quantizer", "calibration", "advisory", "notes", "signature", "warnings", *quantized):
         if key in checked:
             fields[key] = checked[key]
+    calibration_warning = (checked.get("calibration") or {}).get("warning")
+    if calibration_warning:  # synthetic calibration: accuracy on real data is unknown
+        fields["warnings"] = [*(fields.get("warnings") or []), calibration_warning]
     return _artifact_entry("tflite", name, precision, toolchain, output, metrics, runtime, {**fields, **(extra or {})})
 
 
