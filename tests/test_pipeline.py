@@ -126,6 +126,12 @@ def test_best_runs_the_candidates_side_by_side(settings: Settings) -> None:
     job_id = make_job(ctx, BEST)
     assert run(ctx, job_id, "export_onnx") == CONVERTS
     assert {states(ctx, job_id)[name] for name in CONVERTS} == {"queued"}
+    # The export's message delivered again (its worker died after recording, before
+    # sending): what it released is sent again, once each.
+    resent = pipeline.claim(ctx, job_id, "export_onnx")
+    assert isinstance(resent, list)
+    assert [d.name for d in resent] == CONVERTS
+    pipeline.run_stage(ctx, job_id, "export_onnx")  # the task itself sends them (test queues)
     # A stage whose inputs are not there yet is not run, whatever message arrives.
     assert pipeline.claim(ctx, job_id, "validate_onnx2tf") is None
     # The three conversions end at the same moment on three workers: each sees the

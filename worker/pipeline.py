@@ -100,10 +100,10 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef]
             return None
         definition = stage_def(job.spec, stage)
         if run.state in STAGE_OVER:
-            # What this stage released may never have reached the broker: send it again
-            # (a claim ignores a copy of a stage that already runs or ran).
-            released = advance(session, ctx, job)
-            return released + [stage_def(job.spec, s.name) for s in job.stages if s.state == "queued"]
+            # What this stage released may never have reached the broker: send every
+            # queued stage again (a claim ignores a copy of a stage that runs or ran).
+            advance(session, ctx, job)
+            return [stage_def(job.spec, s.name) for s in job.stages if s.state == "queued"]
         states = {s.name: s.state for s in job.stages}
         if any(states.get(name, "succeeded") not in STAGE_OVER for name in dependencies(job.spec, stage)):
             # A stray copy of a stage not yet released (its inputs are not there yet).
@@ -146,7 +146,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     if claimed is None:
         return
     if isinstance(claimed, list):
-        for definition in dict.fromkeys(claimed):
+        for definition in claimed:
             enqueue_stage(job_id, definition.name, definition.toolchain, request_id=request_id)
         return
     bound.info("job.stage.started")
