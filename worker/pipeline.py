@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.models import Job, StageRun
-from app.models.base import utcnow
+from app.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.plan import CONTROL, StageDef, dependencies, onnx_consumers, plan_stages, slug, stage_def
@@ -385,12 +385,7 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
 
 
 def _alive(run: StageRun, stale: timedelta) -> bool:
-    beat = run.heartbeat_at
-    if beat is None:
-        return False
-    if beat.tzinfo is None:  # SQLite returns naive datetimes
-        beat = beat.replace(tzinfo=UTC)
-    return utcnow() - beat < stale
+    return run.heartbeat_at is not None and utcnow() - as_utc(run.heartbeat_at) < stale
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from app.core.db import session_scope
 from app.models import Job
-from app.models.base import utcnow
+from app.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.pipeline import FINAL
@@ -63,15 +63,9 @@ def job_ids_in_broker(redis_url: str, queues: Iterable[str], *, unacked: bool = 
         client.close()
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)  # SQLite returns naive datetimes
-    return moment
-
-
 def _last_change(job: Job, now: datetime) -> datetime:
-    moments = [_aware(job.updated_at), *(_aware(s.updated_at) for s in job.stages)]
-    return max((m for m in moments if m is not None), default=now)
+    moments = [job.updated_at, *(s.updated_at for s in job.stages)]
+    return max((as_utc(m) for m in moments if m is not None), default=now)
 
 
 def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[tuple[str, str]]:
@@ -96,8 +90,8 @@ def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[t
                 if run is None:
                     continue
                 if run.state == "running":
-                    beat = _aware(run.heartbeat_at)
-                    if beat is None or now - beat > stale:
+                    beat = run.heartbeat_at
+                    if beat is None or now - as_utc(beat) > stale:
                         lost.append(definition)
                 elif run.state == "queued" and quiet and not held:
                     lost.append(definition)

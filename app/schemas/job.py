@@ -1,20 +1,18 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
+
+from app.models.base import as_utc
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StageState = Literal["pending", "queued", "running", "succeeded", "failed", "skipped", "cancelled"]
 
 
-def _as_utc(moment: datetime) -> datetime:
-    # Stored in UTC; SQLite hands them back naive, and an RFC 3339 date-time needs its offset.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+# An RFC 3339 date-time needs its offset.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class JobError(BaseModel):

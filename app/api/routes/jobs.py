@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -10,6 +10,7 @@ from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, after_com
 from app.api.presenters import artifact_out, job_out
 from app.core.config import Settings
 from app.core.errors import Conflict, ModelPortError, NotFound
+from app.models.base import as_utc
 from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from app.schemas.problem import problem_responses
 from app.services import jobs, submission
@@ -143,12 +144,8 @@ EXPIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite hands back naive
-
-
 def _expired_detail(what: str, expired_at: datetime | None, settings: Settings) -> str:
-    when = f"on {_utc(expired_at).isoformat()}" if expired_at else "already"
+    when = f"on {as_utc(expired_at).isoformat()}" if expired_at else "already"
     why = (
         f"the files of a finished job are kept for {settings.retention.hours:g} hours (MODELPORT_RETENTION_HOURS)"
         if settings.retention.hours
@@ -181,7 +178,7 @@ def download_artifact(
         raise Expired(
             _expired_detail(f"artifact {name!r}", expired_at, settings),
             code="artifact_expired",
-            expired_at=_utc(expired_at).isoformat() if expired_at else None,
+            expired_at=as_utc(expired_at).isoformat() if expired_at else None,
         )
     return StreamingResponse(
         store.iter_chunks(artifact.object_key),
@@ -208,7 +205,7 @@ def get_report(
         raise Expired(
             _expired_detail("the report", job.expired_at, settings),
             code="report_expired",
-            expired_at=_utc(job.expired_at).isoformat() if job.expired_at else None,
+            expired_at=as_utc(job.expired_at).isoformat() if job.expired_at else None,
         )
     if not job.report_key:
         raise Conflict(f"the report is written when the job finishes; the job is {job.status}", code="report_not_ready")
