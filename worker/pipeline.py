@@ -7,18 +7,10 @@ stage twice and never revives a finished job.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -28,11 +20,11 @@ from app.models import Job, StageRun
 from app.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
-from worker.plan import CONTROL, StageDef, dependencies, onnx_consumers, plan_stages, slug, stage_def
+from worker.execute import Claim, execute, heartbeat
+from worker.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
 from worker.report import finish_job
-from worker.runner import RunLimits, StageCancelled, StageFailure, log_tail
+from worker.runner import StageCancelled, StageFailure
 from worker.selection import auto_satisfied, choose
-from worker.toolchains import get_toolchain
 
 log = structlog.get_logger()
 
@@ -41,16 +33,6 @@ STAGE_OVER = frozenset({"succeeded", "failed", "skipped"})
 WAITING = frozenset({"pending", "queued"})  # queued: released to the broker, not yet claimed
 TOLERANT_ROLES = frozenset({"convert", "validate", "quantize"})  # failures the report lists
 MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
-
-
-@dataclass
-class Claim:
-    definition: StageDef
-    spec: dict[str, Any]
-    model_key: str
-    inputs_key: str | None
-    calibration_key: str | None
-    previous: dict[str, dict[str, Any]]  # earlier stages' recorded results, by stage name
 
 
 def _stage_run(job: Job, name: str) -> StageRun | None:
@@ -155,7 +137,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     result: dict[str, Any] = {}
     try:
         if claimed.definition.toolchain != CONTROL:
-            with _heartbeat(ctx, job_id, stage):
+            with heartbeat(ctx, job_id, stage):
                 result = execute(ctx, job_id, claimed)
     except StageCancelled:
         bound.info("job.stage.cancelled")
@@ -257,167 +239,5 @@ def advance(session: Session, ctx: WorkerContext, job: Job) -> list[StageDef]:
     return released
 
 
-def _input_key(claim: Claim, source: str, name: str) -> str | None:
-    if source == "upload":
-        return {"model": claim.model_key, "inputs": claim.inputs_key, "calibration": claim.calibration_key}.get(name)
-    if source == "chosen":
-        chosen = choose(claim.spec, claim.previous)
-        source = f"convert_{slug(chosen.name)}" if chosen else ""
-    output = claim.previous.get(source, {}).get("outputs", {}).get(name)
-    return output["key"] if output else None
-
-
-def _suffix_for(path: Path) -> str:
-    with open(path, "rb") as handle:
-        magic = handle.read(6)
-    return ".npy" if magic == b"\x93NUMPY" else ".npz" if magic.startswith(b"PK") else ""
-
-
-def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
-    definition = claim.definition
-    assert definition.entry is not None
-    settings = ctx.settings
-    work_root = (settings.data_dir / "work").resolve()
-    work_root.mkdir(parents=True, exist_ok=True)
-    prefix = f"{job_id}-{definition.name}-"
-    for earlier in work_root.glob(f"{prefix}*"):
-        # An earlier attempt whose worker was killed left its files: this claim is the
-        # only attempt now running, so they are garbage.
-        shutil.rmtree(earlier, ignore_errors=True)
-    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=work_root))
-    try:
-        inputs: dict[str, str] = {}
-        (workdir / "in").mkdir()
-        for logical, (source, name) in definition.inputs.items():
-            key = _input_key(claim, source, name)
-            if key is None:
-                continue
-            local = workdir / "in" / logical
-            ctx.store.get_to_file(key, local)
-            if logical in ("samples", "calibration") and source == "upload":
-                local = local.rename(local.with_suffix(_suffix_for(local)))
-            inputs[logical] = str(local)
-        spec = claim.spec
-        if definition.role == "export":
-            # The ONNX file must be readable by every converter that will consume it.
-            consumers = onnx_consumers(spec)
-            spec = {**spec, "onnx_consumers": consumers}
-        request = {
-            "stage": definition.entry,
-            "inputs": inputs,
-            "spec": spec,
-            "options": {
-                "allowed_architectures": settings.conversion.allowed_architectures,
-                "enable_pickled_module": settings.conversion.enable_pickled_module,
-                "threads": settings.limits.stage_threads,
-                **definition.options,
-                **_options_from_conversion(definition, claim),
-            },
-            "output_dir": str(workdir / "out"),
-        }
-        limits = RunLimits(
-            timeout_seconds=settings.limits.stage_timeout_seconds,
-            memory_bytes=settings.limits.stage_memory_bytes or int(psutil.virtual_memory().total * 0.6),
-            threads=settings.limits.stage_threads,
-            nice=settings.limits.stage_nice,
-        )
-        log_key = f"jobs/{job_id}/logs/{definition.name}.log"
-        try:
-            outcome = ctx.runner.run(
-                definition.toolchain,
-                definition.entry,
-                request,
-                workdir,
-                limits,
-                should_cancel=lambda: _check_in(ctx, job_id, definition.name),
-            )
-        finally:
-            if (workdir / "stage.log").exists():
-                ctx.store.put_file(log_key, workdir / "stage.log")
-        result = outcome.result
-        if not result.get("ok"):
-            error = result.get("error") or {}
-            raise StageFailure(
-                error.get("code", "stage_failed"),
-                error.get("message", "the stage failed"),
-                log_tail(workdir / "stage.log"),
-            )
-        outputs: dict[str, dict[str, Any]] = {}
-        for logical, relative in result.get("outputs", {}).items():
-            path = (workdir / "out" / relative).resolve()
-            if not path.is_relative_to(workdir / "out") or not path.is_file():
-                raise StageFailure("stage_crashed", f"stage output {logical!r} is missing or outside its folder")
-            stored = ctx.store.put_file(f"jobs/{job_id}/stages/{definition.name}/{path.name}", path)
-            outputs[logical] = {
-                "key": stored.key,
-                "size": stored.size,
-                "sha256": stored.sha256,
-                "file": path.name,
-            }
-        toolchain = get_toolchain(definition.toolchain)
-        return {
-            "outputs": outputs,
-            "metrics": result.get("metrics", {}),
-            "info": result.get("info", {}),
-            "process_seconds": round(outcome.seconds, 3),
-            "peak_rss_bytes": outcome.peak_rss_bytes,
-            "isolation": outcome.isolation,
-            "lock_sha256": toolchain.lock_hash,
-            "log_key": log_key,
-        }
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, Any]:
-    """What a validation must know about the file it checks (e.g. channel-last inputs)."""
-    candidate = definition.candidate
-    if definition.role == "quantize":
-        chosen = choose(claim.spec, claim.previous)
-        candidate = chosen.name if chosen else None
-    elif definition.role != "validate":
-        return {}
-    if not candidate:
-        return {}
-    info = claim.previous.get(f"convert_{slug(candidate)}", {}).get("info", {})
-    transposes = (info.get("signature") or {}).get("input_transposes")
-    return {"input_transposes": transposes} if transposes else {}
-
-
 def _alive(run: StageRun, stale: timedelta) -> bool:
     return run.heartbeat_at is not None and utcnow() - as_utc(run.heartbeat_at) < stale
-
-
-@contextmanager
-def _heartbeat(ctx: WorkerContext, job_id: str, stage: str) -> Iterator[None]:
-    """Check in for as long as this worker holds the stage, file transfers included (the
-    runner's own check-ins stop between processes): a silent heartbeat means a lost worker."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(5.0):
-            try:
-                _check_in(ctx, job_id, stage)
-            except Exception:  # noqa: BLE001 - a missed beat is not the stage's failure
-                log.warning("job.stage.heartbeat_failed", job_id=job_id, stage=stage)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{stage}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _check_in(ctx: WorkerContext, job_id: str, stage: str) -> bool:
-    """Heartbeat of a running stage; True when its job was cancelled (stop the stage)."""
-    with session_scope(ctx.sessions) as session:
-        session.execute(
-            update(StageRun)
-            .where(StageRun.job_id == job_id, StageRun.name == stage, StageRun.state == "running")
-            .values(heartbeat_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        job = session.get(Job, job_id)
-        return job is None or job.status == "cancelled"
