@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from app.local import LocalStack, free_port
+from tests.support.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
 from tests.support.toolchain import toolchain_python
 
 KEY = "bench-key"
@@ -38,27 +39,6 @@ JOB_TIMEOUT = 45 * 60
 DYNAMIC_RANGE_BAR = 0.99
 INT8_BAR = 0.9
 TRANSFORMERS = {"vit", "bert", "gpt2"}
-
-VIT_TINY = {
-    "image_size": 32,
-    "patch_size": 8,
-    "num_layers": 2,
-    "num_heads": 2,
-    "hidden_dim": 32,
-    "mlp_dim": 64,
-    "num_classes": 10,
-}
-BERT_TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "vocab_size": 100,
-    "max_position_embeddings": 64,
-}
-GPT2_TINY = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64, "use_cache": False}
-TOKENS = {"name": "input_ids", "shape": ["batch", 8], "dtype": "int64", "range": [0, 100]}
-MASK = {"name": "attention_mask", "shape": ["batch", 8], "dtype": "int64", "range": [0, 2]}
 
 
 def image(size: int) -> list[dict[str, Any]]:
@@ -92,7 +72,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
     "gpt2": {
         "label": "GPT2LMHeadModel, 2 layers, 8 tokens",
-        "architecture": {"name": "transformers.GPT2LMHeadModel", "config": GPT2_TINY},
+        "architecture": {"name": "transformers.GPT2LMHeadModel", "config": {**GPT2_TINY, "use_cache": False}},
         "inputs": [TOKENS],
     },
     "mlp": {

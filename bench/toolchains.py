@@ -23,18 +23,10 @@ from typing import Any
 import httpx
 
 from app.local import LocalStack, free_port
+from tests.support.families import VIT_TINY
 from tests.support.toolchain import toolchain_python
 
 KEY = "bench-key"
-VIT_TINY = {
-    "image_size": 32,
-    "patch_size": 8,
-    "num_layers": 2,
-    "num_heads": 2,
-    "hidden_dim": 32,
-    "mlp_dim": 64,
-    "num_classes": 10,
-}
 MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"builder": "torchvision.models.resnet18", "kwargs": {}, "shape": [1, 3, 224, 224]},
     "mobilenet_v2": {"builder": "torchvision.models.mobilenet_v2", "kwargs": {}, "shape": [1, 3, 224, 224]},

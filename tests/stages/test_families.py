@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.stages.conftest import StageRun, make_torch_models, run_stage
+from tests.support.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
 
 TOLERANCE = 1e-4
 CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
@@ -38,17 +39,6 @@ ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers.", "to
 VALIDATE = {"precision": "float32", "warmup": 1, "runs": 2, "threads_all": 1}
 
 # Same configurations as make_models.py, which writes the bert and gpt2 state dicts.
-BERT_CONFIG = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "vocab_size": 100,
-    "max_position_embeddings": 64,
-}
-GPT2_CONFIG = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
-TOKENS = {"name": "input_ids", "shape": ["batch", 8], "dtype": "int64", "range": [0, 100]}
-MASK = {"name": "attention_mask", "shape": ["batch", 8], "dtype": "int64", "range": [0, 2]}
 
 # (family, converter) -> the measured outcome: "pass" (builtin ops only, within tolerance),
 # "requires_flex" (the .tflite needs Select-TF ops, which stock LiteRT cannot run),
@@ -166,23 +156,15 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
         spec(
             {
                 "name": "torchvision.models.VisionTransformer",
-                "kwargs": {
-                    "image_size": 32,
-                    "patch_size": 8,
-                    "num_layers": 2,
-                    "num_heads": 2,
-                    "hidden_dim": 32,
-                    "mlp_dim": 64,
-                    "num_classes": 10,
-                },
+                "kwargs": VIT_TINY,
             },
             image(32),
         ),
     ),
-    "bert": ("bert", spec({"name": "transformers.BertModel", "config": BERT_CONFIG}, [TOKENS, MASK])),
+    "bert": ("bert", spec({"name": "transformers.BertModel", "config": BERT_TINY}, [TOKENS, MASK])),
     "gpt2": (
         "gpt2",
-        spec({"name": "transformers.GPT2LMHeadModel", "config": {**GPT2_CONFIG, "use_cache": False}}, [TOKENS]),
+        spec({"name": "transformers.GPT2LMHeadModel", "config": {**GPT2_TINY, "use_cache": False}}, [TOKENS]),
     ),
     "mlp": (
         "mlp",
