@@ -12,7 +12,7 @@ from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -158,7 +158,13 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
     except BaseException:
         receiver.abort()
         raise
-    if receiver._open_writers:
+    # python-multipart's finalize() does not check that the closing boundary arrived.
+    if parser.state != MultipartState.END:
+        where = f"in part {receiver._current.name!r}" if receiver._current.name else "early"
         receiver.abort()
-        raise InvalidRequest("the multipart body ended in the middle of a part", code="truncated_upload")
+        raise InvalidRequest(
+            f"the multipart body ended {where}, before its closing boundary: "
+            "the upload was cut short; send the whole request again",
+            code="malformed_multipart",
+        )
     return receiver.parts
