@@ -48,13 +48,31 @@ def test_health_needs_no_key(client: TestClient) -> None:
     assert client.get("/").status_code == 200
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}])
-def test_v1_routes_need_a_valid_key(client: TestClient, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer wrong"}, "invalid_api_key"),
+        ({"Authorization": "Basic abc"}, "missing_api_key"),
+    ],
+)
+def test_v1_routes_need_a_valid_key(client: TestClient, headers: dict[str, str], code: str) -> None:
     for method, path in [("get", "/v1/jobs"), ("get", "/v1/toolchains"), ("post", "/v1/jobs")]:
         response = getattr(client, method)(path, headers=headers)
         assert response.status_code == 401, (path, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
-        assert response.json()["code"] in ("missing_api_key", "invalid_api_key")
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["code"] == code
+
+
+def test_a_request_id_sent_is_echoed_and_one_is_made_otherwise(client: TestClient, auth: dict[str, str]) -> None:
+    for path, headers, status in [("/v1/jobs", auth, 200), ("/v1/jobs", {}, 401), ("/nowhere", auth, 404)]:
+        sent = client.get(path, headers={**headers, "X-Request-ID": "abc"})
+        assert sent.status_code == status, sent.text
+        assert sent.headers["x-request-id"] == "abc"
+        made = client.get(path, headers=headers)
+        assert len(made.headers["x-request-id"]) == 32  # a fresh uuid4 hex
+        assert made.headers["x-request-id"] != "abc"
 
 
 def test_framework_errors_are_problems(client: TestClient, auth: dict[str, str]) -> None:
@@ -193,6 +211,9 @@ def test_idempotency_key_replays_byte_identical(client: TestClient, auth: dict[s
     again = submit(client, auth, model, headers={"Idempotency-Key": "abc-1"})
     assert first.status_code == again.status_code == 202
     assert first.content == again.content
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
     assert first.headers["x-request-id"] != again.headers["x-request-id"]
     other = submit(client, auth, model, {**SPEC, "seed": 7}, headers={"Idempotency-Key": "abc-1"})
     assert_problem(other, 422, "idempotency_key_reused")
@@ -231,13 +252,36 @@ def test_toolchains_list_exact_versions(client: TestClient, auth: dict[str, str]
     assert "onnx-tf" in toolchains["onnx-tf"]["enabled"]
 
 
+# The errors each /v1 operation can answer (docs/api.md), beyond 401 which all of them can.
+DECLARED_ERRORS = {
+    ("post", "/v1/jobs"): {"401", "409", "413", "415", "422"},
+    ("get", "/v1/jobs"): {"401", "422"},
+    ("get", "/v1/jobs/{job_id}"): {"401", "404"},
+    ("post", "/v1/jobs/{job_id}/cancel"): {"401", "404", "409"},
+    ("get", "/v1/jobs/{job_id}/artifacts"): {"401", "404"},
+    ("get", "/v1/jobs/{job_id}/artifacts/{name}"): {"401", "404", "410"},
+    ("get", "/v1/jobs/{job_id}/report"): {"401", "404", "409", "410"},
+    ("get", "/v1/jobs/{job_id}/logs/{stage}"): {"401", "404", "409"},
+    ("get", "/v1/toolchains"): {"401"},
+    ("post", "/v1/admin/keys"): {"401", "403", "422"},
+    ("delete", "/v1/admin/keys/{key_id}"): {"401", "403", "404"},
+}
+
+
 def test_openapi_declares_problem_responses(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path, methods in paths.items():
-        if not path.startswith("/v1"):
-            continue
-        for method, operation in methods.items():
-            assert "401" in operation["responses"], (method, path)
+    operations = {(m, p): op for p, methods in paths.items() if p.startswith("/v1") for m, op in methods.items()}
+    assert set(operations) == set(DECLARED_ERRORS)
+    for (method, path), operation in operations.items():
+        errors = {status: r for status, r in operation["responses"].items() if int(status) >= 400}
+        assert DECLARED_ERRORS[method, path] <= set(errors), (method, path, sorted(errors))
+        for status, response in errors.items():
+            where = (method, path, status)
+            # problem+json only: no error is ever sent as plain application/json.
+            assert list(response["content"]) == ["application/problem+json"], where
+            schema = response["content"]["application/problem+json"]["schema"]
+            assert {"type", "title", "status", "detail", "code"} <= set(schema["required"]), where
+            assert schema["properties"]["code"]["type"] == "string", where
     assert "multipart/form-data" in paths["/v1/jobs"]["post"]["requestBody"]["content"]
 
 

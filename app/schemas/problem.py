@@ -17,7 +17,13 @@ class Problem(BaseModel):
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI declarations of the problem responses a route can return."""
+    """OpenAPI declarations of the problem responses a route can return.
+
+    Each is ``application/problem+json`` with the Problem schema, and only that: with
+    ``model=`` FastAPI would also declare an ``application/json`` body no error carries.
+    Declaring 422 also replaces FastAPI's own (``application/json``, HTTPValidationError),
+    which it adds to every route with parameters although the handler renders a problem.
+    """
     descriptions = {
         400: "Malformed request",
         401: "Missing or invalid API key",
@@ -29,11 +35,11 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "The request cannot be processed as sent",
         503: "A dependency is unavailable",
     }
+    schema = Problem.model_json_schema()
     return {
         status: {
-            "model": Problem,
             "description": descriptions.get(status, "Error"),
-            "content": {"application/problem+json": {}},
+            "content": {"application/problem+json": {"schema": schema}},
         }
         for status in statuses
     }

@@ -206,6 +206,25 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
     return job
 
 
+def error_summary(job: Job) -> dict[str, str | None] | None:
+    """The job's failure as ``{code, stage}``, or None when it did not fail."""
+    if not job.error_code:
+        return None
+    return {"code": job.error_code, "stage": job.error_stage}
+
+
+def outcome_sentence(job: Job) -> str:
+    """One sentence on where the job stands, for the detail of a problem about its files.
+
+    Says whether waiting helps: a finished job will produce nothing more.
+    """
+    if job.status not in FINAL_STATUSES:
+        return f"The job is {job.status}: its files appear as its stages finish."
+    verb = "was cancelled" if job.status == "cancelled" else job.status
+    failure = f" with {job.error_code} at stage {job.error_stage}" if job.error_code else ""
+    return f"The job {verb}{failure} and will produce nothing more; see GET /v1/jobs/{job.id}."
+
+
 def _encode_cursor(job: Job) -> str:
     raw = f"{job.created_at.isoformat()}|{job.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

@@ -55,7 +55,7 @@ def create_key(body: KeyCreate, caller: AdminDep, session: SessionDep) -> KeyCre
     "/keys/{key_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Revoke an API key",
 )
 def revoke_key(key_id: str, caller: AdminDep, session: SessionDep) -> Response:

@@ -106,7 +106,7 @@ def list_jobs(
     return JobPage(items=[job_out(j) for j in items], next_cursor=next_cursor, limit=limit)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404), summary="A job's state")
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(401, 404, 422), summary="A job's state")
 def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
     return job_out(jobs.get_job(session, caller.tenant, job_id))
 
@@ -114,7 +114,7 @@ def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 404, 409, 422),
     summary="Cancel a queued or running job",
 )
 def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
@@ -125,7 +125,7 @@ def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
 @router.get(
     "/{job_id}/artifacts",
     response_model=list[ArtifactOut],
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 404, 422),
     summary="The job's artifacts",
 )
 def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> list[ArtifactOut]:
@@ -158,7 +158,7 @@ def _expired_detail(what: str, expired_at: datetime | None, settings: Settings) 
     "/{job_id}/artifacts/{name}",
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes"},
-        **problem_responses(401, 404),
+        **problem_responses(401, 404, 422),
         **EXPIRED_RESPONSE,
     },
     response_class=StreamingResponse,
@@ -170,8 +170,12 @@ def download_artifact(
     job = jobs.get_job(session, caller.tenant, job_id)
     artifact = next((a for a in job.artifacts if a.name == name), None)
     if artifact is None:
-        names = ", ".join(a.name for a in job.artifacts) or "none yet"
-        raise NotFound(f"job has no artifact {name!r}; it has: {names}", code="artifact_not_found")
+        names = ", ".join(a.name for a in job.artifacts) or "none"
+        raise NotFound(
+            f"job has no artifact {name!r}; it has: {names}. {jobs.outcome_sentence(job)}",
+            code="artifact_not_found",
+            job_status=job.status,
+        )
     # A missing file without expired_at is a sweep between deleting and marking: expired too.
     expired_at = artifact.expired_at or job.expired_at
     if expired_at is not None or not store.exists(artifact.object_key):
@@ -194,7 +198,7 @@ def download_artifact(
 
 @router.get(
     "/{job_id}/report",
-    responses={**problem_responses(401, 404, 409), **EXPIRED_RESPONSE},
+    responses={**problem_responses(401, 404, 409, 422), **EXPIRED_RESPONSE},
     summary="The accuracy and performance report (JSON)",
 )
 def get_report(
@@ -208,19 +212,48 @@ def get_report(
             expired_at=as_utc(job.expired_at).isoformat() if job.expired_at else None,
         )
     if not job.report_key:
-        raise Conflict(f"the report is written when the job finishes; the job is {job.status}", code="report_not_ready")
+        if job.status in jobs.FINAL_STATUSES:
+            # A final answer: a client waiting for the report must stop waiting.
+            raise NotFound(
+                f"no report was produced: {jobs.outcome_sentence(job)}",
+                code="report_not_produced",
+                job_status=job.status,
+                job_error=jobs.error_summary(job),
+            )
+        raise Conflict(
+            f"the report is written when the job finishes; the job is {job.status}: retry later",
+            code="report_not_ready",
+            job_status=job.status,
+        )
     return Response(store.read_bytes(job.report_key), media_type="application/json")  # type: ignore[return-value]
 
 
 @router.get(
     "/{job_id}/logs/{stage}",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}, **problem_responses(401, 404)},
+    responses={200: {"content": {"text/plain": {}}}, **problem_responses(401, 404, 409, 422)},
     summary="A stage's log",
 )
 def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDep, store: StoreDep) -> Response:
     job = jobs.get_job(session, caller.tenant, job_id)
     run = next((s for s in job.stages if s.name == stage), None)
-    if run is None or not run.log_key or not store.exists(run.log_key):
-        raise NotFound(f"no log for stage {stage!r} of this job", code="log_not_found")
-    return Response(store.read_bytes(run.log_key), media_type="text/plain; charset=utf-8")
+    if run is None:
+        names = ", ".join(s.name for s in job.stages)
+        raise NotFound(f"this job has no stage {stage!r}; its stages are: {names}", code="log_not_found")
+    if run.log_key and store.exists(run.log_key):
+        return Response(store.read_bytes(run.log_key), media_type="text/plain; charset=utf-8")
+    if job.status not in jobs.FINAL_STATUSES and run.state in ("pending", "queued", "running"):
+        raise Conflict(
+            f"stage {stage!r} is {run.state}: its log is stored when it ends; retry later",
+            code="log_not_ready",
+            stage_state=run.state,
+        )
+    if run.log_key:
+        why = "removed under the retention policy" if job.expired_at else "its file is no longer in the object store"
+    else:
+        why = f"the stage is {run.state} and stored none"
+    raise NotFound(
+        f"no log for stage {stage!r}: {why}. {jobs.outcome_sentence(job)}",
+        code="log_not_found",
+        stage_state=run.state,
+    )
