@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
 
-from app.core.migrate import upgrade
+from app.core.migrate import alembic_config, upgrade
 from app.models import Base
 
 
@@ -20,5 +21,14 @@ def test_migrations_match_the_models(db_url: str) -> None:
 
 
 def test_upgrade_is_idempotent(db_url: str) -> None:
+    heads = ScriptDirectory.from_config(alembic_config(db_url)).get_heads()
+    assert len(heads) == 1, heads  # one line of migrations
+    upgrade(db_url)  # the fixture already upgraded once: twice more
     upgrade(db_url)
-    upgrade(db_url)
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert context.get_current_heads() == tuple(heads)
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()

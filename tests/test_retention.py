@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import timedelta
 
@@ -188,8 +189,19 @@ def test_expired_files_answer_410_and_the_rows_say_when(
     base = f"/v1/jobs/{old['id']}"
     download = client.get(f"{base}/artifacts/model.onnx", headers=auth)
     assert download.status_code == 200, download.text
-    assert download.content == f"onnx of {old['id']}".encode()
-    assert client.get(f"{base}/report", headers=auth).status_code == 200
+    onnx_bytes = f"onnx of {old['id']}".encode()
+    assert download.content == onnx_bytes
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    assert download.headers["content-length"] == str(len(onnx_bytes))
+    assert download.headers["x-checksum-sha256"] == digest
+    assert download.headers["etag"] == f'"{digest}"'
+    assert download.headers["content-disposition"] == 'attachment; filename="model.onnx"'
+    report = client.get(f"{base}/report", headers=auth)
+    assert report.status_code == 200, report.text
+    assert report.content == f"report of {old['id']}".encode()
+    log = client.get(f"{base}/logs/export_onnx", headers=auth)
+    assert log.status_code == 200, log.text
+    assert log.text == f"log of {old['id']}"
     before_job = client.get(base, headers=auth).json()
     before_artifacts = client.get(f"{base}/artifacts", headers=auth).json()
     assert before_job["expired_at"] is None
@@ -207,6 +219,11 @@ def test_expired_files_answer_410_and_the_rows_say_when(
         assert problem["title"]
         assert "MODELPORT_RETENTION_HOURS" in problem["detail"]
         assert problem["expired_at"]
+    log = client.get(f"{base}/logs/export_onnx", headers=auth)
+    assert log.status_code == 404, log.text
+    assert log.headers["content-type"].startswith("application/problem+json")
+    assert log.json()["code"] == "log_not_found"
+    assert "retention" in log.json()["detail"]
     # An unknown name is still a 404, expired job or not.
     missing = client.get(f"{base}/artifacts/model_int8.tflite", headers=auth)
     assert missing.status_code == 404
