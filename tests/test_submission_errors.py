@@ -161,3 +161,15 @@ def test_a_cut_multipart_body_is_malformed_multipart(
     # The whole body is accepted: the refusal was about the cut.
     whole = client.post("/v1/jobs", headers={**auth, "Content-Type": content_type}, content=body)
     assert whole.status_code == 202, whole.text
+
+
+def test_strict_quantization_is_not_refused_at_submission(client: TestClient, auth: dict[str, str]) -> None:
+    # docs/api.md: whether a precision can be produced is known only once the quantizer
+    # tried it, so strict: true is judged by the report, not refused as precision_unavailable.
+    spec = {"targets": ["tflite"], "quantization": ["float32", "dynamic_range", "float16", "int8"], "strict": True}
+    response = post(client, auth, {"model": ("m.onnx", ONNX), "spec": (None, json.dumps(spec))})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["spec"]["strict"] is True
+    assert job["spec"]["quantization"] == ["float32", "dynamic_range", "float16", "int8"]
+    assert [s["name"] for s in job["stages"]][-2:] == ["quantize", "report"]
