@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from redis import Redis
 
 from app.api.errors import install_error_handlers
+from app.api.request_id import RequestIdMiddleware
 from app.api.routes import admin, health, jobs, toolchains
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker, session_scope
@@ -25,18 +24,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+        # The API waits for a lock at most api_lock_timeout_ms, then answers 503. Readers and
+        # writers have separate pools, so a burst of writers queued on SQLite's lock never
+        # holds every connection a GET needs.
+        timeouts = {
+            "sqlite_busy_timeout_ms": settings.database.api_lock_timeout_ms,
+            "postgresql_lock_timeout_ms": settings.database.api_lock_timeout_ms,
+        }
+        engine = make_engine(settings.database_url, read_only=True, **timeouts)
+        write_engine = make_engine(settings.database_url, **timeouts)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.writes = make_sessionmaker(write_engine)
         app.state.store = make_object_store(settings.storage, local_root=str(settings.storage_root))
         app.state.redis = Redis.from_url(settings.queue.redis_url, socket_timeout=5, socket_connect_timeout=5)
         if settings.api_key:
-            with session_scope(app.state.sessions) as session:
+            with session_scope(app.state.writes) as session:
                 keys.seed_admin_key(session, settings.api_key)
         yield
         app.state.redis.close()
         engine.dispose()
+        write_engine.dispose()
 
     app = FastAPI(
         title="ModelPort",
@@ -46,19 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # The id travels in a header, never in a body, so idempotent replays stay byte-identical.
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-        response.headers["X-Request-ID"] = rid
-        return response
-
+    app.add_middleware(RequestIdMiddleware)
     for module in (health, jobs, toolchains, admin):
         app.include_router(module.router)
     return app

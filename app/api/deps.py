@@ -1,16 +1,25 @@
-"""Shared FastAPI dependencies, as Annotated aliases."""
+"""Shared FastAPI dependencies, as Annotated aliases.
+
+Database work never runs on the event loop. Reads go through ``SessionDep`` (sync routes
+run in the thread pool; the read-only engine never waits for SQLite's write lock). A
+write is one short transaction in one thread, opened on ``WritesDep`` with
+``session_scope`` inside a sync route (or inside ``run_in_threadpool`` from an async
+one): flush, commit and the after-commit callbacks happen in that thread, where a
+dependency's teardown would run in another, later, while the write lock is held.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
+from app.core.db import commit
 from app.core.errors import Forbidden, Unauthorized
 from app.services import keys
 from app.storage import ObjectStore
@@ -22,28 +31,23 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-AFTER_COMMIT = "after_commit"
-
-
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the request's transaction has committed (e.g. enqueue a task)."""
-    session.info.setdefault(AFTER_COMMIT, []).append(callback)
-
-
 def get_session(request: Request) -> Iterator[Session]:
-    """The request's one transaction: committed when the route returns, before the response
-    is sent (scope="function"), then the after-commit callbacks run; rolled back on error."""
+    """The request's read session: committed when the route returns, before the response is
+    sent (scope="function"), rolled back on error. Never for writes: see the module doc."""
     session = request.app.state.sessions()
     try:
         yield session
-        session.commit()
-        for callback in session.info.pop(AFTER_COMMIT, []):
-            callback()
+        commit(session)
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def get_writes(request: Request) -> sessionmaker[Session]:
+    """The write sessions (``BEGIN IMMEDIATE`` on SQLite): use with ``session_scope``."""
+    return request.app.state.writes
 
 
 def get_store(request: Request) -> ObjectStore:
@@ -52,6 +56,7 @@ def get_store(request: Request) -> ObjectStore:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+WritesDep = Annotated[sessionmaker[Session], Depends(get_writes)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
@@ -63,14 +68,17 @@ class Caller:
 
 
 def get_caller(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Caller:
+    """The key's owner. Its own short read session, closed before the route runs, so a
+    request that uploads for minutes holds no pooled connection meanwhile."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'", code="missing_api_key")
-    key = keys.authenticate(session, credentials.credentials)
-    if key is None:
-        raise Unauthorized("the API key is unknown or revoked", code="invalid_api_key")
-    return Caller(key_id=key.id, tenant=key.tenant, is_admin=key.is_admin)
+    with request.app.state.sessions() as session:
+        key = keys.authenticate(session, credentials.credentials)
+        if key is None:
+            raise Unauthorized("the API key is unknown or revoked", code="invalid_api_key")
+        return Caller(key_id=key.id, tenant=key.tenant, is_admin=key.is_admin)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

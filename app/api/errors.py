@@ -8,8 +8,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.request_id import REQUEST_ID_HEADER, request_id_of
+from app.core.db import is_busy
 from app.core.errors import PROBLEM_MEDIA_TYPE, ModelPortError, problem_body
 
 log = structlog.get_logger()
@@ -25,6 +28,9 @@ _HTTP_CODES = {
     415: ("unsupported_media_type", "Unsupported media type"),
     422: ("validation_error", "Unprocessable request"),
 }
+# Seconds a client should wait before retrying when the database is busy: the API's
+# transactions are short, so the lock is usually free again well within this.
+RETRY_AFTER_SECONDS = 1
 
 
 def problem(
@@ -60,12 +66,35 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(f"{e['loc']}: {e['message']}" for e in errors) or "the request is invalid"
         return problem(422, "validation_error", "Unprocessable request", detail, errors=errors)
 
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_busy(exc):
+            return _internal_error(request, exc)
+        log.warning("http.database_busy", path=request.url.path, error=str(exc).splitlines()[0])
+        return problem(
+            503,
+            "database_busy",
+            "Service unavailable",
+            "the database is busy (a write lock was held longer than the service waits); "
+            "the request changed nothing: retry after the Retry-After seconds",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http.unhandled_error", path=request.url.path)
-        return problem(
-            500,
-            "internal_error",
-            "Internal server error",
-            "an unexpected error occurred; the request id in the X-Request-ID header helps the operator",
-        )
+        return _internal_error(request, exc)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """500 internal_error, with the request id: Starlette answers an unhandled exception in
+    its outermost middleware, outside the one that sets the header on every response."""
+    log.error("http.unhandled_error", path=request.url.path, exc_info=exc)
+    rid = request_id_of(request)
+    return problem(
+        500,
+        "internal_error",
+        "Internal server error",
+        "an unexpected error occurred; the request id in the X-Request-ID header helps the operator",
+        {REQUEST_ID_HEADER: rid} if rid else None,
+    )

@@ -18,7 +18,11 @@ class DatabaseSettings(BaseSettings):
 
     # SQLite in the data directory unless DATABASE_URL says otherwise.
     database_url: str = Field(default="", alias="DATABASE_URL")
+    # How long a worker (or the CLI) waits for SQLite's write lock before "database is locked".
     sqlite_busy_timeout_ms: int = 15_000
+    # How long the API waits for a lock (SQLite's write lock, a PostgreSQL row lock) before
+    # answering 503 database_busy with Retry-After: short, so a busy database answers fast.
+    api_lock_timeout_ms: int = Field(default=5_000, ge=1, alias="MODELPORT_API_LOCK_TIMEOUT_MS")
 
 
 class StorageSettings(BaseSettings):

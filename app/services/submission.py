@@ -1,12 +1,15 @@
-"""Accepting a job: stream the upload, check it, create the job, enqueue after commit."""
+"""Accepting a job: stream the upload (async), then check it and create the job (in a thread)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis import Redis
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.core.config import Settings
@@ -16,7 +19,7 @@ from app.models.base import new_id
 from app.services import jobs
 from app.services.idempotency import KeyReservation
 from app.services.sniff import sniff_format
-from app.services.uploads import MultipartReceiver, receive_multipart
+from app.services.uploads import MultipartReceiver, Part, receive_multipart
 from app.storage import ObjectStore
 
 FILE_FIELDS = ("model", "inputs", "calibration")
@@ -39,44 +42,38 @@ def _check_data_file(store: ObjectStore, key: str, field: str) -> None:
         )
 
 
-async def submit(
+@dataclass
+class Upload:
+    """A received multipart body: its parts are stored under ``prefix``, none checked yet."""
+
+    job_id: str
+    prefix: str
+    parts: dict[str, Part]
+
+
+@asynccontextmanager
+async def receive(
     request: Request,
-    session: Session,
+    sessions: sessionmaker[Session],
     store: ObjectStore,
     settings: Settings,
     *,
     tenant: str,
     idempotency_key: str | None,
     redis: Redis,
-) -> Submission:
+) -> AsyncIterator[Upload]:
+    """Reserve the Idempotency-Key, stream the body into the store and yield it; the files
+    are deleted if the block raises, the key released when it ends. Blocking calls (Redis,
+    the database, deleting files) run in the thread pool, never on the event loop."""
     job_id = new_id()
+    prefix = f"uploads/{job_id}"
     reservation = KeyReservation(redis, tenant, idempotency_key, job_id) if idempotency_key else None
-    if reservation is not None and not reservation.acquire():
-        if jobs.find_by_idempotency_key(session, tenant, idempotency_key or "") is None:
+    if reservation is not None and not await run_in_threadpool(reservation.acquire):
+        if await run_in_threadpool(_find_by_key, sessions, tenant, idempotency_key or "") is None:
             raise Conflict(
                 "a request with this Idempotency-Key is still being processed; retry once it has answered",
                 code="idempotency_key_in_use",
             )
-    try:
-        return await _submit(
-            request, session, store, settings, job_id=job_id, tenant=tenant, idempotency_key=idempotency_key
-        )
-    finally:
-        if reservation is not None:
-            reservation.release()
-
-
-async def _submit(
-    request: Request,
-    session: Session,
-    store: ObjectStore,
-    settings: Settings,
-    *,
-    job_id: str,
-    tenant: str,
-    idempotency_key: str | None,
-) -> Submission:
-    prefix = f"uploads/{job_id}"
     limits = settings.limits
     receiver = MultipartReceiver(
         store,
@@ -91,6 +88,35 @@ async def _submit(
     max_body = limits.max_upload_bytes + 2 * limits.max_data_upload_bytes + 4 * 1024 * 1024
     try:
         parts = await receive_multipart(request, receiver, max_body)
+        yield Upload(job_id=job_id, prefix=prefix, parts=parts)
+    except BaseException:
+        await run_in_threadpool(store.delete_prefix, prefix)
+        raise
+    finally:
+        if reservation is not None:
+            await run_in_threadpool(reservation.release)
+
+
+def _find_by_key(sessions: sessionmaker[Session], tenant: str, key: str) -> Job | None:
+    with sessions() as session:
+        return jobs.find_by_idempotency_key(session, tenant, key)
+
+
+def accept(
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    upload: Upload,
+    *,
+    tenant: str,
+    idempotency_key: str | None,
+) -> Submission:
+    """Check the upload and create its job (flushed, not committed), or find the job an
+    earlier request with this Idempotency-Key created. Blocking: call it in a worker
+    thread, in the write transaction the caller commits. Raises ModelPortError (422 …)
+    for a refused upload, whose files are then deleted."""
+    job_id, prefix, parts = upload.job_id, upload.prefix, upload.parts
+    try:
         model = parts.get("model")
         if model is None or model.stored is None:
             raise InvalidRequest("the 'model' file part is required", code="model_required")

@@ -5,7 +5,8 @@ import re
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, field_validator
 
-from app.api.deps import AdminDep, SessionDep
+from app.api.deps import AdminDep, WritesDep
+from app.core.db import session_scope
 from app.core.errors import NotFound
 from app.models import ApiKey
 from app.schemas.problem import problem_responses
@@ -43,24 +44,26 @@ class KeyCreated(BaseModel):
     "/keys",
     status_code=201,
     response_model=KeyCreated,
-    responses=problem_responses(400, 401, 403, 422),
+    responses=problem_responses(400, 401, 403, 422, 503),
     summary="Create an API key (the secret is shown once)",
 )
-def create_key(body: KeyCreate, caller: AdminDep, session: SessionDep) -> KeyCreated:
-    key, secret = keys.create_key(session, body.tenant, is_admin=body.admin, label=body.label)
-    return KeyCreated(key=secret, id=key.id, tenant=key.tenant, admin=key.is_admin)
+def create_key(body: KeyCreate, caller: AdminDep, writes: WritesDep) -> KeyCreated:
+    with session_scope(writes) as session:
+        key, secret = keys.create_key(session, body.tenant, is_admin=body.admin, label=body.label)
+        return KeyCreated(key=secret, id=key.id, tenant=key.tenant, admin=key.is_admin)
 
 
 @router.delete(
     "/keys/{key_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, 503),
     summary="Revoke an API key",
 )
-def revoke_key(key_id: str, caller: AdminDep, session: SessionDep) -> Response:
-    key = session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"no API key {key_id!r}", code="key_not_found")
-    keys.revoke(session, key)
+def revoke_key(key_id: str, caller: AdminDep, writes: WritesDep) -> Response:
+    with session_scope(writes) as session:
+        key = session.get(ApiKey, key_id)
+        if key is None:
+            raise NotFound(f"no API key {key_id!r}", code="key_not_found")
+        keys.revoke(session, key)
     return Response(status_code=204)

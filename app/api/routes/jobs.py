@@ -5,15 +5,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, after_commit
+from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
+from app.api.request_id import request_id_of
 from app.core.config import Settings
+from app.core.db import after_commit, session_scope
 from app.core.errors import Conflict, ModelPortError, NotFound
 from app.models.base import as_utc
 from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from app.schemas.problem import problem_responses
 from app.services import jobs, submission
+from app.storage import ObjectStore
 from worker.enqueue import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -61,36 +66,54 @@ MULTIPART_BODY: dict[str, Any] = {
     status_code=202,
     response_model=JobOut,
     openapi_extra=MULTIPART_BODY,
-    responses=problem_responses(400, 401, 409, 413, 415, 422),
+    responses=problem_responses(400, 401, 409, 413, 415, 422, 503),
     summary="Submit a conversion job",
 )
 async def create_job(
     request: Request,
     caller: CallerDep,
-    session: SessionDep,
+    writes: WritesDep,
     store: StoreDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Response:
-    result = await submission.submit(
+    # The body streams in on the event loop; everything after it, in one worker thread.
+    async with submission.receive(
         request,
-        session,
+        request.app.state.sessions,
         store,
         settings,
         tenant=caller.tenant,
         idempotency_key=idempotency_key,
         redis=request.app.state.redis,
-    )
-    job = result.job
-    headers = {"Location": f"/v1/jobs/{job.id}"}
-    if result.replayed and job.creation_response:
-        headers["Idempotent-Replayed"] = "true"
-        return Response(job.creation_response, status_code=202, media_type="application/json", headers=headers)
-    body = job_out(job).model_dump_json()
-    job.creation_response = body
-    first = job.stages[0]
-    request_id = request.headers.get("X-Request-ID")
-    after_commit(session, lambda: enqueue_stage(job.id, first.name, first.toolchain, request_id=request_id))
+    ) as upload:
+        return await run_in_threadpool(
+            _accept, writes, store, settings, upload, caller.tenant, idempotency_key, request_id_of(request)
+        )
+
+
+def _accept(
+    writes: sessionmaker[Session],
+    store: ObjectStore,
+    settings: Settings,
+    upload: submission.Upload,
+    tenant: str,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> Response:
+    """The submission's database work as one short write transaction in this thread:
+    the job row and its creation response, the commit, then the first stage's enqueue."""
+    with session_scope(writes) as session:
+        result = submission.accept(session, store, settings, upload, tenant=tenant, idempotency_key=idempotency_key)
+        job = result.job
+        headers = {"Location": f"/v1/jobs/{job.id}"}
+        if result.replayed and job.creation_response:
+            headers["Idempotent-Replayed"] = "true"
+            return Response(job.creation_response, status_code=202, media_type="application/json", headers=headers)
+        body = job_out(job).model_dump_json()
+        job.creation_response = body
+        first = job.stages[0]
+        after_commit(session, lambda: enqueue_stage(job.id, first.name, first.toolchain, request_id=request_id))
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
@@ -114,12 +137,13 @@ def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
 @router.post(
     "/{job_id}/cancel",
     response_model=JobOut,
-    responses=problem_responses(401, 404, 409, 422),
+    responses=problem_responses(401, 404, 409, 422, 503),
     summary="Cancel a queued or running job",
 )
-def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
-    job = jobs.cancel_job(session, jobs.get_job(session, caller.tenant, job_id))
-    return job_out(job)
+def cancel_job(job_id: str, caller: CallerDep, writes: WritesDep) -> JobOut:
+    with session_scope(writes) as session:
+        job = jobs.cancel_job(session, jobs.get_job(session, caller.tenant, job_id))
+        return job_out(job)
 
 
 @router.get(
