@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.core.config import Settings
@@ -15,6 +16,7 @@ from app.models import Job
 from app.models.base import new_id
 from app.services import jobs
 from app.services.idempotency import KeyReservation
+from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, receive_multipart
 from app.storage import ObjectStore
@@ -109,6 +111,14 @@ async def _submit(
             sniffed = sniff_format(handle)
         model_format = jobs.resolve_format(
             spec.model_format, sniffed, pickled_module_enabled=settings.conversion.enable_pickled_module
+        )
+        await run_in_threadpool(
+            refuse_unsafe_pickles,
+            store,
+            model.stored.key,
+            sniffed=sniffed,
+            model_format=model_format,
+            pickled_module_enabled=settings.conversion.enable_pickled_module,
         )
         normalized = jobs.check_spec(spec, model_format, settings)
         digests = {name: p.stored.sha256 for name, p in parts.items() if p.stored is not None}
