@@ -19,16 +19,18 @@ name ends in ``.pkl``, at any depth, duplicates included; any other file as torc
 legacy format reads it: one pickle, and when that one is torch's magic number, the four
 that follow it (protocol, system info, the data, the storage keys; raw storage bytes come
 after and are not pickles). Bounded: a zip member or a file's pickles over
-``MAX_PICKLE_BYTES``, or over ``MAX_OPCODES`` opcodes, raise :class:`PickleTooLarge`;
+``MAX_PICKLE_BYTES``, or over ``MAX_OPCODES`` opcodes, end the scan (``ScanResult.too_large``);
 nothing is read into memory beyond one opcode's argument, which the byte bound caps.
 
-A pickle that stops parsing (truncated, an unknown opcode) is reported up to that point:
-an unpickler stops at the same place, so the rest never runs.
+A pickle that stops parsing (truncated, an unknown opcode) is reported up to that point
+(an unpickler stops at the same place, so the rest never runs), and only by globals that
+are dotted Python paths: random bytes can parse as a few opcodes, a GLOBAL among them.
 """
 
 from __future__ import annotations
 
 import pickletools
+import re
 import struct
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
@@ -39,6 +41,8 @@ MAX_PICKLE_BYTES = 128 * 1024**2
 MAX_OPCODES = 2_000_000  # a state dict takes about 30 per tensor
 SNIFF_OPCODES = 100_000  # parsed this far without an error, a headerless file is a pickle
 MAX_LINE_BYTES = 64 * 1024  # protocol 0 reads names and numbers up to a newline
+# A dotted Python path ("posix.system"); what a damaged pickle names must look like one to count.
+_IMPORTABLE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", re.ASCII)
 MAX_TRACKED_STRING = 1024  # longer strings cannot be module or attribute names we allow
 # torch.save's legacy (non-zip) format starts with this number, pickled on its own.
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -132,6 +136,7 @@ class ScanResult:
 
     findings: list[Finding] = field(default_factory=list)
     pickles: int = 0
+    too_large: PickleTooLarge | None = None  # the scan stopped at a bound, after ``findings``
 
     @property
     def names(self) -> list[str]:
@@ -194,12 +199,14 @@ class _PickleWalker:
         self.memo: dict[int, str | None] = {}
         self.pushed: list[str | None] = []  # the top of the stack, as far as only strings were pushed
         self.values: list[object] = []  # the first constants this pickle pushed (for the magic number)
+        self.findings: list[Finding] = []
+        self.first_opcode = opcodes[0]
 
     def walk(self) -> bool:
         """True when the pickle parsed to its STOP; False when it stopped parsing before."""
         kinds, pushed, memo, values = _KINDS, self.pushed, self.memo, self.values
         try:
-            for opcode, arg, offset in pickletools.genops(self.reader):
+            for opcode, arg, offset in pickletools.genops(self.reader):  # type: ignore[arg-type]  # read, readline, tell
                 self.opcodes[0] += 1
                 if self.opcodes[0] > self.limit:
                     raise PickleTooLarge(self.where, f"its pickles hold more than {self.limit} opcodes")
@@ -222,7 +229,12 @@ class _PickleWalker:
                     self._global(kind, arg, offset or 0)
                     pushed.clear()
         except (ValueError, EOFError, struct.error, OverflowError):
+            # Cut short: an unpickler would import what came before the damage, but only a
+            # real module path; random bytes that happen to parse as a GLOBAL are no threat.
+            self.findings = [found for found in self.findings if _IMPORTABLE.fullmatch(found.name)]
             return False
+        finally:
+            self.result.findings.extend(self.findings)
         return True
 
     def _global(self, kind: int, arg: object, offset: int) -> None:
@@ -232,13 +244,15 @@ class _PickleWalker:
         elif kind == _STACK_GLOBAL:
             module_or_none, attribute_or_none = self.pushed[-2:] if len(self.pushed) >= 2 else (None, None)
             if module_or_none is None or attribute_or_none is None:
+                if self.opcodes[0] - self.first_opcode < 4:
+                    return  # no room for a call that made a str: the unpickler fails here
                 name = "<a STACK_GLOBAL whose name is computed>"
             else:
                 name = _global_name(module_or_none, attribute_or_none)
         else:
             name = f"<copyreg extension code {arg}>"
         if name not in ALLOWED_GLOBALS:
-            self.result.findings.append(Finding(name, self.where, offset))
+            self.findings.append(Finding(name, self.where, offset))
 
 
 def scan_pickles(stream: BinaryIO, size: int, where: str, result: ScanResult, *, legacy: bool = False) -> None:
@@ -260,17 +274,21 @@ def scan_pickles(stream: BinaryIO, size: int, where: str, result: ScanResult, *,
 def scan_file(stream: BinaryIO) -> ScanResult:
     """Scan a torch.save file, zip or legacy (see the module's docstring); ``stream`` is seekable.
 
-    Raises :class:`PickleTooLarge` for a ``.pkl`` member or pickles over the bounds.
+    A ``.pkl`` member or pickles over the bounds end the scan: ``too_large`` says where,
+    ``findings`` holds what was found before.
     """
     result = ScanResult()
     size = stream.seek(0, 2)
     stream.seek(0)
-    if stream.read(4) == b"PK\x03\x04":
-        stream.seek(0)
-        _scan_zip(stream, result)
-    else:
-        stream.seek(0)
-        scan_pickles(stream, size, "the file", result, legacy=True)
+    try:
+        if stream.read(4) == b"PK\x03\x04":
+            stream.seek(0)
+            _scan_zip(stream, result)
+        else:
+            stream.seek(0)
+            scan_pickles(stream, size, "the file", result, legacy=True)
+    except PickleTooLarge as exc:
+        result.too_large = exc
     stream.seek(0)
     return result
 

@@ -285,7 +285,7 @@ def _not_loadable(path: Path, exc: BaseException) -> StageError:
     try:
         with path.open("rb") as handle:
             named = pickle_scan.describe(pickle_scan.scan_file(handle).findings)
-    except (OSError, pickle_scan.PickleTooLarge):
+    except OSError:
         named = ""
     if not named and (found := REFUSED_GLOBAL.search(detail)):
         named = found.group(1)

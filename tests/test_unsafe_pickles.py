@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import pickletools
+import random
 import subprocess
 import time
 from pathlib import Path
@@ -221,3 +222,24 @@ def test_describe_names_each_global_once_with_its_place() -> None:
     assert describe(scan_file(io.BytesIO(data)).findings, limit=2) == (
         f"posix.system (in the file, byte {offsets[0]}), builtins.eval (in the file, byte {offsets[1]}) and 1 more"
     )
+
+
+@pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")  # pickletools on noise
+def test_random_bytes_are_not_called_unsafe() -> None:
+    # Random bytes parse as a few opcodes before failing, sometimes a GLOBAL or STACK_GLOBAL
+    # among them; an upload of garbage is invalid_model in the stage, never unsafe_model.
+    for seed in range(3000):
+        noise = random.Random(seed).randbytes(4096)
+        for data in (noise, b"\x80\x02" + noise):
+            assert scan_file(io.BytesIO(data)).findings == [], seed
+    # Cut short after a real module path: that global would be imported before the damage.
+    damaged = b"\x80\x02cposix\nsystem\nq\x00\xff"
+    assert scan_file(io.BytesIO(damaged)).names == ["posix.system"]
+
+
+def test_what_was_found_before_a_bound_is_kept() -> None:
+    hostile = b"\x80\x02cposix\nsystem\n"
+    result = scan_file(io.BytesIO(hostile + b"N" * (MAX_OPCODES + 10) + b"."))
+    assert result.names == ["posix.system"]  # so the API answers unsafe_model, not pickle_too_large
+    assert result.too_large is not None
+    assert f"more than {MAX_OPCODES} opcodes" in result.too_large.reason

@@ -14,7 +14,7 @@ import structlog
 
 from app.core.errors import InvalidRequest
 from app.storage import ObjectStore
-from stages.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, PickleTooLarge, describe, scan_file
+from stages.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, describe, scan_file
 
 log = structlog.get_logger()
 
@@ -31,16 +31,16 @@ def refuse_unsafe_pickles(
     if sniffed != "state_dict_or_module" or model_format != "state_dict":
         return
     with store.open_read(key) as handle:
-        try:
-            result = scan_file(handle)
-        except PickleTooLarge as exc:
-            raise InvalidRequest(
-                f"the model's pickle {exc.where} is too large to check ({exc.reason}; the limits are "
-                f"{MAX_PICKLE_BYTES} bytes and {MAX_OPCODES} opcodes). torch.save stores tensors beside its "
-                "pickle, which stays small: save the weights with torch.save(model.state_dict()) or as .safetensors",
-                code="pickle_too_large",
-            ) from None
+        result = scan_file(handle)
     if not result.findings:
+        if result.too_large is not None:
+            raise InvalidRequest(
+                f"the model's pickle in {result.too_large.where} is too large to check ({result.too_large.reason}; "
+                f"the limits are {MAX_PICKLE_BYTES} bytes and {MAX_OPCODES} opcodes). torch.save stores tensors "
+                "beside its pickle, which stays small: save the weights with torch.save(model.state_dict()) "
+                "or as .safetensors",
+                code="pickle_too_large",
+            )
         return
     log.warning("upload.unsafe_model", key=key, globals=result.names[:10])
     pickled = (
