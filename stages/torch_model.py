@@ -102,9 +102,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
         try:
             raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unpickling failure is the user's file
-            message = _not_loadable_message(exc)
-            code = "unsafe_model" if message.startswith(UNSAFE_PREFIX) else "invalid_model"
-            raise StageError(code, message) from None
+            raise _not_loadable(path, exc) from None
     state = _unwrap_checkpoint(raw)
     return _strip_prefix(state, "module.")
 
@@ -271,26 +269,47 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
 
 
 UNSAFE_PREFIX = "the file is a pickle that would run code when loaded"
+# How torch's weights-only unpickler names a global it refuses ("posix.system", "builtins.exec").
+REFUSED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.<>]+?)\.?(?: |$)")
 
 
-def _not_loadable_message(exc: BaseException) -> str:
+def _not_loadable(path: Path, exc: BaseException) -> StageError:
+    """``unsafe_model`` naming the global when the pickle imports one weights_only refuses, else
+    ``invalid_model``. torch names a refused GLOBAL itself but stops at opcodes it cannot read
+    (``Unsupported operand 149``: protocol 4's FRAME), so the file's pickles are also scanned
+    (stages/pickle_scan.py, nothing run) for the globals behind that."""
+    from stages import pickle_scan
+
+    cause = _root_cause(exc)
+    detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+    try:
+        with path.open("rb") as handle:
+            named = pickle_scan.describe(pickle_scan.scan_file(handle).findings)
+    except OSError:
+        named = ""
+    if not named and (found := REFUSED_GLOBAL.search(detail)):
+        named = found.group(1)
+    if named:
+        return StageError(
+            "unsafe_model",
+            f"{UNSAFE_PREFIX}: it imports {named}, which is refused (state dicts load with weights_only=True, "
+            "no fallback). Save the weights with torch.save(model.state_dict()) or as .safetensors; a whole "
+            f"pickled model needs model_format 'pickled_module', if the operator enabled it ({detail})",
+        )
     # torch's own wording suggests retrying with weights_only=False, which is exactly
     # what must not happen: report the underlying reason instead.
-    cause: BaseException = exc
+    return StageError(
+        "invalid_model",
+        "not a PyTorch state dict: torch.load (weights_only=True) could not read it as a "
+        f"torch.save file, and it is not safetensors ({type(cause).__name__}: {detail.split('. ')[0]})",
+    )
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    cause = exc
     while cause.__cause__ is not None or cause.__context__ is not None:
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    lines = str(cause).strip().splitlines() or [type(cause).__name__]
-    detail = lines[0].split(". ")[0][:300]
-    if "Unsupported global" in detail:
-        return (
-            UNSAFE_PREFIX + ", which is refused (state dicts "
-            "load with weights_only=True, no fallback): save the weights with "
-            f"torch.save(model.state_dict()) or as .safetensors ({detail})"
-        )
-    return (
-        "not a PyTorch state dict: torch.load (weights_only=True) could not read it as a "
-        f"torch.save file, and it is not safetensors ({type(cause).__name__}: {detail})"
-    )
+    return cause
 
 
 def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """``model_format: pickled_module`` at submission: refused (422 ``format_disabled``) unless the
 operator sets ``MODELPORT_ENABLE_PICKLED_MODULE``; when enabled it needs ``inputs``, and
-``auto`` or ``state_dict`` on the same file still mean a state dict (never unpickled)."""
+``auto`` or ``state_dict`` on the same file still mean a state dict (never unpickled): its pickle
+names classes, so it is refused at submission as ``unsafe_model``."""
 
 from __future__ import annotations
 
@@ -98,17 +99,23 @@ def test_enabled_pickled_module_needs_inputs(enabled: TestClient, auth: dict[str
 def test_enabled_switch_leaves_state_dicts_alone(
     enabled: TestClient, auth: dict[str, str], pickled_module: bytes, model_format: str
 ) -> None:
-    # The same bytes, not declared as a pickled module: planned as a state dict (loaded
-    # weights_only=True in the stage, where this file is refused as unsafe_model).
-    response = submit(enabled, auth, pickled_module, {**AS_STATE_DICT, "model_format": model_format})
-    assert response.status_code == 202, response.text
-    assert response.json()["spec"]["model_format"] == "state_dict"
+    # The same bytes, not declared as a pickled module, are read as a state dict: their
+    # pickle names the module's classes, which weights_only=True refuses, so the upload is
+    # refused at submission, with the way to send it that the server allows.
     body = assert_problem(
-        submit(enabled, auth, pickled_module, {"model_format": model_format, "inputs": INPUTS}),
-        422,
-        "architecture_required",
+        submit(enabled, auth, pickled_module, {**AS_STATE_DICT, "model_format": model_format}), 422, "unsafe_model"
     )
-    assert "a state dict needs 'architecture'" in body["detail"]
+    assert "torch.nn.modules.container.Sequential" in body["detail"]
+    assert "must be sent with model_format 'pickled_module'" in body["detail"]
+    assert enabled.get("/v1/jobs", headers=auth).json()["items"] == []
+
+
+def test_disabled_switch_says_the_operator_must_enable_pickled_modules(
+    client: TestClient, auth: dict[str, str], pickled_module: bytes
+) -> None:
+    body = assert_problem(submit(client, auth, pickled_module, AS_STATE_DICT), 422, "unsafe_model")
+    assert "torch.nn.modules.container.Sequential" in body["detail"]
+    assert "the operator must enable on this server (MODELPORT_ENABLE_PICKLED_MODULE)" in body["detail"]
 
 
 def test_pickled_module_must_be_a_torch_save_file(enabled: TestClient, auth: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ import zipfile
 from typing import BinaryIO
 
 from app.core.errors import InvalidRequest
+from stages.pickle_scan import looks_like_pickle
 
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 # torch.save, torch.jit.save and torch.export.save store tensors uncompressed, so what a
@@ -37,6 +38,9 @@ def sniff_format(stream: BinaryIO) -> str | None:
         return "state_dict_or_module"
     if _looks_like_onnx(head):
         return "onnx"
+    if looks_like_pickle(stream):
+        # A protocol 0/1 pickle has no header; torch.load reads it the legacy way.
+        return "state_dict_or_module"
     return None
 
 

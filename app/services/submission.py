@@ -18,6 +18,7 @@ from app.models import Job
 from app.models.base import new_id
 from app.services import jobs
 from app.services.idempotency import KeyReservation
+from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, Part, receive_multipart
 from app.storage import ObjectStore
@@ -135,6 +136,14 @@ def accept(
             sniffed = sniff_format(handle)
         model_format = jobs.resolve_format(
             spec.model_format, sniffed, pickled_module_enabled=settings.conversion.enable_pickled_module
+        )
+        # Before any database work, so a long scan never holds SQLite's write lock.
+        refuse_unsafe_pickles(
+            store,
+            model.stored.key,
+            sniffed=sniffed,
+            model_format=model_format,
+            pickled_module_enabled=settings.conversion.enable_pickled_module,
         )
         normalized = jobs.check_spec(spec, model_format, settings)
         digests = {name: p.stored.sha256 for name, p in parts.items() if p.stored is not None}

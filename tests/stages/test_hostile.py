@@ -13,6 +13,7 @@ Each case is one stage process; the module fixture runs them side by side.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import struct
 import threading
@@ -28,6 +29,7 @@ import pytest
 
 from stages.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
 from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
+from tests.support.hostile_pickles import hostile_pickle, replace_member
 
 MiB = 1024 * 1024
 HUGE_SHAPE = [100000, 100000, 3]
@@ -37,6 +39,16 @@ FEATURES = [{"name": "x", "shape": ["batch", 64], "dtype": "float32"}]
 # The member holding the weight in each torch archive: flipping bytes there changes the
 # model, and torch's reader would not notice.
 WEIGHT_MEMBER = {"torchscript": "/data/0", "program": "/data/weights/weight_0", "state_dict": "/data/0"}
+# Pickles that would run code (the API refuses them at submission; the stage must too):
+# case -> (the global they call, pickle protocol). "archive" replaces a real state dict's data.pkl.
+UNSAFE = {
+    "pickle_p0_os_system": ("os.system", 0),
+    "pickle_p2_posix_system": ("posix.system", 2),
+    "pickle_p4_posix_system": ("posix.system", 4),  # torch stops at FRAME: "Unsupported operand 149"
+    "pickle_p4_eval": ("builtins.eval", 4),
+    "pickle_p5_popen": ("subprocess.Popen", 5),
+    "archive_posix_system": ("posix.system", 2),
+}
 # How each external-data graph names its weights' file -> the FIFO it leads to.
 EXTERNAL = {"absolute": "absolute.bin", "dotdot": "dotdot.bin", "symlink": "symlink-target.bin"}
 
@@ -158,6 +170,15 @@ def hostile_files(real: dict[str, Path], out: Path) -> dict[str, Path]:
     files["state_dict_bomb"] = inflating(real["state_dict"], out / "bomb.pth", "/data/0", 128 * MiB)
     files["torchscript_64gib"] = declaring(real["torchscript"], out / "64gib.pt", "/data/0", 64 * 1024 * MiB)
     files["onnx_truncated"] = truncated(real["onnx_weights"], out / "weights.truncated.onnx")
+    for case, (call, protocol) in UNSAFE.items():
+        content = hostile_pickle(call, protocol, out / f"pwned-{case}")
+        if case.startswith("archive"):
+            files[case] = replace_member(real["state_dict"], out / f"{case}.pth", "/data.pkl", content)
+        else:
+            files[case] = out / f"{case}.pkl"
+            files[case].write_bytes(content)
+    files["pickle_p4_harmless"] = out / "harmless.pkl"
+    files["pickle_p4_harmless"].write_bytes(pickle.dumps({"weight": [1.0, 2.0]}, protocol=4))
     for name, content in (("png", png()), ("noise", noise()), ("empty", b"")):
         files[name] = out / name
         files[name].write_bytes(content)
@@ -195,6 +216,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         spec("torchscript", inputs=[{"name": "x", "shape": HUGE_SHAPE, "dtype": "float32"}]),
     ),
     **{f"onnx_external_{case}": (f"onnx_external_{case}", spec("onnx")) for case in EXTERNAL},
+    **{case: (case, spec("state_dict")) for case in (*UNSAFE, "pickle_p4_harmless")},
 }
 
 
@@ -335,3 +357,19 @@ def test_onnx_external_data_is_refused_without_opening_it(
 ) -> None:
     assert_error(runs[f"onnx_external_{case}"], "onnx_external_data", fragment, "re-save")
     assert EXTERNAL[case] not in watch.opened
+
+
+@pytest.mark.parametrize("case", list(UNSAFE))
+def test_a_pickle_that_would_run_code_is_unsafe_and_never_runs(
+    runs: dict[str, StageRun], models: dict[str, Path], case: str
+) -> None:
+    # Straight to the stage, past the API's scan: torch's weights-only refusal is named.
+    call, _ = UNSAFE[case]
+    where = "'linear/data.pkl'" if case.startswith("archive") else "the file"
+    assert_error(runs[case], "unsafe_model", "would run code", f"imports {call} (in {where}", "weights_only=True")
+    assert not (models[case].parent / f"pwned-{case}").exists()
+
+
+def test_a_pickle_torch_cannot_read_but_harmless_is_an_invalid_model(runs: dict[str, StageRun]) -> None:
+    message = assert_error(runs["pickle_p4_harmless"], "invalid_model", "not a PyTorch state dict")
+    assert "Unsupported operand 149" in message
