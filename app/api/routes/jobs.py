@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -89,7 +90,10 @@ async def create_job(
     body = job_out(job).model_dump_json()
     job.creation_response = body
     first = job.stages[0]
-    request_id = request.headers.get("X-Request-ID")
+    # The middleware's id (the client's X-Request-ID, or one it made): the worker logs it on
+    # every line about this job, and the row keeps it for stages the reconciler sends again.
+    bound_id = structlog.contextvars.get_contextvars().get("request_id") or request.headers.get("X-Request-ID")
+    request_id = job.request_id = str(bound_id)[:200] if bound_id else None
     after_commit(session, lambda: enqueue_stage(job.id, first.name, first.toolchain, request_id=request_id))
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
