@@ -317,7 +317,7 @@ def test_worker_logs_carry_the_request_id_and_metrics_see_the_workers(tmp_path: 
         labels = (("stage", stage), ("toolchain", toolchain))
         assert samples[("modelport_stage_duration_seconds_count", labels)] == 1
         assert samples[("modelport_stage_duration_seconds_sum", labels)] == pytest.approx(seconds[stage], abs=1e-3)
-    assert by_label(samples, "modelport_jobs", "status")["succeeded"] == 1
+    assert samples[("modelport_jobs", (("status", "succeeded"), ("toolchain", "auto")))] == 1
     assert status == 503
     missing = [q for q in QUEUES if q not in queues]
     assert body["checks"]["workers"] == f"error: no live worker on queue(s) {', '.join(missing)}"
