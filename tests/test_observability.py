@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import struct
 import time
 import uuid
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from sqlalchemy import select
 
-from app.core.config import Settings
+from app.core.config import QueueSettings, Settings
 from app.core.db import make_engine, make_sessionmaker, session_scope
 from app.core.migrate import upgrade
 from app.main import create_app
@@ -150,6 +151,22 @@ def test_stage_duration_histogram_counts_finished_stages(
     # Only the stage given durations has a series: the running and skipped ones are left out.
     stages = {dict(lab)["stage"] for (name, lab) in samples if name == "modelport_stage_duration_seconds_count"}
     assert stages == {stage}
+
+
+def test_metrics_report_what_they_can_when_redis_is_down(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    upgrade(url)
+    settings = make_settings(url, tmp_path / "data")
+    with socket.socket() as sock:  # a port nothing listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    settings.queue = QueueSettings(REDIS_URL=dead)
+    with TestClient(create_app(settings)) as client:
+        samples = scrape(client)
+    assert by_label(samples, "modelport_metrics_source_up", "source")["broker"] == 0
+    assert by_label(samples, "modelport_metrics_source_up", "source")["database"] == 1
+    assert samples[("modelport_upload_bytes_total", ())] == 0
+    assert not any(name == "modelport_queue_depth" for name, _ in samples)
 
 
 @pytest.fixture
