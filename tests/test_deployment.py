@@ -88,3 +88,20 @@ def test_no_default_object_store_secret() -> None:
     secret = services["api"]["environment"]["MODELPORT_STORAGE_S3_SECRET_ACCESS_KEY"]
     assert secret.startswith("${MINIO_ROOT_PASSWORD:?"), secret
     assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == secret
+
+
+def test_the_api_is_ready_only_with_workers_and_no_worker_waits_for_the_api() -> None:
+    # /readyz answers 503 until a worker consumes every queue: a worker that waited for the
+    # API's health would never start.
+    services = compose()["services"]
+    api_check = services["api"]["healthcheck"]
+    assert "http://127.0.0.1:8000/readyz" in api_check["test"]
+    assert "start_period" in api_check
+
+    def waits_for(name: str) -> set[str]:
+        direct = set(services[name].get("depends_on", {}))
+        return direct.union(*(waits_for(dependency) for dependency in direct))
+
+    workers = ["worker-control", *(f"worker-{name}" for name in TOOLCHAINS)]
+    for worker in workers:
+        assert "api" not in waits_for(worker), worker

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from app.core.config import DatabaseSettings, Settings, StorageSettings
 from app.core.migrate import upgrade
 from app.main import create_app
 from app.storage import LocalObjectStore, ObjectStore, make_object_store
-from app.storage.s3 import ObjectStoreUnavailable, S3ObjectStore, make_client
+from app.storage.s3 import PROBE_TIMEOUT_SECONDS, ObjectStoreUnavailable, S3ObjectStore, make_client
 from tests.conftest import ADMIN_KEY
 from tests.support.db import sqlite_url
 from tests.test_api import SPEC, submit
@@ -396,3 +397,43 @@ def test_api_upload_lands_in_the_bucket(
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert refused.json()["code"] == "invalid_spec"
     assert bucket_keys(s3_admin, s3_bucket) == [key]
+
+
+# --- readiness probe -----------------------------------------------------------------
+
+
+def test_probe_round_trips_and_leaves_nothing(backend: Backend) -> None:
+    backend.store.probe()
+    backend.store.probe()
+    assert backend.leftovers() == []
+
+
+def test_local_probe_fails_when_the_root_is_not_a_directory(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    store = LocalObjectStore(root)
+    root.rmdir()
+    root.write_text("not a directory")
+    with pytest.raises(OSError, match="objects"):
+        store.probe()
+
+
+def test_s3_probe_fails_on_a_missing_bucket(s3_endpoint: str) -> None:
+    store = S3ObjectStore.from_settings(s3_settings(s3_endpoint, f"missing-{uuid.uuid4().hex[:8]}"))
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        store.probe()
+
+
+def test_s3_probe_of_a_silent_server_answers_within_its_timeout() -> None:
+    # A server that takes the connection and never answers: the store's own client would
+    # wait 60 s per attempt, 5 attempts; the probe waits one short timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        store = S3ObjectStore.from_settings(s3_settings(endpoint, "modelport-test"))
+        started = time.monotonic()
+        with pytest.raises(ObjectStoreUnavailable):
+            store.probe()
+        elapsed = time.monotonic() - started
+    # One attempt: botocore's 1 s wait for "100 Continue" on the PUT, then the read timeout.
+    assert PROBE_TIMEOUT_SECONDS * 0.9 < elapsed < 1 + 2 * PROBE_TIMEOUT_SECONDS

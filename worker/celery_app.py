@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+from typing import Any
+
+from celery import Celery, signals
 
 from app.core.config import get_settings
+from app.core.logging import configure_logging
 
 CONTROL_QUEUE = "control"
 RECONCILE_TASK = "modelport.reconcile"
@@ -52,3 +56,15 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+
+@signals.setup_logging.connect
+def _configure_worker_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Workers log like the API: structlog, JSON with ``MODELPORT_LOG_JSON``.
+
+    Connecting this signal makes Celery leave logging to us (no handlers of its own, no
+    stdout redirection); its own records (task received/succeeded, beat) render through the
+    same formatter. Pool children are forked after this runs and inherit the setup.
+    """
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
+    configure_logging(json=get_settings().log_json, level=level, library_level=level)

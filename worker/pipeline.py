@@ -123,6 +123,8 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef]
 
 
 def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | None = None) -> None:
+    # The task binds job_id, stage and request_id into structlog's contextvars; binding them
+    # here too keeps the lines right when run_stage is called without the task (tests).
     bound = log.bind(job_id=job_id, stage=stage, request_id=request_id)
     claimed = claim(ctx, job_id, stage)
     if claimed is None:

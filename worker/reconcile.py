@@ -76,7 +76,7 @@ def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[t
     waiting = job_ids_in_broker(ctx.settings.queue.redis_url, queues, unacked=False)
     stale = ctx.settings.queue.heartbeat_stale
     now = utcnow()
-    resend: list[tuple[str, str, str]] = []
+    resend: list[tuple[str, str, str, str | None]] = []
     with session_scope(ctx.sessions) as session:
         for job in session.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
             if job.status in FINAL or job.id in waiting:
@@ -102,8 +102,9 @@ def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[t
                     (d for d in plan_stages(job.spec) if runs.get(d.name) and runs[d.name].state == "pending"), None
                 )
                 lost = [first] if first is not None else []
-            resend += [(job.id, d.name, d.toolchain) for d in lost]
-    for job_id, stage, toolchain in resend:
-        log.warning("job.reenqueued", job_id=job_id, stage=stage, reason="not in the broker")
-        enqueue_stage(job_id, stage, toolchain)
-    return [(job_id, stage) for job_id, stage, _ in resend]
+            resend += [(job.id, d.name, d.toolchain, job.request_id) for d in lost]
+    for job_id, stage, toolchain, request_id in resend:
+        # The stage sent again keeps the id of the request that submitted its job.
+        log.warning("job.reenqueued", job_id=job_id, stage=stage, reason="not in the broker", request_id=request_id)
+        enqueue_stage(job_id, stage, toolchain, request_id=request_id)
+    return [(job_id, stage) for job_id, stage, _, _ in resend]

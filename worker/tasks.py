@@ -37,15 +37,18 @@ def run_stage(self, job_id: str, stage: str, request_id: str | None = None) -> N
         log.error("task.rejected", reason="malformed job id", job_id=job_id)
         return
     ctx = get_context()
-    try:
-        pipeline.run_stage(ctx, job_id, stage, request_id=request_id)
-    except TRANSIENT:
-        if self.request.retries < self.max_retries:
-            raise
-        _fail_internal(job_id, stage, "the service's database or queue was unreachable; resubmit the job")
-    except Exception as exc:  # noqa: BLE001 - an accepted job must reach a final state
-        log.exception("job.stage.internal_error", job_id=job_id, stage=stage)
-        _fail_internal(job_id, stage, f"internal error in stage {stage!r}: {type(exc).__name__}: {exc}")
+    # Every line logged while the task runs (pipeline, runner, store, Celery's own) carries
+    # the job, the stage and the id of the request that submitted the job.
+    with structlog.contextvars.bound_contextvars(job_id=job_id, stage=stage, request_id=request_id):
+        try:
+            pipeline.run_stage(ctx, job_id, stage, request_id=request_id)
+        except TRANSIENT:
+            if self.request.retries < self.max_retries:
+                raise
+            _fail_internal(job_id, stage, "the service's database or queue was unreachable; resubmit the job")
+        except Exception as exc:  # noqa: BLE001 - an accepted job must reach a final state
+            log.exception("job.stage.internal_error")
+            _fail_internal(job_id, stage, f"internal error in stage {stage!r}: {type(exc).__name__}: {exc}")
 
 
 def _fail_internal(job_id: str, stage: str, message: str) -> None:

@@ -74,6 +74,13 @@ class QueueSettings(BaseSettings):
     # A running stage checks in every few seconds; one silent for longer lost its worker,
     # and is sent again (counting an attempt).
     heartbeat_stale_seconds: float = Field(default=90, gt=10, alias="MODELPORT_HEARTBEAT_STALE_SECONDS")
+    # /readyz and /metrics ask the workers over the broker who is alive and which queues they
+    # consume; the answer is whatever replied within this time (it bounds both endpoints).
+    worker_ping_timeout_seconds: float = Field(default=1.0, gt=0, le=10, alias="MODELPORT_WORKER_PING_TIMEOUT_SECONDS")
+    # /readyz answers 503 while a queue has no live worker (jobs sent now would wait). Turn it
+    # off where readiness takes API replicas out of a load balancer (Kubernetes) and alert on
+    # modelport_workers_alive instead: see docs/architecture.md.
+    ready_requires_workers: bool = Field(default=True, alias="MODELPORT_READY_REQUIRES_WORKERS")
 
     @property
     def heartbeat_stale(self) -> timedelta:

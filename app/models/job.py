@@ -32,6 +32,8 @@ class Job(IdMixin, TimestampMixin, Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     # The 202 body as first sent, so an Idempotency-Key replay is byte-identical.
     creation_response: Mapped[str | None] = mapped_column(Text)
+    # X-Request-ID of the submission: stages sent again by the reconciler log it too.
+    request_id: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set when the retention sweep removed the job's objects (uploads, outputs, logs, report).

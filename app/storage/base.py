@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,15 @@ def write_from_file(writer: ObjectWriter, path: Path, chunk_size: int) -> Stored
         writer.abort()
         raise
     return writer.commit()
+
+
+PROBE_PREFIX = "_probe"
+
+
+def probe_object() -> tuple[str, bytes]:
+    """A unique key and body for a readiness probe's write/read/delete round trip."""
+    token = uuid.uuid4().hex
+    return f"{PROBE_PREFIX}/{token}", token.encode()
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,7 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> bool: ...
 
     def delete_prefix(self, prefix: str) -> int: ...
+
+    # Readiness: write, read back and delete a small object, quickly; raises when the store
+    # cannot do that (unwritable directory, unreachable server, missing bucket).
+    def probe(self) -> None: ...

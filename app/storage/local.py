@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from app.storage.base import StoredObject, write_from_file
+from app.storage.base import StoredObject, probe_object, write_from_file
 from app.storage.base import check_key as _check_key
 
 
@@ -75,6 +75,24 @@ class LocalObjectStore:
     def delete(self, key: str) -> bool:
         """Remove one object; False when it was already gone."""
         return _unlink(self._path(key))
+
+    def probe(self) -> None:
+        """Write, read back and delete a small object (the readiness check); raises
+        ``OSError`` when the root is missing, not a directory, unwritable or full."""
+        key, body = probe_object()
+        writer = self.open_writer(key)
+        try:
+            writer.write(body)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        try:
+            read = self.read_bytes(key)
+        finally:
+            self.delete(key)
+        if read != body:
+            raise OSError(f"read {len(read)} bytes back from a {len(body)}-byte probe object in {self.root}")
 
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under ``prefix`` (or the one object it names); returns how many

@@ -23,13 +23,14 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from app.core.config import StorageSettings
-from app.storage.base import StoredObject, check_key, write_from_file
+from app.storage.base import StoredObject, check_key, probe_object, write_from_file
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 # DeleteObjects takes at most 1000 keys, which is also a listing page.
 DELETE_BATCH = 1000
 READ_BUFFER = 1024 * 1024
+PROBE_TIMEOUT_SECONDS = 1.5
 
 
 class ObjectStoreUnavailable(ConnectionError):
@@ -52,14 +53,19 @@ def _translated(key: str) -> Iterator[None]:
         raise ObjectStoreUnavailable(f"object store unreachable on {key!r}: {exc}") from exc
 
 
-def make_client(storage: StorageSettings) -> Any:
-    """A boto3 S3 client for these settings (thread-safe; make one per process)."""
+def make_client(storage: StorageSettings, *, timeout: float | None = None) -> Any:
+    """A boto3 S3 client for these settings (thread-safe; make one per process).
+
+    ``timeout`` (seconds) makes a client for health probes: one attempt, no retries, that
+    connect and read timeout, so a readiness check of a dead server answers in ``timeout``.
+    """
     config = Config(
         region_name=storage.s3_region,
         s3={"addressing_style": storage.s3_addressing_style},
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=10,
-        read_timeout=60,
+        # botocore's `max_attempts` counts retries; `total_max_attempts` counts the first try too.
+        retries={"mode": "standard", "total_max_attempts": 1} if timeout else {"mode": "standard", "max_attempts": 5},
+        connect_timeout=timeout or 10,
+        read_timeout=timeout or 60,
         # The API streams several uploads and downloads at once from its thread pool.
         max_pool_connections=32,
     )
@@ -208,14 +214,40 @@ class _RangedReader(io.RawIOBase):
 
 
 class S3ObjectStore:
-    def __init__(self, client: Any, bucket: str, *, part_size: int = 8 * 1024**2) -> None:
+    def __init__(
+        self, client: Any, bucket: str, *, part_size: int = 8 * 1024**2, probe_client: Any | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.part_size = part_size
+        # Readiness probes use a client without retries and with short timeouts.
+        self.probe_client = probe_client or client
 
     @classmethod
     def from_settings(cls, storage: StorageSettings) -> S3ObjectStore:
-        return cls(make_client(storage), storage.s3_bucket, part_size=storage.s3_part_size_bytes)
+        return cls(
+            make_client(storage),
+            storage.s3_bucket,
+            part_size=storage.s3_part_size_bytes,
+            probe_client=make_client(storage, timeout=PROBE_TIMEOUT_SECONDS),
+        )
+
+    def probe(self) -> None:
+        """Write, read back and delete a small object (the readiness check).
+
+        Raises ``ObjectStoreUnavailable`` when the server does not answer within the probe
+        client's timeout, ``OSError`` when the round trip is wrong, or botocore's
+        ``ClientError`` for a refusal (no bucket, bad credentials).
+        """
+        key, body = probe_object()
+        with _translated(key):
+            self.probe_client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            try:
+                read = self.probe_client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            finally:
+                self.probe_client.delete_object(Bucket=self.bucket, Key=key)
+        if read != body:
+            raise OSError(f"object store returned {len(read)} bytes for a {len(body)}-byte probe object")
 
     def open_writer(self, key: str) -> S3Writer:
         return S3Writer(self.client, self.bucket, check_key(key), self.part_size)

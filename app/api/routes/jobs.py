@@ -113,6 +113,8 @@ def _accept(
         body = job_out(job).model_dump_json()
         job.creation_response = body
         first = job.stages[0]
+        # The row keeps the id for the stages the reconciler sends again.
+        job.request_id = request_id
         after_commit(session, lambda: enqueue_stage(job.id, first.name, first.toolchain, request_id=request_id))
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
