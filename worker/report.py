@@ -272,7 +272,8 @@ def build_report(job: Job) -> dict[str, Any]:
             "source": samples_source,
             "tolerance": spec.get("tolerance"),
         },
-        "inputs": spec.get("inputs", []),
+        # The spec's inputs, else those the export read from the upload (an ONNX graph's, a program's).
+        "inputs": spec.get("inputs") or info.get("inputs") or [],
         "outputs": _outputs(info),
         "artifacts": artifacts,
         "precisions": precisions,
