@@ -159,6 +159,13 @@ INT8_FAILED = {
 }
 
 
+INT8_MISSED = {
+    "outputs": {"tflite_int8": {"key": "k/int8", "size": 1, "sha256": "0" * 64, "file": "model_int8.tflite"}},
+    "metrics": {"tflite_int8": {"verdict": "fail", "reasons": ["min cosine 0.5 below 0.9"], "outputs": {}}},
+    "info": {"failed": {}},
+}
+
+
 def test_a_quantized_precision_not_produced_fails_the_job_only_when_strict(
     settings: Settings, client: TestClient, auth: dict[str, str]
 ) -> None:
@@ -189,6 +196,18 @@ def test_a_quantized_precision_not_produced_fails_the_job_only_when_strict(
     assert (job["status"], job["error"]["code"], job["error"]["stage"]) == ("failed", "runtime_crashed", "quantize")
     assert job["error"]["log_tail"] == "quantizer log"
     assert report_of(client, auth, crashed)["precisions"]["int8"]["code"] == "runtime_crashed"
+
+    # Produced, but its advisory verdict is fail: under strict the job fails on accuracy.
+    missed = run_quantized(ctx, {**QUANTIZED, "strict": True}, INT8_MISSED)
+    job = job_out(client, auth, missed)
+    assert (job["status"], job["error"]["code"], job["error"]["stage"]) == (
+        "failed",
+        "accuracy_check_failed",
+        "quantize",
+    )
+    assert artifact_names(client, auth, missed) == ["model_float32.tflite", "model_int8.tflite"]
+    lenient = run_quantized(ctx, QUANTIZED, INT8_MISSED)
+    assert job_out(client, auth, lenient)["status"] == "succeeded"
 
 
 def test_strict_without_quantized_precisions_fails_nothing(
