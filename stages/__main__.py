@@ -24,6 +24,8 @@ def main(argv: list[str]) -> int:
         result = get_stage(name)(request).to_json()
         code = 0
     except StageError as exc:
+        # In the stage log too: the log a user downloads must say why the stage failed.
+        print(f"stage.error stage={name} code={exc.code} message={exc.message}", flush=True)
         result, code = error_json(exc), EXIT_STAGE_ERROR
     except Exception as exc:  # noqa: BLE001 - any uncaught error is this stage's failure, with its trace in the log
         traceback.print_exc()

@@ -1,5 +1,5 @@
 """Cancelling a running job through the service stops it end to end: the job is cancelled
-at once, the stage's processes are killed within the runner's check-in period, its work
+at once, the stage's processes are killed within 2 s (docs/api.md "Cancel"), its work
 directory is removed, and the same worker then runs the next job as usual."""
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ from tests.conftest import SLOW_RESNET18
 from tests.support.stack import kill_left, running_service, wait_gone
 
 pytestmark = pytest.mark.e2e
+
+# docs/api.md "Cancel": the stage's processes are killed within 2 s (the runner asks every
+# second); the margin is for a loaded 2-core machine (the POST's own answer, a busy database).
+CANCEL_PROMISE, MARGIN = 2.0, 1.0
 
 QUICK = {
     "architecture": {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}},
@@ -43,11 +47,11 @@ def test_cancelling_a_running_job_stops_its_stage(tmp_path: Path, resnet18_pth: 
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "cancelled"
         try:
-            survivors = wait_gone(stage, timeout=15)
+            survivors = wait_gone(stage, timeout=CANCEL_PROMISE + MARGIN)
             assert not survivors, [p.cmdline() for p in survivors]
         finally:
             kill_left(stage)
-        assert time.monotonic() - cancelled_at < 15
+        assert time.monotonic() - cancelled_at < CANCEL_PROMISE + MARGIN
         wait_until(lambda: not workdir.exists(), 10, f"{workdir} to be removed")
         # Stopped by the cancel, not finished on its own before the runner looked.
         worker_log = service.log_dir / "worker-torch.log"

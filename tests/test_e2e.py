@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.support.stack import Service, running_service
-from tests.support.toolchain import torch_script
+from tests.support.toolchain import tf_script, torch_script
 
 pytestmark = pytest.mark.e2e
 
@@ -38,6 +38,30 @@ def mobilenet_pth(models_dir: Path) -> Path:
     path = models_dir / "mobilenet7.pth"
     torch_script("state_dict", "mobilenet_v2", str(path), "--kwargs", '{"num_classes": 7}', "--wrap", "checkpoint")
     return path
+
+
+RUNNERS = {".onnx": "run_onnx", ".tflite": "run_tflite", ".ts": "run_torchscript"}
+
+
+def independent_error(artifact: Path, inputs: Path, reference: np.ndarray) -> float:
+    """max |ours - reference| of the artifact run by us on ``inputs``: onnxruntime, LiteRT or
+    TorchScript in the torch env, a SavedModel's serving_default in the onnx-tf env's TensorFlow."""
+    out = artifact.with_name(artifact.name + ".ours.npz")
+    if artifact.suffix == ".zip":
+        tf_script("run_saved_model", str(artifact), str(inputs), str(out))
+    else:
+        torch_script(RUNNERS[artifact.suffix], str(artifact), str(inputs), str(out))
+    ours = np.load(out)["output"]
+    assert ours.shape == reference.shape, (artifact.name, ours.shape, reference.shape)
+    return float(np.abs(ours - reference).max())
+
+
+def assert_same_error(reported: float, ours: float, name: str) -> None:
+    """The report's max_abs is the error we measure ourselves (a stage reporting 0.0, or
+    another file's numbers, fails this)."""
+    assert reported == pytest.approx(ours, rel=0.05), (name, reported, ours)
+    if ours > 0:
+        assert reported > 0, (name, reported, ours)
 
 
 def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, tmp_path: Path) -> None:
@@ -104,13 +128,12 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
     )
     reference = np.load(tmp_path / "ref.npz")["output"]
     scale = float(np.abs(reference).max())
-    for name, runner in (("model.onnx", "run_onnx"), ("model_float32.tflite", "run_tflite")):
-        torch_script(runner, str(files[name]), str(tmp_path / "inputs.npy"), str(tmp_path / f"{name}.npz"))
-        ours = float(np.abs(np.load(tmp_path / f"{name}.npz")["output"] - reference).max())
+    for name in ("model.onnx", "model_float32.tflite", "saved_model.zip"):
+        ours = independent_error(files[name], tmp_path / "inputs.npy", reference)
         assert ours <= 1e-4 * scale, (name, ours, scale)
         (reported,) = entries[name]["outputs"].values()
         assert reported["scale"] == pytest.approx(scale, rel=1e-5)
-        assert reported["max_abs"] == pytest.approx(ours, abs=2e-6)
+        assert_same_error(reported["max_abs"], ours, name)
         assert reported["top1_agreement"] == 1.0
     tflite = entries["model_float32.tflite"]
     # auto: the first candidate that passes with builtin ops wins; the SavedModel still
@@ -142,7 +165,11 @@ def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilene
     states = [(s["name"], s["state"]) for s in failed["stages"]]
     assert states[0] == ("export_onnx", "failed")
     assert {state for _, state in states[1:]} == {"skipped"}
-    assert service.client.get(f"/v1/jobs/{bad['id']}/logs/export_onnx").status_code == 200
+    log = service.client.get(f"/v1/jobs/{bad['id']}/logs/export_onnx")
+    assert log.status_code == 200
+    # The stage's own log holds the failure, its code and what to fix.
+    assert "state_dict_mismatch" in log.text, log.text[-2000:]
+    assert "classifier" in log.text
 
     done = service.wait(good["id"])
     assert done["status"] == "succeeded", done["error"]
@@ -194,7 +221,8 @@ def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_p
     for precision in ("dynamic_range", "int8"):
         entry = entries[precision]
         assert entry["advisory"] is True
-        assert entry["calibration"]["source"] == "uploaded" or precision == "dynamic_range"
+        # int8 is calibrated on the uploaded file; dynamic range needs no calibration.
+        assert entry["calibration"]["source"] == ("uploaded" if precision == "int8" else "none")
         (output,) = entry["outputs"].values()
         assert output["cosine"] >= 0.9, (precision, output)
         assert entry["vs_float32"]["outputs"]
@@ -205,18 +233,23 @@ def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_p
     assert entries["int8"]["size"] < entries["float32"]["size"] / 2
 
 
-def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path) -> None:
+def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path, tmp_path: Path) -> None:
     scripted, exported = models_dir / "mobilenet.ts", models_dir / "mobilenet.onnx"
     kwargs = '{"num_classes": 5}'
     torch_script("torchscript", "mobilenet_v2", str(scripted), "--kwargs", kwargs)
     torch_script("onnx", "mobilenet_v2", str(exported), "--kwargs", kwargs)
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.random.default_rng(2).random((2, 1, 3, 32, 32), dtype=np.float32))
     # TorchScript carries no signature: the spec gives it. ONNX carries its own.
-    ts_job = service.submit(scripted, {"inputs": MOBILENET["inputs"], "validation_samples": 2})
+    ts_job = service.submit(scripted, {"inputs": MOBILENET["inputs"]}, inputs=inputs)
     # The legacy exporter's opset-17 file is full of Identity nodes, which
     # onnx.version_converter cannot take down to onnx-tf's opset 15: the export stage
     # bypasses them, so the upload gets its SavedModel too.
-    onnx_job = service.submit(exported, {"validation_samples": 2})
-    for job, model_format, runtime in ((ts_job, "torchscript", "pytorch"), (onnx_job, "onnx", "onnxruntime")):
+    onnx_job = service.submit(exported, {}, inputs=inputs)
+    for job, upload, model_format, runtime in (
+        (ts_job, scripted, "torchscript", "pytorch"),
+        (onnx_job, exported, "onnx", "onnxruntime"),
+    ):
         done = service.wait(job["id"])
         assert done["status"] == "succeeded", (
             done["error"],
@@ -225,10 +258,26 @@ def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path) -> Non
         assert done["spec"]["model_format"] == model_format
         report = service.client.get(f"/v1/jobs/{job['id']}/report").json()
         assert report["reference"]["runtime"] == runtime
-        assert all(a["verdict"] == "pass" for a in report["artifacts"])
-        assert {a["name"] for a in report["artifacts"]} == ARTIFACTS
+        assert report["validation"]["samples"] == 2
+        entries = {a["name"]: a for a in report["artifacts"]}
+        assert set(entries) == ARTIFACTS
+        # Our own runs: the upload itself is the reference (TorchScript in PyTorch, the ONNX
+        # file in onnxruntime); every artifact, run by us on the same samples, is within
+        # tolerance and has the error the report states.
+        reference_out = tmp_path / f"{model_format}.reference.npz"
+        torch_script(RUNNERS[upload.suffix], str(upload), str(inputs), str(reference_out))
+        reference = np.load(reference_out)["output"]
+        scale = float(np.abs(reference).max())
+        for name in ARTIFACTS:
+            artifact = tmp_path / f"{model_format}-{name}"
+            artifact.write_bytes(service.client.get(f"/v1/jobs/{job['id']}/artifacts/{name}").content)
+            ours = independent_error(artifact, inputs, reference)
+            assert ours <= 1e-4 * scale, (model_format, name, ours, scale)
+            (reported,) = entries[name]["outputs"].values()
+            assert_same_error(reported["max_abs"], ours, f"{model_format} {name}")
     onnx_report = service.client.get(f"/v1/jobs/{onnx_job['id']}/report").json()
-    assert [i["name"] for i in onnx_report["inputs"]] == ["pixels"] or onnx_report["inputs"] == []
+    # The graph's own names, read from the upload (the spec gave none).
+    assert [i["name"] for i in onnx_report["inputs"]] == ["pixels"]
     assert [o["name"] for o in onnx_report["outputs"]] == ["scores"]
 
 

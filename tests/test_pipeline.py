@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -11,27 +12,9 @@ from app.core.db import session_scope
 from app.models import Job, StageRun
 from app.models.base import new_id, utcnow
 from app.services import jobs
+from tests.support.pipeline import converted, make_job, run, sent_stages, states, validated
 from worker import pipeline
 from worker.context import WorkerContext, build_context
-
-SPEC = {"targets": ["onnx"], "quantization": ["float32"], "toolchain": "auto", "model_format": "state_dict"}
-
-
-def make_job(ctx: WorkerContext, spec: dict[str, Any] = SPEC) -> str:
-    job_id = new_id()
-    with session_scope(ctx.sessions) as session:
-        jobs.create_job(
-            session,
-            job_id=job_id,
-            tenant="t",
-            spec=spec,
-            model={"key": f"uploads/{job_id}/model", "size": 1, "sha256": "0" * 64, "filename": "m.pth"},
-            inputs_key=None,
-            calibration_key=None,
-            idempotency_key=None,
-            req_hash=None,
-        )
-    return job_id
 
 
 def age_heartbeat(ctx: WorkerContext, job_id: str) -> None:
@@ -82,43 +65,17 @@ BEST = {
 CONVERTS = ["convert_onnx2tf", "convert_litert_torch", "convert_onnx_tf"]
 
 
-def converted(name: str) -> dict[str, Any]:
-    return {"outputs": {"tflite_float32": {"key": f"k/{name}", "size": 1, "sha256": "0" * 64, "file": "m.tflite"}}}
-
-
-def validated(verdict: str = "pass", flex: bool = False) -> dict[str, Any]:
-    metrics = {
-        "verdict": verdict,
-        "requires_flex": flex,
-        "reasons": [],
-        "latency_ms": {"median_1_thread": 1.0},
-        "outputs": {"output": {"max_abs": 1e-6, "scale": 1.0}},
-    }
-    return {"metrics": {"tflite_float32": metrics}}
-
-
-def run(ctx: WorkerContext, job_id: str, stage: str, result: dict[str, Any] | None = None) -> list[str]:
-    claimed = pipeline.claim(ctx, job_id, stage)
-    assert isinstance(claimed, pipeline.Claim), claimed
-    released = pipeline.record_outcome(ctx, job_id, claimed.definition, result or {}, 0.1, None)
-    return [d.name for d in released]
-
-
 def record_together(ctx: WorkerContext, job_id: str, claims: list[Any], results: list[dict[str, Any]]) -> list[str]:
-    """Record several stages' outcomes at the same moment, as workers on three queues do."""
+    """Record several stages' outcomes at the same moment, as workers on three queues do: a
+    barrier holds each thread until all are ready, so their transactions really overlap."""
+    barrier = threading.Barrier(len(claims))
 
     def record(claim: Any, result: dict[str, Any]) -> list[str]:
+        barrier.wait(timeout=30)
         return [d.name for d in pipeline.record_outcome(ctx, job_id, claim.definition, result, 1.0, None)]
 
     with ThreadPoolExecutor(max_workers=len(claims)) as pool:
         return [name for names in pool.map(record, claims, results) for name in names]
-
-
-def states(ctx: WorkerContext, job_id: str) -> dict[str, str]:
-    with session_scope(ctx.sessions) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        return {s.name: s.state for s in job.stages}
 
 
 def test_best_runs_the_candidates_side_by_side(settings: Settings) -> None:
@@ -131,7 +88,10 @@ def test_best_runs_the_candidates_side_by_side(settings: Settings) -> None:
     resent = pipeline.claim(ctx, job_id, "export_onnx")
     assert isinstance(resent, list)
     assert [d.name for d in resent] == CONVERTS
+    before = sent_stages(settings.queue.redis_url, job_id)
     pipeline.run_stage(ctx, job_id, "export_onnx")  # the task itself sends them (test queues)
+    sent = sent_stages(settings.queue.redis_url, job_id) - before
+    assert sent == dict.fromkeys(CONVERTS, 1), sent
     # A stage whose inputs are not there yet is not run, whatever message arrives.
     assert pipeline.claim(ctx, job_id, "validate_onnx2tf") is None
     # The three conversions end at the same moment on three workers: each sees the

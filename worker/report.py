@@ -246,7 +246,7 @@ def build_report(job: Job) -> dict[str, Any]:
     precisions = _precisions(job, results, artifacts)
     if spec.get("strict"):
         for precision, state in precisions.items():
-            if state["status"] != "produced" or state.get("verdict") == "fail":
+            if state["status"] == "not_produced" or state.get("verdict") == "fail":
                 reasons.append(f"{precision}: {state.get('reason') or state.get('verdict')} (strict)")
     samples_source = "uploaded" if job.inputs_key else f"synthetic (seed {spec.get('seed', 0)})"
     return {
@@ -272,7 +272,8 @@ def build_report(job: Job) -> dict[str, Any]:
             "source": samples_source,
             "tolerance": spec.get("tolerance"),
         },
-        "inputs": spec.get("inputs", []),
+        # The spec's inputs, else those the export read from the upload (an ONNX graph's, a program's).
+        "inputs": spec.get("inputs") or info.get("inputs") or [],
         "outputs": _outputs(info),
         "artifacts": artifacts,
         "precisions": precisions,
@@ -365,23 +366,46 @@ def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
     if report["verdict"] == "pass":
         job.status = "succeeded"
     else:
-        failing = next((a for a in report["artifacts"] if a["verdict"] != "pass" and a["precision"] == "float32"), None)
-        failed_stage = next((s for s in job.stages if s.state == "failed"), None)
         job.status = "failed"
-        if failing is not None:
-            job.error_code = "accuracy_check_failed"
-            job.error_stage = {"onnx": "export_onnx", "saved_model": "convert_onnx_tf"}.get(
-                failing["kind"], f"validate_{slug(failing['toolchain'])}"
-            )
-        elif failed_stage is not None:
-            # No candidate produced the target: the first failure is the one to act on.
-            job.error_code, job.error_stage = failed_stage.error_code, failed_stage.name
-            job.error_log_tail = (failed_stage.result or {}).get("log_tail")
-        else:
-            job.error_code, job.error_stage = "target_missing", "report"
+        job.error_code, job.error_stage, tail, cause = _job_error(job, report)
+        job.error_log_tail = tail or job.error_log_tail
         job.error_message = (
-            (f"{failed_stage.name}: {failed_stage.error_message}. " if failing is None and failed_stage else "")
+            cause
             + "; ".join(report["reasons"])
             + ". The artifacts and the report are kept: see GET /v1/jobs/{id}/report for every number."
         )
     session.flush()
+
+
+def _job_error(job: Job, report: dict[str, Any]) -> tuple[str, str, str | None, str]:
+    """Why a job whose report failed failed: ``(code, stage, log tail, cause)``, where
+    ``cause`` is the failed stage's own message to put before the report's reasons.
+
+    In order: a float32 artifact outside its tolerance; a requested target with no
+    float32 artifact (the first failed stage's code: the one to act on, else
+    ``target_missing``); a quantized precision that ``strict`` requires (its own
+    not-produced code, or ``accuracy_check_failed`` when it was produced and failed).
+    """
+    artifacts = report["artifacts"]
+    failing = next((a for a in artifacts if a["verdict"] != "pass" and a["precision"] == "float32"), None)
+    if failing is not None:
+        stage = {"onnx": "export_onnx", "saved_model": "convert_onnx_tf"}.get(
+            failing["kind"], f"validate_{slug(failing['toolchain'])}"
+        )
+        return "accuracy_check_failed", stage, None, ""
+    produced = {a["kind"] for a in artifacts if a["precision"] == "float32"}
+    if any(target not in produced for target in job.spec.get("targets", [])):
+        failed_stage = next((s for s in job.stages if s.state == "failed"), None)
+        if failed_stage is None:
+            return "target_missing", "report", None, ""
+        tail = (failed_stage.result or {}).get("log_tail")
+        cause = f"{failed_stage.name}: {failed_stage.error_message}. "
+        return failed_stage.error_code or "stage_failed", failed_stage.name, tail, cause
+    for state in report["precisions"].values():
+        if state["status"] == "produced" and state.get("verdict") == "fail":
+            return "accuracy_check_failed", "quantize", None, ""
+        if state["status"] == "not_produced":
+            quantize = next((s for s in job.stages if s.name == "quantize"), None)
+            tail = ((quantize.result or {}).get("log_tail") if quantize is not None else None) or None
+            return state.get("code") or "precision_unavailable", "quantize", tail, ""
+    return "target_missing", "report", None, ""

@@ -72,6 +72,10 @@ SANDBOX_PREFIX = [
 ]
 SANDBOX_LAYERS = ["network_namespace", "pid_namespace", "no_new_privileges"]
 _sandbox_works: bool | None = None
+# How often the watchdog asks whether the job was cancelled (a database query each time):
+# a cancelled stage is killed within this period plus one watchdog tick (docs/api.md "Cancel").
+CANCEL_CHECK_SECONDS = 1.0
+WATCHDOG_TICK_SECONDS = 0.25
 
 
 def sandbox_available() -> bool:
@@ -138,6 +142,8 @@ class SubprocessRunner:
             "PYTHONPATH": stages_pythonpath(),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # A crash in native code (SIGSEGV, SIGABRT...) writes the Python stack to the log.
+            "PYTHONFAULTHANDLER": "1",
             "CUDA_VISIBLE_DEVICES": "",
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
@@ -267,14 +273,14 @@ class _Watchdog(threading.Thread):
         except psutil.Error:
             return
         last_cancel_check = 0.0
-        while not self._stopped.wait(0.25):
+        while not self._stopped.wait(WATCHDOG_TICK_SECONDS):
             now = time.monotonic()
             self.peak_rss = max(self.peak_rss, _tree_rss(root))
             if now > deadline:
                 self.reason = "timeout"
             elif self.limits.memory_bytes and self.peak_rss > self.limits.memory_bytes:
                 self.reason = "memory"
-            elif now - last_cancel_check > 5.0:
+            elif now - last_cancel_check >= CANCEL_CHECK_SECONDS:
                 last_cancel_check = now
                 try:
                     if self.should_cancel():

@@ -12,7 +12,7 @@ and litert.validate runs its float32 .tflite in stock LiteRT. The families:
 - gpt2: the tiny transformers GPT2LMHeadModel of make_models.py (causal LM logits);
 - mlp: torchvision.ops.MLP on a [1, 16] input.
 
-``EXPECTED`` holds the measured outcome of every cell, so a regression and an
+``EXPECTED`` (tests/support/matrix.py) holds the measured outcome of every cell, so a regression and an
 improvement both fail a test; DESIGN promises every family at least one candidate
 that passes with builtin ops only, which is asserted per family.
 """
@@ -27,6 +27,7 @@ import pytest
 
 from tests.stages.conftest import StageRun, make_torch_models, run_stage
 from tests.support.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
+from tests.support.matrix import FAMILY_OUTCOMES
 
 TOLERANCE = 1e-4
 CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
@@ -40,35 +41,9 @@ VALIDATE = {"precision": "float32", "warmup": 1, "runs": 2, "threads_all": 1}
 
 # Same configurations as make_models.py, which writes the bert and gpt2 state dicts.
 
-# (family, converter) -> the measured outcome: "pass" (builtin ops only, within tolerance),
-# "requires_flex" (the .tflite needs Select-TF ops, which stock LiteRT cannot run),
-# "runtime_failed" (builtin ops only, but stock LiteRT fails to run it), "mismatch" (runs,
-# outside tolerance) or "failed:<error code>" (the convert stage refused the model).
-EXPECTED: dict[tuple[str, str], str] = {
-    ("segmenter", "onnx2tf"): "pass",
-    ("segmenter", "litert-torch"): "pass",
-    ("segmenter", "onnx-tf"): "pass",
-    ("cnn", "onnx2tf"): "pass",
-    ("cnn", "litert-torch"): "pass",
-    ("cnn", "onnx-tf"): "pass",
-    ("vit", "onnx2tf"): "pass",
-    ("vit", "litert-torch"): "pass",
-    # Known gap: onnx-tf lowers exact GELU to Erf (FlexErf) and computes shape arithmetic
-    # in float64 (FlexRealDiv).
-    ("vit", "onnx-tf"): "requires_flex",
-    ("bert", "onnx2tf"): "pass",
-    ("bert", "litert-torch"): "pass",
-    ("bert", "onnx-tf"): "requires_flex",  # known gap: FlexErf (exact GELU) and FlexMul
-    # Known gap: with the dynamic batch, onnx2tf writes a builtin-only file that stock LiteRT
-    # cannot run ("gather index out of bounds" in a GATHER node); the convert stage's sanity
-    # run sees it and fails the candidate. With a static [1, 8] input the same model passes.
-    ("gpt2", "onnx2tf"): "failed:conversion_failed",
-    ("gpt2", "litert-torch"): "pass",
-    ("gpt2", "onnx-tf"): "requires_flex",  # known gap: FlexMul and FlexSplitV (GPT-2's fused QKV split)
-    ("mlp", "onnx2tf"): "pass",
-    ("mlp", "litert-torch"): "pass",
-    ("mlp", "onnx-tf"): "pass",
-}
+# (family, converter) -> the measured outcome, kept in tests/support/matrix.py, whose rows
+# tests/test_coverage.py counts as conversions.
+EXPECTED = FAMILY_OUTCOMES
 
 MAKE_MODELS = r"""
 import json, sys

@@ -12,7 +12,10 @@ The same file sent as ``auto`` or ``state_dict`` is still refused as a pickle wi
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import numpy as np
 import pytest
 
 from stages.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
+from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage, toolchain_python
 from worker.runner import RunLimits, SubprocessRunner, sandbox_available
 
 TOLERANCE = 1e-4
@@ -56,6 +59,43 @@ print(json.dumps({name: str(path) for name, path in files.items()}))
 """
 
 
+# A module carrying a probe: unpickling it runs code (as any pickled module may) that writes
+# down what that code sees and reaches from where it runs. argv: out dir, a port, the probe file.
+MAKE_PROBED = r"""
+import json, sys
+from pathlib import Path
+
+import torch
+
+CODE = '''
+import json, os, socket
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=3).close()
+    network = "connected"
+except OSError as exc:
+    network = type(exc).__name__
+status = open("/proc/self/status").read().splitlines()
+no_new_privs = [line.split()[1] for line in status if line.startswith("NoNewPrivs")]
+with open(PROBE, "w") as handle:
+    json.dump({"pid": os.getpid(), "network": network, "no_new_privs": no_new_privs}, handle)
+'''.replace("PORT", sys.argv[2]).replace("PROBE", repr(sys.argv[3]))
+
+
+class Probe:
+    def __reduce__(self):
+        return (exec, (CODE,))
+
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+model.probe = Probe()  # a plain attribute: pickled with the module, run when it is loaded
+torch.save(model.eval(), out / "probed.pt")
+print(json.dumps({"probed": str(out / "probed.pt")}))
+"""
+
+
 def spec(model_format: str, **changes: Any) -> dict[str, Any]:
     return prepare_spec(model_format, tolerance={"float32": TOLERANCE}, **changes)
 
@@ -63,6 +103,7 @@ def spec(model_format: str, **changes: Any) -> dict[str, Any]:
 # name -> (model file, spec); "sandboxed" goes through the worker's runner.
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "sandboxed": ("module", spec("pickled_module", inputs=IMAGE, onnx_consumers=BOTH)),
+    "probed": ("probed", spec("pickled_module", inputs=IMAGE, onnx_consumers=["onnx2tf"])),
     "dynamo": ("module", spec("pickled_module", inputs=IMAGE, exporter="dynamo", onnx_consumers=["onnx2tf"])),
     "not_a_module": ("dict", spec("pickled_module", inputs=IMAGE)),
     "without_inputs": ("module", spec("pickled_module")),
@@ -89,19 +130,44 @@ def _sandboxed(work: Path, model: Path, case_spec: dict[str, Any]) -> StageRun:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
+def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the probed module's unpickling writes what it saw."""
+    return tmp_path_factory.mktemp("probe") / "probe.json"
+
+
+def make_probed(out: Path, port: int, probe: Path) -> Path:
+    proc = subprocess.run(
+        [str(toolchain_python("torch")), "-c", MAKE_PROBED, str(out), str(port), str(probe)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(json.loads(proc.stdout.strip().splitlines()[-1])["probed"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, probe: Path) -> dict[str, StageRun]:
     work = tmp_path_factory.mktemp("pickled-module")
     models = make_torch_models(MAKE_MODELS, work / "models")
 
     def run(name: str) -> StageRun:
         model, case_spec = CASES[name]
-        if name == "sandboxed":
+        if name in ("sandboxed", "probed"):
             return _sandboxed(work / name, models[model], case_spec)
         options = {} if name == "switched_off" else ENABLED
         return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec, options)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        done = dict(zip(CASES, pool.map(run, CASES), strict=True))
+    # A listener on the host's loopback, open while the stages run: the probe tries to reach it.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()  # reachable from the host
+        models["probed"] = make_probed(work / "models", port, probe)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            done = dict(zip(CASES, pool.map(run, CASES), strict=True))
     prepared = done["sandboxed"]
     assert prepared.ok, prepared.result
     shared = {"samples": prepared.output("samples"), "reference": prepared.output("reference")}
@@ -150,15 +216,26 @@ def test_pickled_module_is_unpickled_in_the_sandbox_and_exported(runs: dict[str,
     unpickled = info["unpickled"]
     assert unpickled["call"] == "torch.load(path, weights_only=False, map_location='cpu')"
     assert unpickled["code_execution_allowed"] is True
-    assert "sandbox" in unpickled["where"]
     assert unpickled["class"] == "torch.nn.modules.container.Sequential"
-    seen = unpickled["seen_from_inside"]
-    if sandbox_available():
-        # What the stage itself saw: no network but loopback, no way to gain privileges.
-        assert {"network_namespace", "pid_namespace", "no_new_privileges"} <= set(run.result["isolation"])
-        assert seen == {"no_new_privileges": True, "network_interfaces": ["lo"]}
-    else:
-        assert isinstance(seen["no_new_privileges"], bool)
+    if not sandbox_available():
+        pytest.skip("this host cannot create namespaces (unshare --net --pid): stages run without a sandbox")
+    # What the stage itself saw: no network but loopback, no way to gain privileges.
+    assert {"network_namespace", "pid_namespace", "no_new_privileges"} <= set(run.result["isolation"])
+    assert unpickled["seen_from_inside"] == {"no_new_privileges": True, "network_interfaces": ["lo"]}
+
+
+def test_code_run_by_unpickling_is_isolated(runs: dict[str, StageRun], probe: Path) -> None:
+    # Measured by the pickle's own code as it is loaded, not reported by the stage.
+    if not sandbox_available():
+        pytest.skip("this host cannot create namespaces (unshare --net --pid): stages run without a sandbox")
+    run = runs["probed"]
+    assert run.ok, run.result
+    assert run.result["info"]["unpickled"]["code_execution_allowed"] is True
+    seen = json.loads(probe.read_text())
+    assert seen["pid"] < 10, seen  # a PID namespace of its own: the host's pids run far higher
+    # The test's listener on the host's loopback, reachable from the host, is not from inside.
+    assert seen["network"] != "connected", seen
+    assert seen["no_new_privs"] == ["1"], seen
 
 
 def test_pickled_module_takes_the_dynamo_exporter_too(runs: dict[str, StageRun]) -> None:

@@ -21,8 +21,9 @@ import pytest
 from stages.contract import EXIT_STAGE_ERROR
 from tests.stages.conftest import HERE, StageRun, make_torch_models, run_stage
 from tests.stages.test_litert_torch import chain, spec_for
+from tests.support.matrix import QUANTIZATIONS, QUANTIZED_PRECISIONS
 
-PRECISIONS = ["dynamic_range", "float16", "int8"]
+PRECISIONS = list(QUANTIZED_PRECISIONS)
 CALIBRATION_SAMPLES = 16
 # The bar the issue sets for int8 on the CNN and segmentation families (DESIGN's "degraded").
 INT8_MIN_COSINE = 0.9
@@ -101,7 +102,7 @@ def quantize_segmenter(factory: pytest.TempPathFactory, work: Path, **spec_chang
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, StageRun]]:
-    return {case: chain(case, tmp_path_factory) for case in ("mobilenet_v2", "encoder")}
+    return {case: chain(case, tmp_path_factory) for case in QUANTIZATIONS}
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def cosine(metrics: dict[str, Any]) -> float:
     return float(metrics["outputs"]["output"]["cosine"])
 
 
-@pytest.mark.parametrize("case", ["mobilenet_v2", "encoder"])
+@pytest.mark.parametrize("case", list(QUANTIZATIONS))
 def test_every_precision_is_produced_with_float32_io(quantized: dict[str, StageRun], case: str) -> None:
     run = quantized[case]
     assert run.result["outputs"] == {f"tflite_{p}": f"model_{p}.tflite" for p in PRECISIONS}
@@ -139,7 +140,7 @@ def test_every_precision_is_produced_with_float32_io(quantized: dict[str, StageR
         assert 0 < metrics["latency_ms"]["median_1_thread"] < 1000
 
 
-@pytest.mark.parametrize("case", ["mobilenet_v2", "encoder"])
+@pytest.mark.parametrize("case", list(QUANTIZATIONS))
 def test_float16_passes_its_tolerance(quantized: dict[str, StageRun], case: str) -> None:
     metrics = quantized[case].result["metrics"]["tflite_float16"]
     assert metrics["verdict"] == "pass", metrics["reasons"]
@@ -151,7 +152,7 @@ def test_float16_passes_its_tolerance(quantized: dict[str, StageRun], case: str)
     assert "DEQUANTIZE" in metrics["operators"]["builtin"]  # fp16 weights, float32 compute
 
 
-@pytest.mark.parametrize("case", ["mobilenet_v2", "encoder"])
+@pytest.mark.parametrize("case", list(QUANTIZATIONS))
 def test_dynamic_range_is_close_to_pytorch(quantized: dict[str, StageRun], case: str) -> None:
     metrics = quantized[case].result["metrics"]["tflite_dynamic_range"]
     assert metrics["advisory"] is True
@@ -184,11 +185,12 @@ def test_without_calibration_int8_is_calibrated_on_synthetic_samples(quantized: 
     warning = "calibration: synthetic (accuracy unknown)"
     assert metrics["calibration"] == {"source": "synthetic", "samples": 4, "warning": warning}
     assert warning in run.result["info"]["warnings"]
-    assert metrics["verdict"] in ("pass", "degraded", "fail")
+    # The advisory rule (docs/report.md): pass from a cosine of 0.99, degraded from 0.9.
     assert cosine(metrics) > 0.9
+    assert metrics["verdict"] == ("pass" if cosine(metrics) >= 0.99 else "degraded")
 
 
-@pytest.mark.parametrize("case", ["mobilenet_v2", "encoder"])
+@pytest.mark.parametrize("case", list(QUANTIZATIONS))
 def test_quantized_files_are_compared_with_the_float32_file(quantized: dict[str, StageRun], case: str) -> None:
     run = quantized[case]
     float_size = run.result["info"]["float32"]["size_bytes"]

@@ -51,7 +51,8 @@ class Service:
         raise AssertionError(f"job {job_id} did not finish in {timeout} s; logs in {self.log_dir}")
 
     def wait_for_stage_process(self, job_id: str, stage: str, queue: str, timeout: float = 120) -> list[psutil.Process]:
-        """Wait until ``stage`` runs and its process exists; its process tree."""
+        """Wait until ``stage`` runs and its interpreter (``python -m stages`` itself, not only
+        its sandbox wrappers) exists; the stage's processes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.client.get(f"/v1/jobs/{job_id}").json()
@@ -59,7 +60,7 @@ class Service:
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 raise AssertionError(f"job {job_id} ended before {stage} was seen running: {job['status']}")
             processes = self.stage_processes(queue)
-            if states.get(stage) == "running" and processes:
+            if states.get(stage) == "running" and any(is_stage_interpreter(p) for p in processes):
                 return processes
             time.sleep(0.2)
         raise AssertionError(
@@ -91,6 +92,15 @@ class Service:
 
     def restart_worker(self, queue: str) -> None:
         self.stack.start_worker(queue)
+
+
+def is_stage_interpreter(proc: psutil.Process) -> bool:
+    """``<env>/bin/python -m stages ...`` itself (the sandbox's unshare and sh name it later in their argv)."""
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return False
+    return bool(argv) and Path(argv[0]).name.startswith("python") and argv[1:3] == ["-m", "stages"]
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:

@@ -20,16 +20,26 @@ def toolchain_python(name: str) -> Path:
     return toolchain.interpreter
 
 
-def torch_script(*args: str, timeout: float = 600) -> dict[str, Any]:
-    """Run tests/support/torch_models.py in the torch environment; returns its JSON answer."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+def run_script(toolchain: str, script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run tests/support/<script> in a toolchain environment; returns its JSON answer (last line)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [str(toolchain_python("torch")), str(HERE / "torch_models.py"), *args],
+        [str(toolchain_python(toolchain)), str(HERE / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"torch_models.py {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def torch_script(*args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run tests/support/torch_models.py in the torch environment; returns its JSON answer."""
+    return run_script("torch", "torch_models.py", *args, timeout=timeout)
+
+
+def tf_script(*args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run tests/support/tf_models.py in the onnx-tf environment (TensorFlow); returns its JSON answer."""
+    return run_script("onnx-tf", "tf_models.py", *args, timeout=timeout)

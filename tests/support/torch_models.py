@@ -2,6 +2,7 @@
 
     torch_models.py state_dict BUILDER OUT [--kwargs JSON] [--wrap checkpoint|dataparallel]
     torch_models.py reference BUILDER STATE_DICT INPUTS.npy OUT.npz [--kwargs JSON]
+    torch_models.py run_torchscript MODEL.pt INPUTS.npy OUT.npz
     torch_models.py run_onnx MODEL.onnx INPUTS.npy OUT.npz
     torch_models.py run_tflite MODEL.tflite INPUTS.npy OUT.npz
     torch_models.py pickle_bomb OUT MARKER      # a pickle whose loading would create MARKER
@@ -72,6 +73,17 @@ def cmd_reference(args: argparse.Namespace) -> dict:
     return {"shape": list(outputs.shape)}
 
 
+def cmd_run_torchscript(args: argparse.Namespace) -> dict:
+    import torch
+
+    model = torch.jit.load(args.model, map_location="cpu").eval()
+    samples = np.load(args.inputs)
+    with torch.no_grad():
+        outputs = np.stack([model(torch.from_numpy(s)).numpy() for s in samples])
+    np.savez(args.out, output=outputs)
+    return {"shape": list(outputs.shape)}
+
+
 def cmd_run_onnx(args: argparse.Namespace) -> dict:
     import onnxruntime as ort
 
@@ -135,7 +147,7 @@ def main() -> None:
     p.add_argument("inputs")
     p.add_argument("out")
     p.add_argument("--kwargs", default="{}")
-    for name in ("run_onnx", "run_tflite"):
+    for name in ("run_torchscript", "run_onnx", "run_tflite"):
         p = sub.add_parser(name)
         p.add_argument("model")
         p.add_argument("inputs")
