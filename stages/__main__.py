@@ -9,7 +9,8 @@ import traceback
 from pathlib import Path
 
 from stages.contract import EXIT_STAGE_ERROR, StageError, StageRequest, error_json
-from stages.registry import get_stage
+from stages.failures import unexpected
+from stages.registry import get_stage, unforeseen
 
 
 def main(argv: list[str]) -> int:
@@ -29,8 +30,7 @@ def main(argv: list[str]) -> int:
         result, code = error_json(exc), EXIT_STAGE_ERROR
     except Exception as exc:  # noqa: BLE001 - any uncaught error is this stage's failure, with its trace in the log
         traceback.print_exc()
-        message = f"unexpected {type(exc).__name__} in stage {name}: {exc}"
-        result, code = error_json(StageError("stage_failed", message)), EXIT_STAGE_ERROR
+        result, code = error_json(unexpected(*unforeseen(name), exc)), EXIT_STAGE_ERROR
     result["seconds"] = round(time.monotonic() - started, 3)
     Path(result_path).write_text(json.dumps(result, indent=2, default=float))
     print(f"stage.finished stage={name} ok={result['ok']} seconds={result['seconds']}", flush=True)

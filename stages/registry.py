@@ -30,6 +30,19 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "selftest.network": ("stages.selftest", "network", "any"),
 }
 
+# An exception a stage did not foresee, by stage: (the code of the stage's role, who
+# failed, what the user can try). See stages.failures; other stages say "stage_failed".
+OTHER_TOOLCHAIN = "Try another toolchain (spec.toolchain)"
+UNEXPECTED: dict[str, tuple[str, str, str]] = {
+    "torch.prepare": ("export_failed", "torch.prepare (loading, ONNX export)", "Check the model runs on spec.inputs"),
+    "onnx_tf.convert": ("conversion_failed", "The onnx-tf converter", OTHER_TOOLCHAIN),
+    "onnx2tf.convert": ("conversion_failed", "The onnx2tf converter", OTHER_TOOLCHAIN),
+    "litert_torch.convert": ("conversion_failed", "The litert-torch converter", OTHER_TOOLCHAIN),
+    "litert.validate": ("validation_failed", "Validating the .tflite", OTHER_TOOLCHAIN),
+    "litert.quantize": ("quantization_failed", "The quantizer", "Drop spec.quantization or try another toolchain"),
+}
+UNFORESEEN = ("stage_failed", "The stage", "Report it with the stage log")
+
 
 def get_stage(name: str) -> Stage:
     try:
@@ -38,6 +51,11 @@ def get_stage(name: str) -> Stage:
         raise StageError("unknown_stage", f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
     stage: Stage = getattr(importlib.import_module(module_name), function)
     return stage
+
+
+def unforeseen(name: str) -> tuple[str, str, str]:
+    """(code, who failed, what to try) for an exception stage ``name`` did not foresee."""
+    return UNEXPECTED.get(name, UNFORESEEN)
 
 
 def toolchain_of(name: str) -> str:

@@ -18,6 +18,7 @@ import inspect
 import re
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,15 @@ def _refuse_zip_bomb(members: list[zipfile.ZipInfo], size: int) -> None:
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
-    """The tensors of an uploaded state dict, checkpoint wrappers and prefixes removed."""
+    """The tensors of an uploaded state dict, checkpoint wrappers and prefixes removed.
+
+    The result keeps what ``torch.save(model.state_dict())`` wrote besides the tensors:
+    ``_metadata``, the per-module versions keyed by module path, which modules that
+    migrate old checkpoints read in ``_load_from_state_dict`` (torchvision's MNASNet
+    refuses to load without one). Its keys are re-prefixed like the tensors' keys when
+    ``module.`` is stripped. A safetensors file has none; ``apply_state_dict`` then
+    takes the model's own.
+    """
     import torch
 
     with path.open("rb") as handle:
@@ -164,8 +173,14 @@ def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ..
 
 
 def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
-    """Load strictly, but first collect every mismatch so one message lists them all."""
+    """Load strictly, but first collect every mismatch so one message lists them all.
+
+    Without per-module versions (``_metadata``: a safetensors file, or a dict rebuilt
+    by hand), the file is taken as saved by the installed model code: its own versions.
+    """
     expected = model.state_dict()
+    if getattr(state, "_metadata", None) is None:
+        state = _with_metadata(state, getattr(expected, "_metadata", None))
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     shapes = [
@@ -319,9 +334,9 @@ def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:
         for key in CHECKPOINT_KEYS:
             inner = raw.get(key)
             if isinstance(inner, dict) and inner and _all_tensors(inner):
-                return dict(inner)
+                return _with_metadata(inner, getattr(inner, "_metadata", None))
     if isinstance(raw, dict) and raw and _all_tensors(raw):
-        return dict(raw)
+        return _with_metadata(raw, getattr(raw, "_metadata", None))
     kind = type(raw).__name__
     if isinstance(raw, dict):
         odd = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)][:LIST_LIMIT]
@@ -341,8 +356,27 @@ def _all_tensors(mapping: dict[Any, Any]) -> bool:
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in mapping.items())
 
 
+def _with_metadata(tensors: dict[str, Any], metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of the tensors carrying ``metadata`` as ``_metadata``, as torch's own state dicts do."""
+    copied: dict[str, Any] = OrderedDict(tensors)
+    if metadata is not None:
+        copied._metadata = OrderedDict(metadata)  # type: ignore[attr-defined]
+    return copied
+
+
 def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    # DataParallel / DistributedDataParallel save every key under "module.".
-    if state and all(key.startswith(prefix) for key in state):
-        return {key[len(prefix) :]: value for key, value in state.items()}
-    return state
+    # DataParallel / DistributedDataParallel save every key under "module.", and their
+    # per-module versions under "module" (the wrapped model) and "module.<path>"; the
+    # root "" is the wrapper's own, not the model's.
+    if not state or not all(key.startswith(prefix) for key in state):
+        return state
+    metadata: dict[str, Any] | None = getattr(state, "_metadata", None)
+    if metadata is not None:
+        root = prefix.rstrip(".")
+        stripped = {
+            ("" if path == root else path[len(prefix) :]): version
+            for path, version in metadata.items()
+            if path == root or path.startswith(prefix)
+        }
+        metadata = stripped or metadata  # versions saved without the prefix already fit
+    return _with_metadata({key[len(prefix) :]: value for key, value in state.items()}, metadata)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ from stages.torch_onnx_file import validate as validate_onnx
 from stages.torch_outputs import flat_module, probe_output_dims, reference
 from stages.torch_tokens import embedding_tables, integer_inputs, with_ranges
 
-__all__ = ["SUPPORTED_FORMATS", "flat_module", "run"]
+__all__ = ["SUPPORTED_FORMATS", "Referenced", "flat_module", "load_reference", "run"]
 
 SUPPORTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
 
@@ -83,17 +84,31 @@ def run(request: StageRequest) -> StageResult:
     return _prepare_torch(request, "state_dict" if model_format == "auto" else model_format)
 
 
-def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
+@dataclass
+class Referenced:
+    """A loaded PyTorch model and its reference outputs on the validation samples."""
+
+    loaded: Loaded
+    inputs: list[dict[str, Any]]  # the signature, integer inputs with their sampled ranges
+    ranges: dict[str, dict[str, Any]]  # input name -> the range its token ids were drawn from
+    samples: dict[str, Any]  # input name -> numpy array [N, *shape]
+    output_names: list[str]  # the stable names of the flattened outputs, in PyTorch's order
+    reference: dict[str, Any]  # output name -> numpy array [N, *shape]
+    seconds: dict[str, float]  # "load", "reference": wall-clock seconds
+
+
+def load_reference(request: StageRequest, model_format: str) -> Referenced:
+    """Check and load the upload (any PyTorch format), build the samples, run the reference.
+
+    The first half of ``torch.prepare``, before any export. Raises ``StageError`` with
+    the upload's code (``empty_model``, ``invalid_model``, ``state_dict_mismatch``...).
+    """
     spec, options = request.spec, request.options
-    opset = choose_opset(spec)
-    exporters = _exporters(spec, model_format)
     check_upload(request.input_path("model"))
     import torch
 
-    threads = int(options.get("threads") or 1)
-    torch.set_num_threads(threads)
-    seed = int(spec.get("seed") or 0)
-    torch.manual_seed(seed)
+    torch.set_num_threads(int(options.get("threads") or 1))
+    torch.manual_seed(int(spec.get("seed") or 0))
     uploaded = request.inputs.get("samples")
 
     started = time.monotonic()
@@ -107,11 +122,26 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
         tables = embedding_tables(loaded.model, inputs) if integer_inputs(inputs) else {}
         inputs, ranges = with_ranges(inputs, tables, loaded.vocab_size)
     samples = sample_io.build({**spec, "inputs": inputs}, Path(uploaded) if uploaded else None)
-    input_names = [item["name"] for item in inputs]
 
     started = time.monotonic()
-    output_names, ref = reference(loaded.model, samples, input_names)
-    reference_seconds = time.monotonic() - started
+    output_names, ref = reference(loaded.model, samples, [item["name"] for item in inputs])
+    seconds = {"load": load_seconds, "reference": time.monotonic() - started}
+    return Referenced(loaded, inputs, ranges, samples, output_names, ref, seconds)
+
+
+def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
+    spec, options = request.spec, request.options
+    opset = choose_opset(spec)
+    exporters = _exporters(spec, model_format)
+    threads = int(options.get("threads") or 1)
+    seed = int(spec.get("seed") or 0)
+    uploaded = request.inputs.get("samples")
+    done = load_reference(request, model_format)
+    import torch
+
+    loaded, inputs, ranges, samples = done.loaded, done.inputs, done.ranges, done.samples
+    output_names, ref = done.output_names, done.reference
+    input_names = [item["name"] for item in inputs]
 
     out = request.output_dir
     sample_io.save(out / "samples.npz", samples)
@@ -168,7 +198,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
                 ranges=ranges,
                 seed=seed,
                 threads=threads,
-                seconds={"load": load_seconds, "reference": reference_seconds, "export_and_validate": export_seconds},
+                seconds={**done.seconds, "export_and_validate": export_seconds},
             ),
         },
     )
