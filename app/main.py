@@ -27,12 +27,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The API waits for a lock at most api_lock_timeout_ms, then answers 503. Readers and
         # writers have separate pools, so a burst of writers queued on SQLite's lock never
         # holds every connection a GET needs.
-        timeouts = {
-            "sqlite_busy_timeout_ms": settings.database.api_lock_timeout_ms,
-            "postgresql_lock_timeout_ms": settings.database.api_lock_timeout_ms,
-        }
-        engine = make_engine(settings.database_url, read_only=True, **timeouts)
-        write_engine = make_engine(settings.database_url, **timeouts)
+        wait_ms = settings.database.api_lock_timeout_ms
+        engine = make_engine(
+            settings.database_url, read_only=True, sqlite_busy_timeout_ms=wait_ms, postgresql_lock_timeout_ms=wait_ms
+        )
+        write_engine = make_engine(
+            settings.database_url, sqlite_busy_timeout_ms=wait_ms, postgresql_lock_timeout_ms=wait_ms
+        )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
