@@ -1,1 +1,1 @@
-"""ModelPort control plane: the HTTP API, the domain services and the persistence."""
+"""The HTTP API (FastAPI): routes, request schemas, problem responses and the submission services."""

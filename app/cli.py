@@ -8,9 +8,9 @@ import signal
 import sys
 import time
 
-from app.core.config import get_settings
-from app.core.db import make_engine, make_sessionmaker, session_scope
-from app.core.migrate import upgrade
+from modelport.config import get_settings
+from modelport.db import make_engine, make_sessionmaker, session_scope
+from modelport.migrate import upgrade
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -76,8 +76,8 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    from app.models import ApiKey
     from app.services import keys
+    from modelport.models import ApiKey
 
     settings = get_settings()
     sessions = make_sessionmaker(make_engine(settings.database_url))

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.migrate import upgrade
+from modelport.migrate import upgrade
+from modelport.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE
-from worker.toolchains import TOOLCHAINS
 
 QUEUES = [CONTROL_QUEUE, *TOOLCHAINS]
 

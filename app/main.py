@@ -11,11 +11,11 @@ from redis import Redis
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import admin, health, jobs, toolchains
-from app.core.config import Settings, get_settings
-from app.core.db import make_engine, make_sessionmaker, session_scope
-from app.core.logging import configure_logging
 from app.services import keys
-from app.storage import make_object_store
+from modelport.config import Settings, get_settings
+from modelport.db import make_engine, make_sessionmaker, session_scope
+from modelport.logging import configure_logging
+from modelport.storage import make_object_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -32,8 +32,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from app.local import QUEUES, LocalStack, free_port
+from modelport.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE
-from worker.toolchains import TOOLCHAINS
 
 KEY = "bench-load-key"
 FINAL = {"succeeded", "failed", "cancelled"}

@@ -82,7 +82,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     },
 }
 
-# Built as the service builds them (stages/torch_model.py): kwargs, or a transformers
+# Built as the service builds them (stages/export/model.py): kwargs, or a transformers
 # config through the class's config_class. One seed per family, so every run is the same.
 BUILD = """
 import importlib, json, sys, torch

@@ -4,9 +4,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app.core.config import get_settings
-from app.core.db import make_engine
-from app.models import Base
+from modelport.config import get_settings
+from modelport.db import make_engine
+from modelport.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

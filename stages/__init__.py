@@ -3,5 +3,5 @@
 Each stage is a plain function ``run(request) -> StageResult``. The package imports
 no framework at module level; a stage imports torch, onnx or tensorflow itself, so the
 same package serves every toolchain environment. Nothing here knows about HTTP, the
-database or Celery: see ``stages.contract`` for the JSON contract with the worker.
+database or Celery: see ``stages.kit.contract`` for the JSON contract with the worker.
 """

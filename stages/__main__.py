@@ -8,8 +8,8 @@ import time
 import traceback
 from pathlib import Path
 
-from stages.contract import EXIT_STAGE_ERROR, StageError, StageRequest, error_json
-from stages.failures import unexpected
+from stages.kit.contract import EXIT_STAGE_ERROR, StageError, StageRequest, error_json
+from stages.kit.failures import unexpected
 from stages.registry import get_stage, unforeseen
 
 

@@ -10,36 +10,36 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from stages.contract import StageError, StageRequest, StageResult
+from stages.kit.contract import StageError, StageRequest, StageResult
 
 Stage = Callable[[StageRequest], StageResult]
 
 # name -> (module, function, toolchain whose interpreter runs it)
 STAGES: dict[str, tuple[str, str, str]] = {
-    "torch.prepare": ("stages.torch_prepare", "run", "torch"),
-    "onnx_tf.convert": ("stages.onnx_tf_convert", "run", "onnx-tf"),
-    "onnx2tf.convert": ("stages.onnx2tf_convert", "run", "onnx2tf"),
-    "litert.validate": ("stages.validate_tflite", "run", "torch"),
-    "litert_torch.convert": ("stages.litert_torch_convert", "run", "torch"),
-    "litert.quantize": ("stages.quantize", "run", "torch"),
+    "export.prepare": ("stages.export.prepare", "run", "torch"),
+    "convert.onnx_tf": ("stages.convert.onnx_tf", "run", "onnx-tf"),
+    "convert.onnx2tf": ("stages.convert.onnx2tf", "run", "onnx2tf"),
+    "validate.tflite": ("stages.validate.tflite", "run", "torch"),
+    "convert.litert_torch": ("stages.convert.litert_torch", "run", "torch"),
+    "quantize.litert": ("stages.quantize.litert", "run", "torch"),
     # Runner self-tests: real processes that sleep, crash or allocate (no framework).
-    "selftest.echo": ("stages.selftest", "echo", "any"),
-    "selftest.sleep": ("stages.selftest", "sleep", "any"),
-    "selftest.abort": ("stages.selftest", "abort", "any"),
-    "selftest.allocate": ("stages.selftest", "allocate", "any"),
-    "selftest.network": ("stages.selftest", "network", "any"),
+    "selftest.echo": ("stages.kit.selftest", "echo", "any"),
+    "selftest.sleep": ("stages.kit.selftest", "sleep", "any"),
+    "selftest.abort": ("stages.kit.selftest", "abort", "any"),
+    "selftest.allocate": ("stages.kit.selftest", "allocate", "any"),
+    "selftest.network": ("stages.kit.selftest", "network", "any"),
 }
 
 # An exception a stage did not foresee, by stage: (the code of the stage's role, who
-# failed, what the user can try). See stages.failures; other stages say "stage_failed".
+# failed, what the user can try). See stages.kit.failures; other stages say "stage_failed".
 OTHER_TOOLCHAIN = "Try another toolchain (spec.toolchain)"
 UNEXPECTED: dict[str, tuple[str, str, str]] = {
-    "torch.prepare": ("export_failed", "torch.prepare (loading, ONNX export)", "Check the model runs on spec.inputs"),
-    "onnx_tf.convert": ("conversion_failed", "The onnx-tf converter", OTHER_TOOLCHAIN),
-    "onnx2tf.convert": ("conversion_failed", "The onnx2tf converter", OTHER_TOOLCHAIN),
-    "litert_torch.convert": ("conversion_failed", "The litert-torch converter", OTHER_TOOLCHAIN),
-    "litert.validate": ("validation_failed", "Validating the .tflite", OTHER_TOOLCHAIN),
-    "litert.quantize": ("quantization_failed", "The quantizer", "Drop spec.quantization or try another toolchain"),
+    "export.prepare": ("export_failed", "export.prepare (loading, ONNX export)", "Check the model runs on spec.inputs"),
+    "convert.onnx_tf": ("conversion_failed", "The onnx-tf converter", OTHER_TOOLCHAIN),
+    "convert.onnx2tf": ("conversion_failed", "The onnx2tf converter", OTHER_TOOLCHAIN),
+    "convert.litert_torch": ("conversion_failed", "The litert-torch converter", OTHER_TOOLCHAIN),
+    "validate.tflite": ("validation_failed", "Validating the .tflite", OTHER_TOOLCHAIN),
+    "quantize.litert": ("quantization_failed", "The quantizer", "Drop spec.quantization or try another toolchain"),
 }
 UNFORESEEN = ("stage_failed", "The stage", "Report it with the stage log")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
-from app.core.migrate import upgrade
 from app.main import create_app
+from modelport.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
+from modelport.migrate import upgrade
 from tests.support.db import sqlite_url, throwaway_postgres
 from tests.support.toolchain import torch_script
 

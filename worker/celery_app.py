@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from app.core.config import get_settings
-from app.core.logging import configure_logging
+from modelport.config import get_settings
+from modelport.logging import configure_logging
 
 CONTROL_QUEUE = "control"
 RECONCILE_TASK = "modelport.reconcile"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings, get_settings
-from app.core.db import make_engine, make_sessionmaker
-from app.storage import ObjectStore, make_object_store
+from modelport.config import Settings, get_settings
+from modelport.db import make_engine, make_sessionmaker
+from modelport.storage import ObjectStore, make_object_store
 from worker.runner import SubprocessRunner
 
 

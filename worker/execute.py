@@ -20,14 +20,14 @@ import psutil
 import structlog
 from sqlalchemy import update
 
-from app.core.db import session_scope
-from app.models import Job, StageRun
-from app.models.base import utcnow
+from modelport.db import session_scope
+from modelport.jobs.plan import StageDef, onnx_consumers, slug
+from modelport.jobs.selection import choose
+from modelport.models import Job, StageRun
+from modelport.models.base import utcnow
+from modelport.toolchains import get_toolchain
 from worker.context import WorkerContext
-from worker.plan import StageDef, onnx_consumers, slug
 from worker.runner import RunLimits, StageFailure, log_tail
-from worker.selection import choose
-from worker.toolchains import get_toolchain
 
 log = structlog.get_logger()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from redis import Redis
 
+from modelport.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE, celery_app, queue_name
-from worker.toolchains import TOOLCHAINS
 
 # Logical queue names (metric labels, readiness checks); the broker's names add the prefix.
 QUEUES: tuple[str, ...] = (CONTROL_QUEUE, *TOOLCHAINS)

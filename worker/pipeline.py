@@ -15,16 +15,16 @@ import structlog
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.core.db import session_scope
-from app.models import Job, StageRun
-from app.models.base import as_utc, utcnow
+from modelport.db import session_scope
+from modelport.jobs.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
+from modelport.jobs.report import finish_job
+from modelport.jobs.selection import auto_satisfied, choose
+from modelport.models import Job, StageRun
+from modelport.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.execute import Claim, execute, heartbeat
-from worker.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
-from worker.report import finish_job
 from worker.runner import StageCancelled, StageFailure
-from worker.selection import auto_satisfied, choose
 
 log = structlog.get_logger()
 

@@ -20,13 +20,13 @@ import structlog
 from redis import Redis
 from sqlalchemy import select
 
-from app.core.db import session_scope
-from app.models import Job
-from app.models.base import as_utc, utcnow
+from modelport.db import session_scope
+from modelport.jobs.plan import StageDef, plan_stages
+from modelport.models import Job
+from modelport.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.pipeline import FINAL
-from worker.plan import StageDef, plan_stages
 
 log = structlog.get_logger()
 

@@ -19,9 +19,9 @@ from datetime import datetime
 import structlog
 from sqlalchemy import func, select, update
 
-from app.core.db import session_scope
-from app.models import Artifact, Job
-from app.models.base import utcnow
+from modelport.db import session_scope
+from modelport.models import Artifact, Job
+from modelport.models.base import utcnow
 from worker.context import WorkerContext
 from worker.pipeline import FINAL
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from worker.toolchains import get_toolchain, stages_pythonpath
+from modelport.toolchains import get_toolchain, stages_pythonpath
 
 
 class StageFailure(Exception):

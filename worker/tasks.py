@@ -8,8 +8,8 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from app.core.db import session_scope
-from app.models import Job
+from modelport.db import session_scope
+from modelport.models import Job
 from worker import pipeline, retention
 from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, celery_app
 from worker.context import get_context
@@ -65,9 +65,9 @@ def _fail_internal(job_id: str, stage: str, message: str) -> None:
 def reconcile() -> None:
     from datetime import timedelta
 
+    from modelport.toolchains import TOOLCHAINS
     from worker.celery_app import queue_name
     from worker.reconcile import reconcile as find_and_resend
-    from worker.toolchains import TOOLCHAINS
 
     ctx = get_context()
     queues = [queue_name(name) for name in (CONTROL_QUEUE, *TOOLCHAINS)]

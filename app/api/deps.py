@@ -18,11 +18,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings
-from app.core.db import commit
 from app.core.errors import Forbidden, Unauthorized
 from app.services import keys
-from app.storage import ObjectStore
+from modelport.config import Settings
+from modelport.db import commit
+from modelport.storage import ObjectStore
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.models import Artifact, Job
 from app.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
+from modelport.models import Artifact, Job
 
 
 def job_out(job: Job) -> JobOut:

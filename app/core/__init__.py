@@ -1,0 +1,1 @@
+"""API error classes: each a status, a stable code and a title, rendered as problem+json."""

@@ -16,7 +16,7 @@ DType = Literal["float32", "float16", "float64", "int64", "int32", "int8", "uint
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # Dimensions beyond this are refused at submission: they cannot be a real model input.
-# A stage refuses a larger shape a model declares itself (stages/contract.py, the same number).
+# A stage refuses a larger shape a model declares itself (stages/kit/contract.py, the same number).
 MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 
 DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2}

@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
 from app.core.errors import Conflict, InvalidRequest, NotFound
-from app.models import Job, StageRun
-from app.models.base import utcnow
 from app.schemas.spec import JobSpec
-from worker.plan import CONVERTERS, candidates, plan_stages
+from modelport.config import Settings
+from modelport.jobs.plan import CONVERTERS, candidates, plan_stages
+from modelport.models import Job, StageRun
+from modelport.models.base import utcnow
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")

@@ -23,10 +23,10 @@ from redis import Redis
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.config import Settings
-from app.models import Job, StageRun
 from app.schemas.job import JobStatus
 from app.schemas.spec import ToolchainChoice
+from modelport.config import Settings
+from modelport.models import Job, StageRun
 from worker import monitor
 
 log = structlog.get_logger()

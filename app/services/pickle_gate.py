@@ -2,7 +2,7 @@
 
 A state dict is loaded with ``torch.load(weights_only=True)``, which refuses any global
 outside its allow-list; the stage keeps that check. This one reads the same pickles with
-``stages.pickle_scan`` (stdlib ``pickletools``: nothing is imported or run) before a job
+``stages.export.pickle_scan`` (stdlib ``pickletools``: nothing is imported or run) before a job
 exists, so the upload is answered 422 ``unsafe_model`` naming the global, and nothing of it
 is kept. TorchScript and ExportedProgram archives are programs loaded in the sandbox, and
 an explicit ``pickled_module`` is the operator's opt-in to run code: neither is scanned.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import structlog
 
 from app.core.errors import InvalidRequest
-from app.storage import ObjectStore
-from stages.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, describe, scan_file
+from modelport.storage import ObjectStore
+from stages.export.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, describe, scan_file
 
 log = structlog.get_logger()
 

@@ -8,12 +8,12 @@ import zipfile
 from typing import BinaryIO
 
 from app.core.errors import InvalidRequest
-from stages.pickle_scan import looks_like_pickle
+from stages.export.pickle_scan import looks_like_pickle
 
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 # torch.save, torch.jit.save and torch.export.save store tensors uncompressed, so what a
 # zip's members declare unpacked is about the file's own size; far more is a zip bomb.
-# The stage refuses one too, with the same numbers (stages/torch_model.py).
+# The stage refuses one too, with the same numbers (stages/export/model.py).
 MAX_UNPACK_RATIO = 10
 UNPACK_FLOOR_BYTES = 64 * 1024**2
 MAX_UNPACKED_BYTES = 32 * 1024**3

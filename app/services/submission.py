@@ -12,16 +12,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.core.config import Settings
 from app.core.errors import Conflict, InvalidRequest
-from app.models import Job
-from app.models.base import new_id
 from app.services import jobs
 from app.services.idempotency import KeyReservation
 from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, Part, receive_multipart
-from app.storage import ObjectStore
+from modelport.config import Settings
+from modelport.models import Job
+from modelport.models.base import new_id
+from modelport.storage import ObjectStore
 
 FILE_FIELDS = ("model", "inputs", "calibration")
 NPY_MAGIC = b"\x93NUMPY"

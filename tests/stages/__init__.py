@@ -1,0 +1,1 @@
+"""Stage tests: each stage run by its toolchain's own interpreter on tiny models the tests build."""

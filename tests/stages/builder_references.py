@@ -1,12 +1,12 @@
-"""Every torchvision builder's state dict through torch.prepare's loader, in the torch env.
+"""Every torchvision builder's state dict through export.prepare's loader, in the torch env.
 
     python builder_references.py WORK_DIR CONFIG_JSON
 
 For each classification and segmentation builder that ``torchvision.models.list_models``
 names: build it (seed 1234, so the stage's own seed-0 initialization differs), save its
 ``state_dict()`` with ``torch.save``, run the model itself on the samples the stage will
-synthesize, free it, then hand the file to ``stages.torch_prepare.load_reference`` (the
-first half of the ``torch.prepare`` stage: upload checks, state-dict loader, build,
+synthesize, free it, then hand the file to ``stages.export.prepare.load_reference`` (the
+first half of the ``export.prepare`` stage: upload checks, state-dict loader, build,
 strict load, samples, reference outputs; no export). Prints one JSON line per builder:
 what the stage returned or raised, and how far its reference is from the saved model's
 own outputs (the first line lists every builder). Run by test_state_dict_builders.py
@@ -42,10 +42,10 @@ def check(work: Path, family: str, name: str, module: Any, config: dict[str, Any
     import numpy as np
     import torch
 
-    from stages import samples as sample_io
-    from stages.contract import StageError, StageRequest
-    from stages.torch_outputs import reference
-    from stages.torch_prepare import load_reference
+    from stages.export.outputs import reference
+    from stages.export.prepare import load_reference
+    from stages.kit import samples as sample_io
+    from stages.kit.contract import StageError, StageRequest
 
     size = int(config["size"])
     kwargs = {"num_classes": int(config["num_classes"]), **config.get("kwargs", {})}
@@ -68,7 +68,7 @@ def check(work: Path, family: str, name: str, module: Any, config: dict[str, Any
     built = time.monotonic() - started
     row: dict[str, Any] = {"family": family, "name": name, "size": size, "num_classes": kwargs["num_classes"]}
     request = StageRequest(
-        "torch.prepare", {"model": str(path)}, spec, {"allowed_architectures": ["torchvision.models."]}, work / "out"
+        "export.prepare", {"model": str(path)}, spec, {"allowed_architectures": ["torchvision.models."]}, work / "out"
     )
     try:
         done = load_reference(request, "state_dict")

@@ -28,17 +28,17 @@ def vit_chain(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFa
     spec = image_spec("torchvision.models.VisionTransformer", size=32)
     spec["architecture"]["kwargs"].update(VIT_KWARGS)
     prepare = run_stage(
-        "torch", "torch.prepare", work / "prepare", {"model": stage_models["vit"]}, spec, ALLOW_TORCHVISION
+        "torch", "export.prepare", work / "prepare", {"model": stage_models["vit"]}, spec, ALLOW_TORCHVISION
     )
     assert prepare.ok, prepare.result
     shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
     convert = run_stage(
-        "onnx-tf", "onnx_tf.convert", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
+        "onnx-tf", "convert.onnx_tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
     )
     assert convert.ok, convert.result
     validate = run_stage(
         "torch",
-        "litert.validate",
+        "validate.tflite",
         work / "validate",
         {"tflite": convert.output("tflite_float32"), **shared},
         spec,

@@ -1,4 +1,4 @@
-"""The onnx-tf chain on a tiny CNN: torch.prepare -> onnx_tf.convert -> litert.validate.
+"""The onnx-tf chain on a tiny CNN: export.prepare -> convert.onnx_tf -> validate.tflite.
 
 The chain runs once (module fixture); each test asserts on its real results.
 """
@@ -22,7 +22,7 @@ def chain(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     spec = image_spec("torchvision.models.squeezenet1_1")
     prepare = run_stage(
         "torch",
-        "torch.prepare",
+        "export.prepare",
         work / "prepare",
         {"model": stage_models["squeezenet"]},
         spec,
@@ -31,12 +31,12 @@ def chain(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     assert prepare.ok, prepare.result
     shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
     convert = run_stage(
-        "onnx-tf", "onnx_tf.convert", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
+        "onnx-tf", "convert.onnx_tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
     )
     assert convert.ok, convert.result
     validate = run_stage(
         "torch",
-        "litert.validate",
+        "validate.tflite",
         work / "validate",
         {"tflite": convert.output("tflite_float32"), **shared},
         spec,

@@ -2,7 +2,7 @@
 float32 .tflite: the rows of ``UPLOAD_CONVERSIONS`` (tests/support/matrix.py).
 
 TorchScript, ONNX, ExportedProgram and pickled-module uploads of one tiny CNN (batch norm,
-depthwise convolutions) are prepared by ``torch.prepare`` for the row's converter, converted
+depthwise convolutions) are prepared by ``export.prepare`` for the row's converter, converted
 (onnx2tf; TorchScript also by onnx-tf, with its SavedModel) and validated in stock LiteRT
 against the reference of their own runtime. The rows run side by side, two at a time.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from modelport.jobs.plan import CONVERTERS
 from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.matrix import UPLOAD_CONVERSIONS, Conversion
-from worker.plan import CONVERTERS
 
 TOLERANCE = 1e-4
 IMAGE = [{"name": "image", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
@@ -79,7 +79,7 @@ def conversions(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPath
 
     def prepare(model: str) -> StageRun:
         spec = spec_for(by_model[model], consumers_of(model))
-        return run_stage("torch", "torch.prepare", work / model / "prepare", {"model": models[model]}, spec, OPTIONS)
+        return run_stage("torch", "export.prepare", work / model / "prepare", {"model": models[model]}, spec, OPTIONS)
 
     def convert(name: str) -> dict[str, StageRun | None]:
         row = UPLOAD_CONVERSIONS[name]
@@ -94,7 +94,7 @@ def conversions(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPath
         if not converted.ok:
             return {"convert": converted, "validate": None}
         tflite = {"tflite": converted.output("tflite_float32"), **shared}
-        validated = run_stage("torch", "litert.validate", work / name / "validate", tflite, spec, VALIDATE)
+        validated = run_stage("torch", "validate.tflite", work / name / "validate", tflite, spec, VALIDATE)
         return {"convert": converted, "validate": validated}
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -127,7 +127,7 @@ def test_the_upload_converts_to_a_tflite_within_tolerance(conversions: dict[str,
     row = UPLOAD_CONVERSIONS[name]
     runs = conversions["rows"][name]
     convert, validate = runs["convert"], runs["validate"]
-    assert convert is not None, "torch.prepare failed for this upload"
+    assert convert is not None, "export.prepare failed for this upload"
     assert convert.ok, convert.result.get("error") or convert.log[-3000:]
     assert convert.result["info"]["requires_flex"] is False
     assert validate is not None

@@ -1,9 +1,9 @@
 """Toolchains x model families at float32: one stand-in per family, every converter.
 
-Each family is prepared once (torch.prepare, for both ONNX consumers, so onnx-tf's
-opset cap of 15 applies), then every converter runs on it (onnx2tf.convert and
-onnx_tf.convert on the exported ONNX file, litert_torch.convert on the PyTorch model)
-and litert.validate runs its float32 .tflite in stock LiteRT. The families:
+Each family is prepared once (export.prepare, for both ONNX consumers, so onnx-tf's
+opset cap of 15 applies), then every converter runs on it (convert.onnx2tf and
+convert.onnx_tf on the exported ONNX file, convert.litert_torch on the PyTorch model)
+and validate.tflite runs its float32 .tflite in stock LiteRT. The families:
 
 - cnn: torchvision mobilenet_v2 (batch norm with randomized statistics, depthwise convs);
 - vit: a two-layer torchvision VisionTransformer (exact GELU, attention);
@@ -31,9 +31,9 @@ from tests.support.matrix import FAMILY_OUTCOMES
 
 TOLERANCE = 1e-4
 CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
-    "onnx2tf": ("onnx2tf", "onnx2tf.convert", "onnx"),
-    "litert-torch": ("torch", "litert_torch.convert", "model"),
-    "onnx-tf": ("onnx-tf", "onnx_tf.convert", "onnx"),
+    "onnx2tf": ("onnx2tf", "convert.onnx2tf", "onnx"),
+    "litert-torch": ("torch", "convert.litert_torch", "model"),
+    "onnx-tf": ("onnx-tf", "convert.onnx_tf", "onnx"),
 }
 # torchvision.ops for the MLP stand-in; everything else is a torchvision model or transformers.
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers.", "torchvision.ops."]}
@@ -42,7 +42,7 @@ VALIDATE = {"precision": "float32", "warmup": 1, "runs": 2, "threads_all": 1}
 # Same configurations as make_models.py, which writes the bert and gpt2 state dicts.
 
 # (family, converter) -> the measured outcome, kept in tests/support/matrix.py, whose rows
-# tests/test_coverage.py counts as conversions.
+# tests/project/test_coverage.py counts as conversions.
 EXPECTED = FAMILY_OUTCOMES
 
 MAKE_MODELS = r"""
@@ -182,7 +182,7 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     def prepare(family: str) -> StageRun:
         model, family_spec = FAMILIES[family]
         return run_stage(
-            "torch", "torch.prepare", work / family / "prepare", {"model": models[model]}, family_spec, ALLOWED
+            "torch", "export.prepare", work / family / "prepare", {"model": models[model]}, family_spec, ALLOWED
         )
 
     def cell(key: tuple[str, str]) -> dict[str, StageRun | None]:
@@ -199,12 +199,12 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         if not convert.ok:
             return {"convert": convert, "validate": None, "flex": None}
         tflite = {"tflite": convert.output("tflite_float32"), **shared}
-        validate = run_stage("torch", "litert.validate", where / "validate", tflite, family_spec, VALIDATE)
+        validate = run_stage("torch", "validate.tflite", where / "validate", tflite, family_spec, VALIDATE)
         flex = None
         if validate.ok and validate.result["metrics"]["tflite_float32"]["requires_flex"]:
             # As the pipeline does: TensorFlow's interpreter (onnx-tf env) runs Select-TF ops.
             options = {**VALIDATE, "runtime": "tensorflow"}
-            flex = run_stage("onnx-tf", "litert.validate", where / "validate_flex", tflite, family_spec, options)
+            flex = run_stage("onnx-tf", "validate.tflite", where / "validate_flex", tflite, family_spec, options)
         return {"convert": convert, "validate": validate, "flex": flex}
 
     # Each call is its own subprocess. The prepares are queued first, in the order their
@@ -222,7 +222,7 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 def outcome(runs: dict[str, StageRun | None]) -> str:
     convert, validate = runs["convert"], runs["validate"]
-    assert convert is not None, "torch.prepare failed for this family"
+    assert convert is not None, "export.prepare failed for this family"
     if not convert.ok:
         return f"failed:{convert.error_code}"
     assert validate is not None

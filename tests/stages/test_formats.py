@@ -1,4 +1,4 @@
-"""torch.prepare for every input format: TorchScript, ExportedProgram, ONNX uploads and
+"""export.prepare for every input format: TorchScript, ExportedProgram, ONNX uploads and
 transformers state dicts, on tiny models written by make_models.py.
 
 Each case is one real stage process in the torch environment; the module fixture
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from tests.stages.conftest import StageRun, prepare_spec, run_stage
 
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers."]}
@@ -100,7 +100,7 @@ def runs(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 
     def run(name: str) -> StageRun:
         model, case_spec = CASES[name]
-        return run_stage("torch", "torch.prepare", work / name, {"model": stage_models[model]}, case_spec, ALLOWED)
+        return run_stage("torch", "export.prepare", work / name, {"model": stage_models[model]}, case_spec, ALLOWED)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(zip(CASES, pool.map(run, CASES), strict=True))
@@ -292,7 +292,7 @@ def test_bert_state_dict(runs: dict[str, StageRun]) -> None:
 
 def test_gpt2_state_dict_exports_without_a_cache(runs: dict[str, StageRun]) -> None:
     # transformers' causal mask uses torch.diff and a boolean cumsum: the legacy exporter
-    # needs stages.torch_symbolics to reach opset 15.
+    # needs stages.export.symbolics to reach opset 15.
     info = passed(runs["gpt2"])
     assert info["output_names"] == ["logits"]
     assert info["output_shapes"] == {"logits": ["batch", "sequence", 100]}

@@ -1,4 +1,4 @@
-"""torch.prepare on hostile and broken uploads: each gets its own stable code, never a crash.
+"""export.prepare on hostile and broken uploads: each gets its own stable code, never a crash.
 
 The torch environment writes tiny real files (a TorchScript archive, an ExportedProgram,
 a zip-format state dict, ONNX graphs); this module damages them byte by byte: cut in
@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
+from stages.kit.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
 from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.hostile_pickles import hostile_pickle, replace_member
 
@@ -281,7 +281,7 @@ def runs(models: dict[str, Path], watch: FifoWatch, tmp_path_factory: pytest.Tem
 
     def run(name: str) -> StageRun:
         model, case_spec = CASES[name]
-        return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec, ALLOW_NN)
+        return run_stage("torch", "export.prepare", work / name, {"model": models[model]}, case_spec, ALLOW_NN)
 
     with watch.running(), ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(zip(CASES, pool.map(run, CASES), strict=True))

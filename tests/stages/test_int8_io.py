@@ -4,7 +4,7 @@ The segmentation stand-in of ``test_quantize.py`` (``segmenter_chain``: the tiny
 dense [1, 4, 64, 64] logits) is quantized at int8 twice with the same uploaded
 calibration: with float32 inputs/outputs (the default) and with ``"int8_io": true``.
 The int8_io file is read back in stock LiteRT, fed int8 by hand with the scale and zero
-point the stage reports, and checked again in ``litert.validate``.
+point the stage reports, and checked again in ``validate.tflite``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from stages.tflite_boundary import Boundary, Port
-from stages.tflite_int8_io import int8_io_gaps
+from modelport.jobs.report import _tflite_entry
+from stages.kit.tflite_boundary import Boundary, Port
+from stages.quantize.int8_io import int8_io_gaps
 from tests.stages.conftest import StageRun, run_stage, toolchain_python
 from tests.stages.test_quantize import INT8_MIN_COSINE, SEGMENTER_SPEC, quantize_segmenter, segmenter_chain
-from worker.report import _tflite_entry
 
 # Feeds the file int8 by hand, as a user would from the report's numbers, and prints the
 # interpreter's own view of the boundary and the dequantized outputs' cosine to PyTorch.
@@ -159,7 +159,7 @@ def test_litert_validate_quantizes_the_samples_with_the_file_s_parameters(
         "reference": prepare.output("reference"),
     }
     options = {"precision": "int8", "runs": 2, "warmup": 1, "threads_all": 1}
-    run = run_stage("torch", "litert.validate", tmp_path, inputs, SEGMENTER_SPEC, options)
+    run = run_stage("torch", "validate.tflite", tmp_path, inputs, SEGMENTER_SPEC, options)
     assert run.ok, run.result
     metrics = run.result["metrics"]["tflite_int8"]
     signature = int8(runs["int8_io"])["signature"]

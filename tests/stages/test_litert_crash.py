@@ -1,4 +1,4 @@
-"""litert.validate survives the runtime: an int8 resnet18 from the onnx-tf chain makes
+"""validate.tflite survives the runtime: an int8 resnet18 from the onnx-tf chain makes
 LiteRT's reference kernels SIGABRT (and XNNPACK refuse it). Either is the artifact's
 ``fail`` verdict with the reason, from a stage that itself succeeds.
 """
@@ -18,11 +18,11 @@ from tests.stages.conftest import HERE, STAGE_TIMEOUT, StageRun, image_spec, run
 def int8_resnet(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("int8-resnet")
     spec = image_spec("torchvision.models.resnet18", size=32)
-    prepare = run_stage("torch", "torch.prepare", work / "prepare", {"model": stage_models["resnet18"]}, spec)
+    prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": stage_models["resnet18"]}, spec)
     assert prepare.ok, prepare.result
     shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
     convert = run_stage(
-        "onnx-tf", "onnx_tf.convert", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
+        "onnx-tf", "convert.onnx_tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
     )
     assert convert.ok, convert.result
     tflite = work / "model_int8.tflite"
@@ -47,7 +47,7 @@ def validate(files: dict[str, Path], name: str, xnnpack: bool) -> StageRun:
     spec = image_spec("torchvision.models.resnet18", size=32)
     inputs = {key: files[key] for key in ("tflite", "samples", "reference")}
     options = {"precision": "int8", "xnnpack": xnnpack, "runs": 3}
-    return run_stage("torch", "litert.validate", files["work"] / name, inputs, spec, options)
+    return run_stage("torch", "validate.tflite", files["work"] / name, inputs, spec, options)
 
 
 def test_a_runtime_crash_is_the_verdict_not_a_lost_stage(int8_resnet: dict[str, Path]) -> None:

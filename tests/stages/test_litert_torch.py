@@ -1,4 +1,4 @@
-"""The litert-torch chain: torch.prepare -> litert_torch.convert -> litert.validate, on tiny models.
+"""The litert-torch chain: export.prepare -> convert.litert_torch -> validate.tflite, on tiny models.
 
 The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
 convolutions) with randomized batch-norm statistics, so that folding them is really
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
 from tests.stages.conftest import StageRun, make_torch_models, run_stage
 
@@ -115,19 +115,19 @@ def models(factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def chain(case: str, factory: pytest.TempPathFactory) -> dict[str, StageRun]:
-    """torch.prepare -> litert_torch.convert -> litert.validate for one case, once per session."""
+    """export.prepare -> convert.litert_torch -> validate.tflite for one case, once per session."""
     if case not in _CHAINS:
         work = factory.mktemp(f"litert-torch-{case}")
         spec, model = spec_for(case), models(factory)[case]
-        prepare = run_stage("torch", "torch.prepare", work / "prepare", {"model": model}, spec, ALLOWED)
+        prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec, ALLOWED)
         assert prepare.ok, prepare.result
         shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
         convert = run_stage(
-            "torch", "litert_torch.convert", work / "convert", {"model": model, **shared}, spec, ALLOWED
+            "torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, spec, ALLOWED
         )
         assert convert.ok, convert.result
         validate = run_stage(
-            "torch", "litert.validate", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
+            "torch", "validate.tflite", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
         )
         assert validate.ok, validate.result
         _CHAINS[case] = {"prepare": prepare, "convert": convert, "validate": validate}
@@ -163,7 +163,7 @@ def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, 
 def test_signature_keeps_the_spec_names_and_pytorch_layout(chains: dict[str, Any], case: str) -> None:
     info, validate_info = chains[case]["convert"].result["info"], chains[case]["validate"].result["info"]
     names = [item["name"] for item in CASES[case][1]]
-    # litert.validate matched by signature name, not by elimination or order.
+    # validate.tflite matched by signature name, not by elimination or order.
     assert validate_info["signature_key"] == "serving_default"
     assert validate_info["input_map"] == {name: name for name in names}
     assert validate_info["output_map"] == {"output": "output"}
@@ -239,11 +239,11 @@ def test_an_exported_program_converts_like_the_state_dict(
     work = tmp_path_factory.mktemp("litert-torch-ep")
     spec = spec_for("mlp", model_format="exported_program", architecture=None)
     model = models(tmp_path_factory)["mlp_exported_program"]
-    convert = run_stage("torch", "litert_torch.convert", work / "convert", {"model": model, **shared}, spec)
+    convert = run_stage("torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, spec)
     assert convert.ok, convert.result
     assert convert.result["info"]["model_format"] == "exported_program"
     validate = run_stage(
-        "torch", "litert.validate", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
+        "torch", "validate.tflite", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
     )
     metrics = validate.result["metrics"]["tflite_float32"]
     assert metrics["verdict"] == "pass", metrics["reasons"]
@@ -257,7 +257,7 @@ def test_a_reference_with_other_outputs_is_conversion_failed(chains: dict[str, A
     reference = tmp_path / "reference.npz"
     np.savez(reference, output_0=output, output_1=output)
     inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": reference}
-    run = run_stage("torch", "litert_torch.convert", tmp_path / "run", inputs, spec_for("mlp"), ALLOWED)
+    run = run_stage("torch", "convert.litert_torch", tmp_path / "run", inputs, spec_for("mlp"), ALLOWED)
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "conversion_failed"
     assert "returns 1 tensors" in run.result["error"]["message"]
@@ -269,11 +269,11 @@ def test_formats_without_a_pytorch_module_are_refused(
 ) -> None:
     prepare = chains["mlp"]["prepare"]
     inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    run = run_stage("torch", "litert_torch.convert", tmp_path, inputs, spec_for("mlp", model_format=model_format))
+    run = run_stage("torch", "convert.litert_torch", tmp_path, inputs, spec_for("mlp", model_format=model_format))
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "format_not_supported"
 
 
 def test_stages_run_in_the_torch_environment() -> None:
-    assert STAGES["litert_torch.convert"] == ("stages.litert_torch_convert", "run", "torch")
-    assert STAGES["litert.quantize"] == ("stages.quantize", "run", "torch")
+    assert STAGES["convert.litert_torch"] == ("stages.convert.litert_torch", "run", "torch")
+    assert STAGES["quantize.litert"] == ("stages.quantize.litert", "run", "torch")

@@ -1,4 +1,4 @@
-"""stages.metrics: the numbers and verdicts every artifact report is built from (numpy only)."""
+"""stages.kit.metrics: the numbers and verdicts every artifact report is built from (numpy only)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from stages.metrics import compare
+from stages.kit.metrics import compare
 
 RNG = np.random.default_rng(0)
 

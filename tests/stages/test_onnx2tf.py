@@ -1,4 +1,4 @@
-"""The onnx2tf chain: torch.prepare -> onnx2tf.convert -> litert.validate, on tiny models.
+"""The onnx2tf chain: export.prepare -> convert.onnx2tf -> validate.tflite, on tiny models.
 
 The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
 convolutions) with randomized batch-norm statistics, so that folding them is really
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
 from tests.stages.conftest import ENV_OVERRIDES, StageRun, make_torch_models, run_stage, toolchain_python
 
@@ -148,17 +148,17 @@ def chains(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     chains: dict[str, dict[str, Any]] = {}
     for case in CASES:
         spec = spec_for(case)
-        prepare = run_stage("torch", "torch.prepare", work / case / "prepare", {"model": models[case]}, spec, ALLOWED)
+        prepare = run_stage("torch", "export.prepare", work / case / "prepare", {"model": models[case]}, spec, ALLOWED)
         assert prepare.ok, prepare.result
         onnx_digest = hashlib.sha256(prepare.output("onnx").read_bytes()).hexdigest()
         shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
         convert = run_stage(
-            "onnx2tf", "onnx2tf.convert", work / case / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
+            "onnx2tf", "convert.onnx2tf", work / case / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
         )
         assert convert.ok, convert.result
         validate = run_stage(
             "torch",
-            "litert.validate",
+            "validate.tflite",
             work / case / "validate",
             {"tflite": convert.output("tflite_float32"), **shared},
             spec,
@@ -263,7 +263,7 @@ def test_nhwc_layout_changes_only_4d_inputs(
 ) -> None:
     prepare = chains[case]["prepare"]
     inputs = {name: prepare.output(name) for name in ("onnx", "samples", "reference")}
-    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path, inputs, spec_for(case, layout="nhwc"))
+    run = run_stage("onnx2tf", "convert.onnx2tf", tmp_path, inputs, spec_for(case, layout="nhwc"))
     assert run.ok, run.result
     info = run.result["info"]
     name = CASES[case][1][0]["name"]
@@ -278,7 +278,7 @@ def test_an_operator_without_builtin_is_conversion_failed(
 ) -> None:
     prepare = chains["mlp"]["prepare"]
     inputs = {"onnx": models["unique"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path, inputs, spec_for("mlp"))
+    run = run_stage("onnx2tf", "convert.onnx2tf", tmp_path, inputs, spec_for("mlp"))
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "conversion_failed"
     message = run.result["error"]["message"]
@@ -292,11 +292,11 @@ def test_an_unreadable_onnx_file_is_conversion_failed(chains: dict[str, Any], tm
     garbage = tmp_path / "model.onnx"
     garbage.write_bytes(b"\xff" * 256)  # wire type 7 does not exist: no protobuf parses this
     inputs = {"onnx": garbage, "samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    run = run_stage("onnx2tf", "onnx2tf.convert", tmp_path / "run", inputs, spec_for("mlp"))
+    run = run_stage("onnx2tf", "convert.onnx2tf", tmp_path / "run", inputs, spec_for("mlp"))
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "conversion_failed"
     assert "cannot be read" in run.result["error"]["message"]
 
 
 def test_stage_runs_in_the_onnx2tf_environment() -> None:
-    assert STAGES["onnx2tf.convert"] == ("stages.onnx2tf_convert", "run", "onnx2tf")
+    assert STAGES["convert.onnx2tf"] == ("stages.convert.onnx2tf", "run", "onnx2tf")

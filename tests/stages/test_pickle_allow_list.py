@@ -1,6 +1,6 @@
 """The submission scan allows exactly what ``torch.load(weights_only=True)`` allows.
 
-``stages.pickle_scan.ALLOWED_GLOBALS`` is a table written out by hand so the control plane
+``stages.export.pickle_scan.ALLOWED_GLOBALS`` is a table written out by hand so the control plane
 needs no torch; this compares it with the installed torch's own list, so a torch upgrade
 that changes the list fails here rather than refusing good files or passing bad ones.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from stages.pickle_scan import ALLOWED_GLOBALS
+from stages.export.pickle_scan import ALLOWED_GLOBALS
 from tests.support.toolchain import toolchain_python
 
 TORCH_ALLOWED = """

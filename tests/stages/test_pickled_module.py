@@ -1,9 +1,9 @@
 """``model_format: pickled_module`` (a whole ``torch.save(model)``) in the stages.
 
-The control plane accepts it only when the operator enabled it (tests/test_pickled_module_api.py);
-here the stages load it: ``torch.prepare`` unpickles it with code execution allowed, run by
+The control plane accepts it only when the operator enabled it (tests/api/test_pickled_module_api.py);
+here the stages load it: ``export.prepare`` unpickles it with code execution allowed, run by
 the worker's own runner so that it happens inside the sandbox the stage reports, then
-exports and validates it like a state dict's module; ``litert_torch.convert`` loads it the
+exports and validates it like a state dict's module; ``convert.litert_torch`` loads it the
 same way. The model is a ``torch.nn.Sequential`` of torch's own layers (a pickle names its
 classes by reference, so they must be importable in the stage), saved in training mode
 with dropout and batch norm: a module left in training mode would not match its reference.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage, toolchain_python
 from worker.runner import RunLimits, SubprocessRunner, sandbox_available
 
@@ -116,7 +116,7 @@ ENABLED = {"enable_pickled_module": True}  # what the worker passes when the ope
 
 def _sandboxed(work: Path, model: Path, case_spec: dict[str, Any]) -> StageRun:
     request = {
-        "stage": "torch.prepare",
+        "stage": "export.prepare",
         "inputs": {"model": str(model)},
         "spec": case_spec,
         "options": ENABLED,
@@ -124,7 +124,7 @@ def _sandboxed(work: Path, model: Path, case_spec: dict[str, Any]) -> StageRun:
     }
     work.mkdir(parents=True)
     limits = RunLimits(timeout_seconds=600, memory_bytes=4 * 1024**3, threads=1, nice=0)
-    outcome = SubprocessRunner().run("torch", "torch.prepare", request, work, limits)
+    outcome = SubprocessRunner().run("torch", "export.prepare", request, work, limits)
     result = {**outcome.result, "isolation": outcome.isolation}
     return StageRun(0 if result.get("ok") else EXIT_STAGE_ERROR, result, (work / "stage.log").read_text(), work / "out")
 
@@ -157,7 +157,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, probe: Path) -> dict[str, Sta
         if name in ("sandboxed", "probed"):
             return _sandboxed(work / name, models[model], case_spec)
         options = {} if name == "switched_off" else ENABLED
-        return run_stage("torch", "torch.prepare", work / name, {"model": models[model]}, case_spec, options)
+        return run_stage("torch", "export.prepare", work / name, {"model": models[model]}, case_spec, options)
 
     # A listener on the host's loopback, open while the stages run: the probe tries to reach it.
     with socket.socket() as listener:
@@ -173,12 +173,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, probe: Path) -> dict[str, Sta
     shared = {"samples": prepared.output("samples"), "reference": prepared.output("reference")}
     litert_spec = spec("pickled_module", inputs=IMAGE, toolchain="litert-torch", layout="nchw")
     convert = run_stage(
-        "torch", "litert_torch.convert", work / "convert", {"model": models["module"], **shared}, litert_spec, ENABLED
+        "torch", "convert.litert_torch", work / "convert", {"model": models["module"], **shared}, litert_spec, ENABLED
     )
     done["convert"] = convert
     if convert.ok:
         inputs = {"tflite": convert.output("tflite_float32"), **shared}
-        done["validate"] = run_stage("torch", "litert.validate", work / "validate", inputs, litert_spec)
+        done["validate"] = run_stage("torch", "validate.tflite", work / "validate", inputs, litert_spec)
     return done
 
 

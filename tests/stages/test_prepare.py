@@ -1,4 +1,4 @@
-"""torch.prepare: the formats it reads, the exporters, and every error a user can act on.
+"""export.prepare: the formats it reads, the exporters, and every error a user can act on.
 
 Each case is one real stage process. They are independent and single-threaded, so the
 module fixture runs them side by side (one per CPU) and the tests assert on the results.
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from tests.stages.conftest import ALLOW_TORCHVISION, StageRun, image_spec, run_stage
 
 SQUEEZENET = "torchvision.models.squeezenet1_1"
@@ -65,7 +65,7 @@ def runs(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
         if case.samples:
             inputs["samples"] = work / case.samples
         spec = image_spec(SQUEEZENET, **case.spec)
-        return run_stage("torch", "torch.prepare", work / name, inputs, spec, ALLOW_TORCHVISION)
+        return run_stage("torch", "export.prepare", work / name, inputs, spec, ALLOW_TORCHVISION)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         return dict(zip(CASES, pool.map(run, CASES), strict=True))

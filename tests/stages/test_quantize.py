@@ -1,4 +1,4 @@
-"""litert.quantize on real float32 .tflite files: ai-edge-quantizer, then stock LiteRT.
+"""quantize.litert on real float32 .tflite files: ai-edge-quantizer, then stock LiteRT.
 
 The float32 inputs are the litert-torch chains of ``test_litert_torch.py`` (a mobilenet_v2
 with randomized batch norm at 1x3x32x32, a transformer encoder block with exact GELU),
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.contract import EXIT_STAGE_ERROR
+from stages.kit.contract import EXIT_STAGE_ERROR
 from tests.stages.conftest import HERE, StageRun, make_torch_models, run_stage
 from tests.stages.test_litert_torch import chain, spec_for
 from tests.support.matrix import QUANTIZATIONS, QUANTIZED_PRECISIONS
@@ -68,20 +68,20 @@ def quantize(
     }
     if calibration is not None:
         inputs["calibration"] = calibration
-    return run_stage("torch", "litert.quantize", work, inputs, spec, {"precisions": PRECISIONS, **(options or {})})
+    return run_stage("torch", "quantize.litert", work, inputs, spec, {"precisions": PRECISIONS, **(options or {})})
 
 
 def segmenter_chain(factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """torch.prepare -> litert_torch.convert on the LR-ASPP stand-in, and a calibration
+    """export.prepare -> convert.litert_torch on the LR-ASPP stand-in, and a calibration
     .npz of other images than the validation samples; once per session."""
     if not _SEGMENTER:
         work = factory.mktemp("segmenter")
         model = make_torch_models(MAKE_SEGMENTER, work / "models")["lraspp_program"]
-        prepare = run_stage("torch", "torch.prepare", work / "prepare", {"model": model}, SEGMENTER_SPEC)
+        prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, SEGMENTER_SPEC)
         assert prepare.ok, prepare.result
         shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
         convert = run_stage(
-            "torch", "litert_torch.convert", work / "convert", {"model": model, **shared}, SEGMENTER_SPEC
+            "torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, SEGMENTER_SPEC
         )
         assert convert.ok, convert.result
         calibration = work / "calibration.npz"
@@ -92,7 +92,7 @@ def segmenter_chain(factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def quantize_segmenter(factory: pytest.TempPathFactory, work: Path, **spec_changes: Any) -> StageRun:
-    """litert.quantize at int8 on the segmentation stand-in."""
+    """quantize.litert at int8 on the segmentation stand-in."""
     runs = segmenter_chain(factory)
     spec = {**SEGMENTER_SPEC, **spec_changes}
     run = quantize(runs, work, spec, {"precisions": ["int8"]}, calibration=runs["calibration"])
@@ -217,7 +217,7 @@ def test_the_quantized_file_validates_in_litert_validate(
         "samples": prepare.output("samples"),
         "reference": prepare.output("reference"),
     }
-    run = run_stage("torch", "litert.validate", tmp_path, inputs, spec_for("mobilenet_v2"), {"precision": "float16"})
+    run = run_stage("torch", "validate.tflite", tmp_path, inputs, spec_for("mobilenet_v2"), {"precision": "float16"})
     metrics = run.result["metrics"]["tflite_float16"]
     assert metrics["verdict"] == "pass", metrics["reasons"]
     ours = quantized["mobilenet_v2"].result["metrics"]["tflite_float16"]["outputs"]["output"]

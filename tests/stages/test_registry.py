@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from stages.contract import StageError
+from modelport.toolchains import TOOLCHAINS, stages_pythonpath
+from stages.kit.contract import StageError
 from stages.registry import STAGES, get_stage
-from worker.toolchains import TOOLCHAINS, stages_pythonpath
 
 CONVERSION_STAGES = [name for name in STAGES if not name.startswith("selftest.")]
 
@@ -19,7 +19,7 @@ def test_unknown_stage_has_a_stable_code() -> None:
     with pytest.raises(StageError) as caught:
         get_stage("torch.teleport")
     assert caught.value.code == "unknown_stage"
-    assert "torch.prepare" in caught.value.message
+    assert "export.prepare" in caught.value.message
 
 
 @pytest.mark.parametrize("name", CONVERSION_STAGES)

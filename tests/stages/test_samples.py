@@ -1,4 +1,4 @@
-"""stages.samples: synthetic and uploaded validation inputs (numpy only)."""
+"""stages.kit.samples: synthetic and uploaded validation inputs (numpy only)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages import samples
-from stages.contract import StageError
+from stages.kit import samples
+from stages.kit.contract import StageError
 
 
 def spec(**changes: Any) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""State dicts of every torchvision builder load through torch.prepare's loader.
+"""State dicts of every torchvision builder load through export.prepare's loader.
 
 A loader regression on any allow-listed builder shows here: each classification and
 segmentation builder torchvision lists is saved with ``torch.save(model.state_dict())``
-and handed to ``stages.torch_prepare.load_reference`` (the stage's own loading and
+and handed to ``stages.export.prepare.load_reference`` (the stage's own loading and
 reference half, no export) in one torch-env process (``builder_references.py``). Its
 reference outputs must have the model's shape for ``num_classes`` and equal the saved
 model's own outputs on the same samples (the stage seeds its fresh model differently,
@@ -12,7 +12,7 @@ most of the time and are marked ``slow`` (deselect with ``-m "not slow"``).
 torchvision's MNASNet reads the per-module versions ``torch.save`` writes with a state
 dict (``_metadata``) and refuses to load without them: that file, wrapped in a
 checkpoint with DataParallel's ``module.`` prefix, and as safetensors (which has none),
-goes through the whole ``torch.prepare`` stage process.
+goes through the whole ``export.prepare`` stage process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelport.toolchains import stages_pythonpath
 from tests.stages.conftest import (
     ALLOW_TORCHVISION,
     STAGE_TIMEOUT,
@@ -35,7 +36,6 @@ from tests.stages.conftest import (
     run_stage,
     toolchain_python,
 )
-from worker.toolchains import stages_pythonpath
 
 HERE = Path(__file__).resolve().parent
 NUM_CLASSES = 3
@@ -174,7 +174,7 @@ def test_mnasnet_state_dict_keeps_its_module_versions(mnasnet: dict[str, Path], 
     )
     run: StageRun = run_stage(
         "torch",
-        "torch.prepare",
+        "export.prepare",
         tmp_path,
         {"model": mnasnet[file], "samples": mnasnet["samples"]},
         spec,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.failures import unexpected
+from stages.kit.failures import unexpected
 from stages.registry import STAGES, unforeseen
 
 TF_OP_ERROR = """Graph execution error:
@@ -32,12 +32,12 @@ class InvalidArgumentError(Exception):
 def test_every_converting_stage_has_its_roles_code() -> None:
     codes = {name: unforeseen(name)[0] for name in STAGES}
     expected = {
-        "torch.prepare": "export_failed",
-        "onnx_tf.convert": "conversion_failed",
-        "onnx2tf.convert": "conversion_failed",
-        "litert_torch.convert": "conversion_failed",
-        "litert.validate": "validation_failed",
-        "litert.quantize": "quantization_failed",
+        "export.prepare": "export_failed",
+        "convert.onnx_tf": "conversion_failed",
+        "convert.onnx2tf": "conversion_failed",
+        "convert.litert_torch": "conversion_failed",
+        "validate.tflite": "validation_failed",
+        "quantize.litert": "quantization_failed",
     }
     for name, code in expected.items():
         assert codes[name] == code, name
@@ -51,7 +51,7 @@ def test_a_tensorflow_op_error_is_one_line_naming_the_converter_reason_and_node(
         except KeyError as inner:
             raise InvalidArgumentError(TF_OP_ERROR) from inner
     except InvalidArgumentError as exc:
-        error = unexpected(*unforeseen("onnx_tf.convert"), exc)
+        error = unexpected(*unforeseen("convert.onnx_tf"), exc)
     assert error.code == "conversion_failed"
     message = error.message
     assert "\n" not in message
@@ -66,7 +66,7 @@ def test_a_tensorflow_op_error_is_one_line_naming_the_converter_reason_and_node(
 
 @pytest.mark.parametrize("length", [10, 5000])
 def test_a_long_or_short_message_stays_one_bounded_line(length: int) -> None:
-    error = unexpected(*unforeseen("onnx2tf.convert"), ValueError("x" * length + "\nsecond line"))
+    error = unexpected(*unforeseen("convert.onnx2tf"), ValueError("x" * length + "\nsecond line"))
     assert "\n" not in error.message
     assert "second line" not in error.message
     assert len(error.message) <= 300
@@ -79,5 +79,5 @@ def test_an_exception_without_a_message_takes_its_causes() -> None:
         except RuntimeError as inner:
             raise AssertionError() from inner
     except AssertionError as exc:
-        error = unexpected(*unforeseen("onnx2tf.convert"), exc)
+        error = unexpected(*unforeseen("convert.onnx2tf"), exc)
     assert "LayerNormalization is not supported at opset 17" in error.message

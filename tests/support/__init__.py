@@ -1,0 +1,1 @@
+"""Test helpers shared by every kind of test: tiny models, toolchains, databases, the running stack."""

@@ -2,7 +2,7 @@
 converter, which validations judge its float32 file, which precisions and targets it yields.
 
 The conversion tests parametrise over these tables (so a row is what runs, and a row's
-test asserts that it passes), and tests/test_coverage.py subtracts their values from the
+test asserts that it passes), and tests/project/test_coverage.py subtracts their values from the
 registries: every input format, converter, validator, precision and target must appear
 in a row (Hugging Face Optimum's ``test_all_models_tested``). A test that expects a
 refusal is never a row.
@@ -14,16 +14,16 @@ from dataclasses import dataclass
 
 # Validators as "<stage entry>@<toolchain env>": stock LiteRT in the torch environment, and
 # TensorFlow's interpreter (the onnx-tf environment) for a file that needs flex ops.
-LITERT = "litert.validate@torch"
-FLEX = "litert.validate@onnx-tf"
-TFLITE = ("onnx", "tflite")  # torch.prepare's ONNX file is checked too
+LITERT = "validate.tflite@torch"
+FLEX = "validate.tflite@onnx-tf"
+TFLITE = ("onnx", "tflite")  # export.prepare's ONNX file is checked too
 
 
 @dataclass(frozen=True)
 class Conversion:
     model: str  # the tiny model's name in the running test (make_models.py or the module's own)
     model_format: str  # spec.model_format of the upload
-    converter: str  # a worker.plan.CONVERTERS key
+    converter: str  # a modelport.jobs.plan.CONVERTERS key
     validators: tuple[str, ...] = (LITERT,)
     precisions: tuple[str, ...] = ("float32",)
     targets: tuple[str, ...] = TFLITE

@@ -9,16 +9,16 @@ from typing import Any
 
 import redis
 
-from app.core.db import session_scope
-from app.models import Job
-from app.models.base import new_id
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
+from modelport.db import session_scope
+from modelport.models import Job
+from modelport.models.base import new_id
+from modelport.toolchains import TOOLCHAINS
 from worker import pipeline
 from worker.celery_app import queue_name
 from worker.context import WorkerContext
 from worker.runner import StageFailure
-from worker.toolchains import TOOLCHAINS
 
 SPEC = {"targets": ["onnx"], "quantization": ["float32"], "toolchain": "auto", "model_format": "state_dict"}
 

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import AdminDep, WritesDep
-from app.core.db import session_scope
 from app.core.errors import NotFound
-from app.models import ApiKey
 from app.schemas.problem import problem_responses
 from app.services import keys
+from modelport.db import session_scope
+from modelport.models import ApiKey
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

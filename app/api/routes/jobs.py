@@ -11,14 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
 from app.api.request_id import request_id_of
-from app.core.config import Settings
-from app.core.db import after_commit, session_scope
 from app.core.errors import Conflict, ModelPortError, NotFound
-from app.models.base import as_utc
 from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from app.schemas.problem import problem_responses
 from app.services import jobs, submission
-from app.storage import ObjectStore
+from modelport.config import Settings
+from modelport.db import after_commit, session_scope
+from modelport.models.base import as_utc
+from modelport.storage import ObjectStore
 from worker.enqueue import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from app.api.deps import CallerDep, SettingsDep
 from app.schemas.job import ToolchainOut
 from app.schemas.problem import problem_responses
+from modelport.jobs.plan import CONVERTERS
+from modelport.toolchains import TOOLCHAINS
 from worker.celery_app import queue_name
-from worker.plan import CONVERTERS
-from worker.toolchains import TOOLCHAINS
 
 router = APIRouter(prefix="/v1/toolchains", tags=["toolchains"])
 _PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)")

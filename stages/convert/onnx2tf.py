@@ -1,0 +1,234 @@
+"""Stage ``convert.onnx2tf`` (onnx2tf env): ONNX -> float32 TFLite, without TensorFlow.
+
+Inputs: ``onnx``, ``samples``, ``reference`` (from ``export.prepare``). Output:
+``tflite_float32``. onnx2tf 2.6.9's default backend (``flatbuffer_direct``) writes the
+.tflite itself, builtin ops only. There is no SavedModel here: onnx2tf's would need
+TensorFlow, and ModelPort takes the SavedModel from the onnx-tf toolchain. Its float16
+twin is not kept (see ``FLOAT16_NOT_KEPT``); nor is int8, which 2.6.9 gets wrong.
+
+How onnx2tf is driven, and why (verified with 2.6.9):
+
+- As ``python -m onnx2tf`` in a child process: it is chatty, calls ``sys.exit`` on
+  errors and runs ``onnxsim`` as a subprocess found on PATH (so the environment's
+  ``bin`` goes first on the child's PATH). Its output goes to the stage log; a failure
+  is ``conversion_failed`` with its last error line.
+- On a copy of the ONNX file: it rewrites its input in place (onnxsim, op names).
+- With ``-k`` (keep_ncw_or_nchw_or_ncdhw_input_names) for every 3-D to 5-D input, as
+  it would otherwise move them channel-last; with ``layout: nhwc`` the 4-D inputs are
+  left out, so they become NHWC (its default), and only they.
+- Without ``-rtpo``: exact GELU becomes the builtin GELU op and a lone Erf a builtin
+  polynomial. Where no builtin exists it quietly retries with custom ops
+  (``ONNX_<OP>``) that no stock runtime runs, which is ``conversion_failed`` here.
+- Nothing needs the network (no calibration download on the float32 path).
+
+Outputs keep PyTorch's layout and every name its stable form: onnx2tf leaves some
+outputs channel-last, so ``stages.convert.onnx2tf_boundary`` plans a TRANSPOSE where needed and
+``stages.kit.tflite_boundary`` adds it to the file; then one sample runs through the file
+in ai-edge-litert as a sanity check (``info.sanity_check``, numbers only - the verdict
+is ``validate.tflite``'s; a builtin-only file the runtime cannot run at all is
+``conversion_failed`` here). ``info.signature.input_transposes`` gives, per input, the
+permutation that turns a PyTorch-layout sample into what the file takes (``[0, 2, 3,
+1]`` for a 4-D input with ``layout: nhwc``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from stages.convert import onnx2tf_boundary as boundary
+from stages.kit import samples as sample_io
+from stages.kit import tflite_boundary as boundary_io
+from stages.kit.contract import StageError, StageRequest, StageResult
+
+LAYOUTS = ("nchw", "nhwc")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ADVICE = (
+    "An unsupported operator or dynamic shape usually needs another opset or toolchain "
+    "(e.g. onnx-tf), or a model change that avoids it; the stage log has onnx2tf's output"
+)
+FLOAT16_NOT_KEPT = (
+    "onnx2tf also writes a float16 file, which computes in float16 end to end (float16 inputs "
+    "and outputs); stock LiteRT's kernels refuse float16 tensors, so it runs only where XNNPACK "
+    "takes every operator (resnet18 fails on MAX_POOL_2D). Not kept"
+)
+
+
+def run(request: StageRequest) -> StageResult:
+    layout = str(request.spec.get("layout") or "nchw")
+    if layout not in LAYOUTS:
+        raise StageError("invalid_spec", f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    tolerance = float((request.spec.get("tolerance") or {}).get("float32", 1e-4))
+    samples = sample_io.load(request.input_path("samples"))
+    reference = sample_io.load(request.input_path("reference"))
+    target = request.output_dir / "model_float32.tflite"
+    work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=request.output_dir))
+    try:
+        model = work / "model.onnx"
+        # onnx2tf rewrites the file it is given (onnxsim, op names): never the caller's.
+        shutil.copyfile(request.input_path("onnx"), model)
+        onnx_inputs, opset = _onnx_inputs(model)
+        keep = [name for name, rank in onnx_inputs.items() if rank in (3, 5) or (rank == 4 and layout == "nchw")]
+        arguments = ["-i", model.name, "-o", "out", "-v", "info", *(["-k", *keep] if keep else [])]
+        started = time.monotonic()
+        log = _run_onnx2tf(work, arguments)
+        tool_seconds = time.monotonic() - started
+
+        raw = work / "out" / "model_float32.tflite"
+        started = time.monotonic()
+        try:
+            _refuse_custom_ops(raw, log)
+            plan = boundary.plan(raw, samples, reference, layout, work)
+            boundary_io.rewrite(
+                raw, target, input_perms=plan.input_perms, output_perms=plan.output_perms, renames=plan.renames
+            )
+        except (ValueError, IndexError) as exc:  # a flatbuffer this stage cannot read or edit
+            traceback.print_exc()
+            raise StageError(
+                "conversion_failed", f"the .tflite onnx2tf wrote cannot be used: {type(exc).__name__}: {exc}"
+            ) from None
+        sanity = boundary.sanity_check(target, samples, reference, plan, tolerance, work)
+        check_seconds = time.monotonic() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    from stages.kit.tflite_ops import operators
+
+    requires_flex = bool(operators(target)["flex"])
+    if not sanity["ran"] and not requires_flex:
+        # A builtin-only file that stock LiteRT cannot run is no candidate: say so here,
+        # with the runtime's words, rather than hand it on to fail validation.
+        raise StageError(
+            "conversion_failed",
+            f"onnx2tf wrote a .tflite that stock LiteRT cannot run: {sanity['reason']}. "
+            "A static input shape (no named dynamic dimension) or another toolchain may avoid it",
+        )
+    final = boundary_io.read(target)
+    info: dict[str, Any] = {
+        "versions": _versions(),
+        "converter": {
+            "tool": "onnx2tf",
+            "backend": "flatbuffer_direct (onnx2tf's default; no TensorFlow)",
+            "command": ["python", "-m", "onnx2tf", *arguments],
+            "environment": {"PATH": "<env>/bin first (onnx2tf runs onnxsim from it)", "TQDM_DISABLE": "1"},
+            "keep_ncw_or_nchw_or_ncdhw_input_names": keep,
+            "onnx_opset": opset,
+            "boundary_rewrite": {
+                "input_transposes": plan.input_perms,
+                "output_transposes": plan.output_perms,
+                "renamed": plan.renames,
+                "layout_resolved_by_values": plan.resolved_by_values,
+            },
+        },
+        "requires_flex": requires_flex,
+        "layout": layout,
+        "signature": {
+            "signature_key": final.signature_key,
+            "inputs": {port.key: port.to_json() for port in final.inputs},
+            "outputs": [port.key for port in final.outputs],
+            "output_shapes": {port.key: port.shape for port in final.outputs},
+            "input_map": {name: name for name in plan.input_map},
+            "output_map": {name: name for name in plan.output_map},
+            "input_transposes": plan.input_transposes,
+        },
+        "sanity_check": sanity,
+        "warnings": _warnings(log),
+        "float16": FLOAT16_NOT_KEPT,
+        "seconds": {"onnx2tf": round(tool_seconds, 3), "boundary_and_sanity_check": round(check_seconds, 3)},
+    }
+    return StageResult(outputs={"tflite_float32": target.name}, metrics={}, info=info)
+
+
+def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
+    """The graph's real inputs (not initializers) with their ranks, and the default-domain opset."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # anything onnx cannot parse
+        raise StageError("conversion_failed", f"the ONNX file cannot be read: {type(exc).__name__}: {exc}") from None
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    inputs = {
+        item.name: len(item.type.tensor_type.shape.dim) for item in model.graph.input if item.name not in initializers
+    }
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return inputs, opset
+
+
+def _run_onnx2tf(work: Path, arguments: list[str]) -> str:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
+    env["TQDM_DISABLE"] = "1"  # progress bars would fill the log with carriage returns
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnx2tf", *arguments],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=env,
+    )
+    log = ANSI.sub("", proc.stdout)
+    print(log, flush=True)
+    if proc.returncode < 0:
+        signal_name = boundary.signal_name(-proc.returncode)
+        raise StageError("conversion_failed", f"onnx2tf was killed by signal {signal_name}. {ADVICE}")
+    if proc.returncode != 0 or not (work / "out" / "model_float32.tflite").is_file():
+        raise StageError(
+            "conversion_failed",
+            f"onnx2tf could not convert the model (exit {proc.returncode}): {_last_error(log)}. {ADVICE}",
+        )
+    return log
+
+
+def _refuse_custom_ops(tflite: Path, log: str) -> None:
+    # Without a builtin, onnx2tf quietly retries with custom ops that no stock runtime has.
+    from stages.kit.tflite_ops import operators
+
+    custom = operators(tflite)["custom"]
+    if not custom:
+        return
+    lowered = re.findall(r"Custom ops lowered:.*?onnx_ops=\[([^\]]*)\]", log)
+    onnx_ops = ", ".join(lowered) or ", ".join(custom)
+    raise StageError(
+        "conversion_failed",
+        f"onnx2tf has no TFLite builtin for the ONNX operator(s) {onnx_ops} and wrote custom ops "
+        f"{custom} instead, which stock LiteRT cannot run. Try the onnx-tf toolchain, or change "
+        "the model to avoid those operators",
+    )
+
+
+def _warnings(log: str) -> list[str]:
+    found = []
+    if "Failed to optimize the onnx file" in log:
+        found.append("onnxsim failed on this model; onnx2tf converted it unsimplified (see the stage log)")
+    return found
+
+
+def _last_error(log: str, limit: int = 500) -> str:
+    """The line that names the failure: onnx2tf's last ``ERROR:``, else a traceback's last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    pattern = re.compile(r"^(ERROR:|[\w.]*(Error|Exception|Exit)\b)")
+    line = next((line for line in reversed(lines) if pattern.match(line)), lines[-1] if lines else "no output")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _versions() -> dict[str, str | None]:
+    import platform
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("onnx2tf", "onnx", "onnxruntime", "onnxsim", "numpy", "ai-edge-litert", "flatbuffers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions

@@ -1,0 +1,1 @@
+"""Export: load an upload (state dict, TorchScript, .pt2, ONNX); write the reference ONNX and outputs."""

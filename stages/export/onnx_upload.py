@@ -1,0 +1,238 @@
+"""``export.prepare`` for an uploaded ONNX file: no PyTorch, onnxruntime is the reference.
+
+1. Read and check: an empty file is ``empty_model``; a file protobuf or
+   ``onnx.checker`` refuses is ``invalid_model``; external data (any tensor whose bytes
+   live in another file) is ``onnx_external_data``, before anything could follow its path.
+2. Inputs: the spec's, which must match the graph's inputs (``input_mismatch`` lists
+   them), or the graph's own; one too large to sample is ``input_too_large``. Integer
+   inputs get synthetic ids below the vocabulary of the Gather table they feed.
+3. Reference: onnxruntime on the uploaded model as it is.
+4. The output file: outputs renamed to plain identifiers only where needed
+   (``output_name_map``); when a consumer reads older opsets (onnx-tf: 15), converted
+   with ``onnx.version_converter`` and kept only if onnxruntime agrees with the
+   reference; if that fails, the original is kept with ``onnx_tf_compatible: false``
+   when another consumer reads it (else ``opset_not_supported``).
+5. ``metrics.onnx`` compares the output file with the reference, always (an unchanged
+   file matches exactly, which the report then shows).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from stages.export.model import first_line
+from stages.export.onnx_export import OPSET_LIMITS, choose_opset, may_keep_higher_opset, onnx_consumers, onnx_io
+from stages.export.onnx_file import convert_opset, file_opset, input_dims, onnx_tf_fields, run_samples, session
+from stages.export.onnx_file import validate as validate_onnx
+from stages.export.onnx_graph import (
+    check_spec_inputs,
+    describe,
+    gather_tables,
+    graph_inputs,
+    parameter_count,
+    refuse_external_data,
+    stable_output_names,
+)
+from stages.export.tokens import integer_inputs, with_ranges
+from stages.kit import samples as sample_io
+from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
+
+
+def prepare_onnx(request: StageRequest) -> StageResult:
+    import onnx
+
+    spec, options = request.spec, request.options
+    threads = int(options.get("threads") or 1)
+    seed = int(spec.get("seed") or 0)
+    uploaded = request.inputs.get("samples")
+
+    started = time.monotonic()
+    model = _read(request.input_path("model"))
+    source_opset = file_opset(model)
+    assert source_opset is not None  # the checker requires the default domain
+    target = _target_opset(spec, source_opset)
+    inputs, inputs_source = _inputs(spec, model)
+    refuse_huge_inputs(inputs)
+    load_seconds = time.monotonic() - started
+
+    ranges: dict[str, dict[str, Any]] = {}
+    if not uploaded:
+        tables = gather_tables(model, integer_inputs(inputs))
+        inputs, ranges = with_ranges(inputs, tables, None)
+    samples = sample_io.build({**spec, "inputs": inputs}, Path(uploaded) if uploaded else None)
+    input_names = [item["name"] for item in inputs]
+
+    started = time.monotonic()
+    try:
+        reference_session = session(model.SerializeToString(), threads)
+    except Exception as exc:
+        raise StageError(
+            "invalid_model",
+            f"onnxruntime, the reference runtime for ONNX uploads, cannot load the model: {first_line(exc)}. "
+            "Check that it uses only standard ONNX operators",
+        ) from None
+    try:
+        raw = run_samples(reference_session, samples)
+    except Exception as exc:
+        given = ", ".join(f"{n} {list(samples[n].shape[1:])} {samples[n].dtype}" for n in input_names)
+        raise StageError(
+            "input_mismatch",
+            f"onnxruntime could not run the model on the inputs ({given}): {first_line(exc)}. "
+            f"The graph's inputs: {describe(graph_inputs(model))}",
+        ) from None
+    reference_seconds = time.monotonic() - started
+
+    started = time.monotonic()
+    renamed = stable_output_names(model)
+    output_names = [o.name for o in model.graph.output]
+    reference = {name: raw[renamed.get(name, name)] for name in output_names}
+    out = request.output_dir
+    sample_io.save(out / "samples.npz", samples)
+    sample_io.save(out / "reference.npz", reference)
+    source_file = out / "model.source.onnx"
+    onnx.save(model, str(source_file))
+
+    tolerance = float((spec.get("tolerance") or {}).get("float32", 1e-4))
+
+    def validate(path: Path) -> dict[str, Any]:
+        return validate_onnx(path, samples, reference, tolerance, threads)
+
+    attempts = []
+    conversion: dict[str, Any] | None = None
+    reason: str | None = None
+    opset = source_opset
+    metrics: dict[str, Any] | None = None
+    if target != source_opset:
+        step = convert_opset(source_file, out / "model.onnx", target, validate)
+        attempts.append(step.to_json())
+        conversion = {"from": source_opset, "to": target, "tool": "onnx.version_converter", "ok": step.ok}
+        conversion["error"] = step.error
+        if step.ok:
+            opset, metrics = target, step.metrics
+            source_file.unlink()
+        elif spec.get("opset") is None and may_keep_higher_opset(spec):
+            reason = step.error
+        else:
+            raise StageError(
+                "opset_not_supported",
+                f"the ONNX file has opset {source_opset}; {_readers(spec, target)} and converting it to "
+                f"{target} failed: {step.error}. Upload the model exported at opset {target}, or choose a "
+                "toolchain that reads its opset (onnx2tf)",
+            )
+    if metrics is None:
+        source_file.replace(out / "model.onnx")
+        try:
+            metrics = validate(out / "model.onnx")
+        except Exception as exc:  # cannot happen for the file the reference ran, but say so if it does
+            raise StageError("invalid_model", f"onnxruntime cannot run the prepared file: {first_line(exc)}") from None
+    export_seconds = time.monotonic() - started
+    onnx_inputs, output_shapes = onnx_io(out / "model.onnx")
+
+    return StageResult(
+        outputs={"onnx": "model.onnx", "samples": "samples.npz", "reference": "reference.npz"},
+        metrics={"onnx": metrics},
+        info={
+            "model_format": "onnx",
+            "input_names": input_names,
+            "inputs": [{k: item[k] for k in ("name", "shape", "dtype", "range") if k in item} for item in inputs],
+            "inputs_source": inputs_source,
+            "onnx_input_names": onnx_inputs,
+            "onnx_input_shapes": input_dims(out / "model.onnx"),
+            "output_names": output_names,
+            "output_name_map": renamed,
+            "output_shapes": output_shapes,
+            "exporter": "uploaded",
+            "opset": opset,
+            "source_opset": source_opset,
+            "opset_conversion": conversion,
+            **onnx_tf_fields(opset, reason),
+            "versions": _versions(),
+            "reference_runtime": "onnxruntime",
+            "parameters": parameter_count(model),
+            "export_attempts": attempts,
+            "output_shapes_probed": False,
+            **sample_io.run_info(
+                samples,
+                uploaded=bool(uploaded),
+                ranges=ranges,
+                seed=seed,
+                threads=threads,
+                seconds={"load": load_seconds, "reference": reference_seconds, "export_and_validate": export_seconds},
+            ),
+        },
+    )
+
+
+def _read(path: Path) -> Any:
+    import onnx
+
+    data = path.read_bytes()
+    if not data:
+        raise StageError("empty_model", "the model file is empty (0 bytes): upload the whole .onnx file")
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError, or a file too large for protobuf
+        raise StageError(
+            "invalid_model",
+            f"not an ONNX model: the file does not parse as an ONNX ModelProto ({first_line(exc, 200)}). "
+            "Upload the .onnx file written by torch.onnx.export or onnx.save",
+        ) from None
+    refuse_external_data(model)
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:
+        raise StageError(
+            "invalid_model",
+            f"onnx.checker rejects the ONNX file: {first_line(exc, 300)}. Re-export the model, "
+            "or check it with onnx.checker.check_model",
+        ) from None
+    if file_opset(model) is None:
+        raise StageError("invalid_model", "the ONNX file imports no default-domain opset (ai.onnx)")
+    return model
+
+
+def _target_opset(spec: dict[str, Any], source: int) -> int:
+    """The file's own opset, unless asked for another or a consumer reads less."""
+    if spec.get("opset") is not None:
+        return choose_opset(spec)  # checks the value against the consumers' limits
+    limits = [OPSET_LIMITS[c] for c in onnx_consumers(spec) if c in OPSET_LIMITS]
+    return min([source, *limits])
+
+
+def _readers(spec: dict[str, Any], target: int) -> str:
+    limited = [c for c in onnx_consumers(spec) if c in OPSET_LIMITS]
+    if spec.get("opset") is not None:
+        return f"spec.opset asks for {target}"
+    return f"{', '.join(limited)} read(s) opsets up to {target}"
+
+
+def _inputs(spec: dict[str, Any], model: Any) -> tuple[list[dict[str, Any]], str]:
+    graph = graph_inputs(model)
+    if spec.get("inputs"):
+        given = sample_io.input_specs(spec)
+        initializers = {init.name for init in model.graph.initializer}
+        optional = {value.name for value in model.graph.input if value.name in initializers}
+        check_spec_inputs(given, graph, optional)
+        return given, "spec"
+    unknown = [item["name"] for item in graph if item["shape"] is None]
+    if unknown:
+        raise StageError(
+            "inputs_required",
+            f"the ONNX graph does not declare the rank of its inputs {unknown}: give spec.inputs "
+            "(names, shapes, dtypes)",
+        )
+    return graph, "graph"
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for package in ("onnx", "onnxruntime", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found

@@ -1,0 +1,140 @@
+"""ONNX export of an uploaded ExportedProgram, at the opset its consumers read.
+
+The dynamo exporter translates the program as it is (its own dynamic dimensions,
+renamed after the signature's) at opset 18 or newer. When a consumer reads less
+(onnx-tf: 15), in this order:
+
+1. ``onnx.version_converter`` on the opset-18 file, kept if onnxruntime still agrees
+   with the reference (it has no adapter for operators newer than the target, e.g.
+   LayerNormalization: transformer encoders fail here);
+2. the legacy (TorchScript-based) exporter on ``ep.module()`` at the target opset,
+   unless ``exporter: dynamo`` was asked for;
+3. otherwise the opset-18 file is kept with ``onnx_tf_compatible: false`` and the
+   reason, when another consumer (onnx2tf) reads it and the opset was not asked for
+   explicitly; else ``opset_not_supported`` names the consumers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stages.export.formats import Loaded
+from stages.export.model import first_line
+from stages.export.onnx_export import (
+    DEFAULT_OPSET,
+    Attempt,
+    Exported,
+    ExportFailed,
+    declare_output_shapes,
+    export_best,
+    export_program,
+    may_keep_higher_opset,
+    onnx_consumers,
+)
+from stages.export.onnx_file import convert_opset, rename_dims
+from stages.kit import samples as sample_io
+from stages.kit.contract import StageError
+
+
+def export_program_best(
+    loaded: Loaded,
+    wrapper: Any,
+    example: tuple[Any, ...],
+    out: Path,
+    output_names: list[str],
+    opset: int,
+    exporters: tuple[str, ...],
+    declared: dict[str, list[int | str]] | None,
+    spec: dict[str, Any],
+    validate: Callable[[Path], dict[str, Any]],
+) -> Exported:
+    input_names = [item["name"] for item in loaded.inputs]
+    native = max(opset, DEFAULT_OPSET)
+    attempts: list[Attempt] = []
+    conversion: dict[str, Any] | None = None
+    native_file = out / "model.program.onnx"
+    native_metrics: dict[str, Any] | None = None
+
+    if "dynamo" in exporters:
+        attempt = export_program(loaded.program, example, native_file, input_names, output_names, native)
+        attempts.append(attempt)
+        if attempt.ok:
+            native_metrics = _validated(attempt, native_file, loaded, declared, validate)
+        passed = native_metrics is not None and native_metrics["verdict"] == "pass"
+        if passed and native == opset:
+            native_file.replace(out / "model.onnx")
+            return Exported("dynamo", native_metrics or {}, attempts, opset)
+        if passed:
+            converted = out / "model.converted.onnx"
+            step = convert_opset(native_file, converted, opset, validate)
+            attempts.append(step)
+            conversion = {"from": native, "to": opset, "tool": "onnx.version_converter", "ok": step.ok}
+            conversion["error"] = step.error
+            if step.ok:
+                converted.replace(out / "model.onnx")
+                native_file.unlink(missing_ok=True)
+                return Exported("dynamo", step.metrics or {}, attempts, opset, conversion=conversion)
+
+    if "torchscript" in exporters:
+        dynamic = {item["name"]: sample_io.dynamic_axes(item["shape"]) for item in loaded.inputs}
+        try:
+            exporter, metrics, tried = export_best(
+                ("torchscript",), wrapper, example, out, input_names, output_names, dynamic, opset, declared, validate
+            )
+        except ExportFailed as failed:
+            attempts.extend(failed.attempts)
+        else:
+            attempts.extend(tried)
+            if metrics["verdict"] == "pass" or native_metrics is None:
+                native_file.unlink(missing_ok=True)
+                return Exported(exporter, metrics, attempts, opset, conversion=conversion)
+
+    tried_text = "; ".join(f"{a.exporter}: {a.error}" for a in attempts if a.error)
+    if native_metrics is not None and (native == opset or may_keep_higher_opset(spec)):
+        native_file.replace(out / "model.onnx")
+        reason = f"no way to opset {opset} worked ({tried_text})" if native != opset else None
+        return Exported("dynamo", native_metrics, attempts, native, conversion=conversion, onnx_tf_reason=reason)
+    native_file.unlink(missing_ok=True)
+    if native_metrics is not None:
+        wanted = (
+            f"spec.opset is {opset}"
+            if spec.get("opset") is not None
+            else (f"{', '.join(onnx_consumers(spec))} read(s) opsets up to {opset}")
+        )
+        raise StageError(
+            "opset_not_supported",
+            f"the ExportedProgram exports at opset {native}, but {wanted}, and no way to opset {opset} "
+            f"worked: {tried_text}. Choose a toolchain that reads opset {native} (onnx2tf)"
+            + (", or leave spec.opset null" if spec.get("opset") is not None else ""),
+        )
+    raise StageError(
+        "export_failed",
+        f"ONNX export of the ExportedProgram failed at opset {opset}: {tried_text}. "
+        "Try another exporter or opset in the spec",
+    )
+
+
+def _validated(
+    attempt: Attempt,
+    path: Path,
+    loaded: Loaded,
+    declared: dict[str, list[int | str]] | None,
+    validate: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any] | None:
+    rename_dims(path, loaded.dim_names)
+    if declared:
+        declare_output_shapes(path, declared)
+    started = time.monotonic()
+    try:
+        metrics = validate(path)
+    except Exception as exc:  # a file onnxruntime refuses is a failed attempt
+        attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
+        path.unlink(missing_ok=True)
+        return None
+    metrics["seconds"] = round(time.monotonic() - started, 3)
+    if metrics["verdict"] != "pass":
+        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    return metrics

@@ -1,0 +1,54 @@
+"""Self-test stages: exercise the runner's limits with real processes (no framework needed).
+
+``selftest.echo`` writes its request back as an output; ``selftest.sleep`` sleeps
+``options.seconds``; ``selftest.abort`` kills itself with SIGABRT, as a crashing
+runtime does; ``selftest.allocate`` holds ``options.megabytes`` of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from stages.kit.contract import StageError, StageRequest, StageResult
+
+
+def echo(request: StageRequest) -> StageResult:
+    out = request.output_dir / "echo.json"
+    out.write_text(json.dumps({"inputs": sorted(request.inputs), "spec": request.spec}))
+    if request.options.get("fail_with"):
+        raise StageError(request.options["fail_with"], "selftest failure on request")
+    return StageResult(outputs={"echo": out.name}, metrics={"ok": 1}, info={"pid": os.getpid()})
+
+
+def sleep(request: StageRequest) -> StageResult:
+    time.sleep(float(request.options.get("seconds", 60)))
+    return StageResult()
+
+
+def abort(request: StageRequest) -> StageResult:
+    print("selftest: aborting", flush=True)
+    os.kill(os.getpid(), signal.SIGABRT)
+    return StageResult()
+
+
+def allocate(request: StageRequest) -> StageResult:
+    block = bytearray(int(request.options.get("megabytes", 512)) * 1024 * 1024)
+    for i in range(0, len(block), 4096):  # touch every page so it counts as resident
+        block[i] = 1
+    time.sleep(float(request.options.get("hold_seconds", 10)))
+    return StageResult(metrics={"bytes": len(block)})
+
+
+def network(request: StageRequest) -> StageResult:
+    """Try to reach ``options.port`` on loopback; report what happened."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", int(request.options["port"])), timeout=3).close()
+        outcome = "connected"
+    except OSError as exc:
+        outcome = f"{type(exc).__name__}: {exc.strerror or exc}"
+    return StageResult(info={"network": outcome, "pid": os.getpid()})

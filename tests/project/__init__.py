@@ -1,0 +1,1 @@
+"""Project tests: coverage of the registries by the tests, and the deployment files' structure."""

@@ -1,0 +1,107 @@
+"""The deployment files, checked by structure (no Docker engine on these machines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from modelport.config import StorageSettings
+from modelport.toolchains import TOOLCHAINS
+
+ROOT = Path(__file__).resolve().parents[2]
+# Run once to completion before the services that need them: migrations, the bucket.
+ONE_SHOT = {"migrate", "buckets"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_long_running_service_has_a_healthcheck_and_waits_for_health() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no"
+        else:
+            assert "healthcheck" in service, name
+        for dependency, condition in service.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert condition["condition"] == expected, (name, dependency)
+
+
+def test_one_worker_service_and_image_per_toolchain() -> None:
+    services = compose()["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, flags=re.MULTILINE))
+    for name in TOOLCHAINS:
+        assert f"worker-{name}" in services, name
+        assert f"worker-{name}" in targets, name
+        assert f"worker.envs build {name}" in dockerfile, name
+        assert TOOLCHAINS[name].lock_file.is_file()
+    assert "worker-control" in services
+    assert "control" in targets
+
+
+def test_images_install_from_the_same_lock_files() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "-r locks/control.txt" in dockerfile
+    for lock in (ROOT / "locks").glob("*.txt"):
+        pins = [line for line in lock.read_text().splitlines() if line and not line.startswith("#")]
+        assert pins, lock.name
+        assert all("==" in line for line in pins), lock.name
+
+
+def _interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?message} with nothing set: the default, or a placeholder."""
+    return re.sub(r"\$\{(\w+):([-?])([^}]*)\}", lambda m: m.group(3) if m.group(2) == "-" else "<required>", value)
+
+
+def test_api_and_workers_use_the_minio_bucket() -> None:
+    services = compose()["services"]
+    assert "healthcheck" in services["minio"]
+    assert services["buckets"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    creates = " ".join(services["buckets"]["command"])
+    assert "mc mb --ignore-existing" in creates
+    assert "minio:9000" in creates
+    users = ["api", "worker-control", *(f"worker-{name}" for name in TOOLCHAINS)]
+    for name in users:
+        service = services[name]
+        env = service["environment"]
+        assert env["MODELPORT_STORAGE_BACKEND"] == "s3", name
+        assert env["MODELPORT_STORAGE_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        # The bucket the one-shot service creates is the one the app is given.
+        assert env["MODELPORT_STORAGE_S3_BUCKET"] == services["buckets"]["environment"]["BUCKET"], name
+        assert services[name]["depends_on"]["buckets"]["condition"] == "service_completed_successfully", name
+        assert services[name]["depends_on"]["minio"]["condition"] == "service_healthy", name
+        # Every storage variable is a real setting, and together they pass the settings' checks.
+        storage_env = {k: _interpolate(str(v)) for k, v in env.items() if k.startswith("MODELPORT_STORAGE_")}
+        for variable in storage_env:
+            assert variable.removeprefix("MODELPORT_STORAGE_").lower() in StorageSettings.model_fields, variable
+        fields = {k.removeprefix("MODELPORT_STORAGE_").lower(): v for k, v in storage_env.items()}
+        assert StorageSettings.model_validate(fields).backend == "s3"
+
+
+def test_no_default_object_store_secret() -> None:
+    services = compose()["services"]
+    secret = services["api"]["environment"]["MODELPORT_STORAGE_S3_SECRET_ACCESS_KEY"]
+    assert secret.startswith("${MINIO_ROOT_PASSWORD:?"), secret
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == secret
+
+
+def test_the_api_is_ready_only_with_workers_and_no_worker_waits_for_the_api() -> None:
+    # /readyz answers 503 until a worker consumes every queue: a worker that waited for the
+    # API's health would never start.
+    services = compose()["services"]
+    api_check = services["api"]["healthcheck"]
+    assert "http://127.0.0.1:8000/readyz" in api_check["test"]
+    assert "start_period" in api_check
+
+    def waits_for(name: str) -> set[str]:
+        direct = set(services[name].get("depends_on", {}))
+        return direct.union(*(waits_for(dependency) for dependency in direct))
+
+    workers = ["worker-control", *(f"worker-{name}" for name in TOOLCHAINS)]
+    for worker in workers:
+        assert "api" not in waits_for(worker), worker
