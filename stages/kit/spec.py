@@ -1,0 +1,155 @@
+"""The normalized job spec as every process reads it: frozen stdlib dataclasses.
+
+The API validates a user's ``JobSpec`` (``app/schemas/spec.py``, pydantic), normalizes
+it once (``app.services.jobs.check_spec``) into a ``PlanSpec`` and stores
+``PlanSpec.to_json()``; the worker and the stage processes read it back with
+``PlanSpec.from_json`` and use attributes from then on. Stdlib only, so the stage package
+stays framework-free in every toolchain environment.
+
+``to_json`` is byte-compatible with the dict the API stored before this type existed
+(same keys, same order), so stored jobs, the stage request files and the job resource's
+``spec`` do not change. ``from_json`` fills a key that an older stored spec lacks with
+the same default ``JobSpec`` gives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The default relative tolerances per precision (a fraction of the output's scale, see
+# docs/report.md); the API's JobSpec and the validators read these.
+DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2}
+DEFAULT_TARGETS: tuple[str, ...] = ("onnx", "saved_model", "tflite")
+DEFAULT_PRECISIONS: tuple[str, ...] = ("float32",)
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """An allow-listed constructor: ``name`` is a dotted path, ``kwargs`` its keyword arguments,
+    ``config`` an optional config object's fields (Hugging Face style)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ArchitectureSpec:
+        return cls(name=raw["name"], kwargs=dict(raw.get("kwargs") or {}), config=raw.get("config"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": self.kwargs, "config": self.config}
+
+
+@dataclass(frozen=True)
+class InputDecl:
+    """One model input as the user declared it.
+
+    ``shape`` holds positive ints and named (dynamic) dimensions such as ``"batch"``;
+    ``dtype`` is a NumPy dtype name; ``range`` is the ``(low, high)`` of synthetic samples.
+    """
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    range: tuple[float, float] | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> InputDecl:
+        bounds = raw.get("range")
+        return cls(
+            name=raw["name"],
+            shape=tuple(raw.get("shape") or ()),
+            dtype=raw.get("dtype") or "float32",
+            range=(float(bounds[0]), float(bounds[1])) if bounds is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "range": list(self.range) if self.range is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A job spec after the API's checks: ``model_format`` is never ``"auto"``, ``tolerance``
+    has every precision's effective value and ``available_toolchains`` lists the converters
+    this server had enabled when the job was accepted (its plan only uses those)."""
+
+    model_format: str = "state_dict"
+    architecture: ArchitectureSpec | None = None
+    inputs: tuple[InputDecl, ...] = ()
+    opset: int | None = None
+    exporter: str = "auto"
+    toolchain: str = "auto"
+    targets: tuple[str, ...] = DEFAULT_TARGETS
+    quantization: tuple[str, ...] = DEFAULT_PRECISIONS
+    int8_io: bool = False
+    layout: str = "nchw"
+    tolerance: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+    validation_samples: int = 8
+    seed: int = 0
+    strict: bool = False
+    callback_url: str | None = None
+    available_toolchains: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PlanSpec:
+        """Read a stored or requested spec; a key it lacks takes ``JobSpec``'s default."""
+        defaults = cls()
+        architecture = raw.get("architecture")
+        available = raw.get("available_toolchains")
+        opset = raw.get("opset")
+        return cls(
+            model_format=raw.get("model_format") or defaults.model_format,
+            architecture=ArchitectureSpec.from_json(architecture) if architecture else None,
+            inputs=tuple(InputDecl.from_json(item) for item in raw.get("inputs") or ()),
+            opset=int(opset) if opset is not None else None,
+            exporter=raw.get("exporter") or defaults.exporter,
+            toolchain=raw.get("toolchain") or defaults.toolchain,
+            targets=tuple(raw.get("targets") or defaults.targets),
+            quantization=tuple(raw.get("quantization") or defaults.quantization),
+            int8_io=bool(raw.get("int8_io", False)),
+            layout=raw.get("layout") or defaults.layout,
+            tolerance={**DEFAULT_TOLERANCE, **(raw.get("tolerance") or {})},
+            validation_samples=int(raw.get("validation_samples") or defaults.validation_samples),
+            seed=int(raw.get("seed") or 0),
+            strict=bool(raw.get("strict", False)),
+            callback_url=raw.get("callback_url"),
+            available_toolchains=tuple(available) if available is not None else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: the same keys, in the same order, as before this type existed."""
+        raw: dict[str, Any] = {
+            "model_format": self.model_format,
+            "architecture": self.architecture.to_json() if self.architecture else None,
+            "inputs": [item.to_json() for item in self.inputs],
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "toolchain": self.toolchain,
+            "targets": list(self.targets),
+            "quantization": list(self.quantization),
+            "int8_io": self.int8_io,
+            "layout": self.layout,
+            "tolerance": dict(self.tolerance),
+            "validation_samples": self.validation_samples,
+            "seed": self.seed,
+            "strict": self.strict,
+            "callback_url": self.callback_url,
+        }
+        if self.available_toolchains is not None:
+            raw["available_toolchains"] = list(self.available_toolchains)
+        return raw
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        """The requested precisions other than float32, in the user's order."""
+        return tuple(p for p in self.quantization if p != "float32")
+
+    def tolerance_for(self, precision: str) -> float | None:
+        """The relative tolerance for ``precision`` (a fraction of the output's scale), if any."""
+        return self.tolerance.get(precision)
