@@ -23,7 +23,7 @@ RUN apt-get update \
 COPY locks/control.txt locks/control.txt
 RUN python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir --no-deps -r locks/control.txt
 COPY pyproject.toml README.md alembic.ini ./
-COPY modelport modelport
+COPY domain domain
 COPY app app
 COPY worker worker
 COPY stages stages

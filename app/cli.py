@@ -8,9 +8,9 @@ import signal
 import sys
 import time
 
-from modelport.config import get_settings
-from modelport.db import make_engine, make_sessionmaker, session_scope
-from modelport.migrate import upgrade
+from domain.config import get_settings
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.migrate import upgrade
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -77,7 +77,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
     from app.services import keys
-    from modelport.models import ApiKey
+    from domain.models import ApiKey
 
     settings = get_settings()
     sessions = make_sessionmaker(make_engine(settings.database_url))

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelport.migrate import upgrade
-from modelport.toolchains import TOOLCHAINS
+from domain.migrate import upgrade
+from domain.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE
 
 QUEUES = [CONTROL_QUEUE, *TOOLCHAINS]

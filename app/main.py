@@ -12,10 +12,10 @@ from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import admin, health, jobs, toolchains
 from app.services import keys
-from modelport.config import Settings, get_settings
-from modelport.db import make_engine, make_sessionmaker, session_scope
-from modelport.logging import configure_logging
-from modelport.storage import make_object_store
+from domain.config import Settings, get_settings
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.logging import configure_logging
+from domain.storage import make_object_store
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

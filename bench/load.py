@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from app.local import QUEUES, LocalStack, free_port
-from modelport.toolchains import TOOLCHAINS
+from domain.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE
 
 KEY = "bench-load-key"

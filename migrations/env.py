@@ -4,9 +4,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from modelport.config import get_settings
-from modelport.db import make_engine
-from modelport.models import Base
+from domain.config import get_settings
+from domain.db import make_engine
+from domain.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from modelport.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
-from modelport.migrate import upgrade
+from domain.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
+from domain.migrate import upgrade
 from tests.support.db import sqlite_url, throwaway_postgres
 from tests.support.toolchain import torch_script
 

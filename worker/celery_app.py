@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from modelport.config import get_settings
-from modelport.logging import configure_logging
+from domain.config import get_settings
+from domain.logging import configure_logging
 
 CONTROL_QUEUE = "control"
 RECONCILE_TASK = "modelport.reconcile"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelport.config import Settings, get_settings
-from modelport.db import make_engine, make_sessionmaker
-from modelport.storage import ObjectStore, make_object_store
+from domain.config import Settings, get_settings
+from domain.db import make_engine, make_sessionmaker
+from domain.storage import ObjectStore, make_object_store
 from worker.runner import SubprocessRunner
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelport.toolchains import LOCK_DIR, TOOLCHAINS, Toolchain, modelport_home
+from domain.toolchains import LOCK_DIR, TOOLCHAINS, Toolchain, modelport_home
 
 
 def find_python(version: str) -> str:

@@ -20,12 +20,12 @@ import psutil
 import structlog
 from sqlalchemy import update
 
-from modelport.db import session_scope
-from modelport.jobs.plan import StageDef, onnx_consumers, slug
-from modelport.jobs.selection import choose
-from modelport.models import Job, StageRun
-from modelport.models.base import utcnow
-from modelport.toolchains import get_toolchain
+from domain.db import session_scope
+from domain.jobs.plan import StageDef, onnx_consumers, slug
+from domain.jobs.selection import choose
+from domain.models import Job, StageRun
+from domain.models.base import utcnow
+from domain.toolchains import get_toolchain
 from worker.context import WorkerContext
 from worker.runner import RunLimits, StageFailure, log_tail
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from modelport.toolchains import TOOLCHAINS
+from domain.toolchains import TOOLCHAINS
 from worker.celery_app import CONTROL_QUEUE, celery_app, queue_name
 
 # Logical queue names (metric labels, readiness checks); the broker's names add the prefix.

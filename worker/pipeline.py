@@ -15,12 +15,12 @@ import structlog
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from modelport.db import session_scope
-from modelport.jobs.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
-from modelport.jobs.report import finish_job
-from modelport.jobs.selection import auto_satisfied, choose
-from modelport.models import Job, StageRun
-from modelport.models.base import as_utc, utcnow
+from domain.db import session_scope
+from domain.jobs.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
+from domain.jobs.report import finish_job
+from domain.jobs.selection import auto_satisfied, choose
+from domain.models import Job, StageRun
+from domain.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.execute import Claim, execute, heartbeat

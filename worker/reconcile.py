@@ -20,10 +20,10 @@ import structlog
 from redis import Redis
 from sqlalchemy import select
 
-from modelport.db import session_scope
-from modelport.jobs.plan import StageDef, plan_stages
-from modelport.models import Job
-from modelport.models.base import as_utc, utcnow
+from domain.db import session_scope
+from domain.jobs.plan import StageDef, plan_stages
+from domain.models import Job
+from domain.models.base import as_utc, utcnow
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.pipeline import FINAL

@@ -19,9 +19,9 @@ from datetime import datetime
 import structlog
 from sqlalchemy import func, select, update
 
-from modelport.db import session_scope
-from modelport.models import Artifact, Job
-from modelport.models.base import utcnow
+from domain.db import session_scope
+from domain.models import Artifact, Job
+from domain.models.base import utcnow
 from worker.context import WorkerContext
 from worker.pipeline import FINAL
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from modelport.toolchains import get_toolchain, stages_pythonpath
+from domain.toolchains import get_toolchain, stages_pythonpath
 
 
 class StageFailure(Exception):

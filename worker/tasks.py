@@ -8,8 +8,8 @@ import structlog
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
-from modelport.db import session_scope
-from modelport.models import Job
+from domain.db import session_scope
+from domain.models import Job
 from worker import pipeline, retention
 from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, celery_app
 from worker.context import get_context
@@ -65,7 +65,7 @@ def _fail_internal(job_id: str, stage: str, message: str) -> None:
 def reconcile() -> None:
     from datetime import timedelta
 
-    from modelport.toolchains import TOOLCHAINS
+    from domain.toolchains import TOOLCHAINS
     from worker.celery_app import queue_name
     from worker.reconcile import reconcile as find_and_resend
 

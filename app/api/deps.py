@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import Forbidden, Unauthorized
 from app.services import keys
-from modelport.config import Settings
-from modelport.db import commit
-from modelport.storage import ObjectStore
+from domain.config import Settings
+from domain.db import commit
+from domain.storage import ObjectStore
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.request_id import REQUEST_ID_HEADER, request_id_of
 from app.core.errors import PROBLEM_MEDIA_TYPE, ModelPortError, problem_body
-from modelport.db import is_busy
+from domain.db import is_busy
 
 log = structlog.get_logger()
 

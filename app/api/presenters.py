@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
-from modelport.models import Artifact, Job
+from domain.models import Artifact, Job
 
 
 def job_out(job: Job) -> JobOut:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
 
-from modelport.models.base import as_utc
+from domain.models.base import as_utc
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StageState = Literal["pending", "queued", "running", "succeeded", "failed", "skipped", "cancelled"]

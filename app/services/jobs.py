@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from app.schemas.spec import JobSpec
-from modelport.config import Settings
-from modelport.jobs.plan import CONVERTERS, candidates, plan_stages
-from modelport.models import Job, StageRun
-from modelport.models.base import utcnow
+from domain.config import Settings
+from domain.jobs.plan import CONVERTERS, candidates, plan_stages
+from domain.models import Job, StageRun
+from domain.models.base import utcnow
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")

@@ -8,8 +8,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelport.models import ApiKey
-from modelport.models.base import utcnow
+from domain.models import ApiKey
+from domain.models.base import utcnow
 
 DEFAULT_TENANT = "default"
 KEY_PREFIX = "mp_"

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.schemas.job import JobStatus
 from app.schemas.spec import ToolchainChoice
-from modelport.config import Settings
-from modelport.models import Job, StageRun
+from domain.config import Settings
+from domain.models import Job, StageRun
 from worker import monitor
 
 log = structlog.get_logger()

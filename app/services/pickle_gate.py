@@ -13,7 +13,7 @@ from __future__ import annotations
 import structlog
 
 from app.core.errors import InvalidRequest
-from modelport.storage import ObjectStore
+from domain.storage import ObjectStore
 from stages.export.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, describe, scan_file
 
 log = structlog.get_logger()

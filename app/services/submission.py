@@ -18,10 +18,10 @@ from app.services.idempotency import KeyReservation
 from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, Part, receive_multipart
-from modelport.config import Settings
-from modelport.models import Job
-from modelport.models.base import new_id
-from modelport.storage import ObjectStore
+from domain.config import Settings
+from domain.models import Job
+from domain.models.base import new_id
+from domain.storage import ObjectStore
 
 FILE_FIELDS = ("model", "inputs", "calibration")
 NPY_MAGIC = b"\x93NUMPY"

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from app.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from modelport.storage import ObjectStore, StoredObject
-from modelport.storage.base import ObjectWriter
+from domain.storage import ObjectStore, StoredObject
+from domain.storage.base import ObjectWriter
 
 TEXT_FIELD_LIMIT = 1024 * 1024
 

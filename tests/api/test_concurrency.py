@@ -23,7 +23,7 @@ from redis import Redis
 
 from app.local import LocalStack, free_port
 from app.main import create_app
-from modelport.migrate import upgrade
+from domain.migrate import upgrade
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.support.db import sqlite_url
 

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
-from modelport.config import Settings
-from modelport.db import session_scope
-from modelport.models import Job
-from modelport.models.base import new_id, utcnow
+from domain.config import Settings
+from domain.db import session_scope
+from domain.models import Job
+from domain.models.base import new_id, utcnow
 from tests.api.test_api import assert_problem
 from worker.context import WorkerContext, build_context
 

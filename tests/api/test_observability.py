@@ -24,10 +24,10 @@ from sqlalchemy import select
 from app.main import create_app
 from app.schemas.job import JobStatus
 from app.schemas.spec import ToolchainChoice
-from modelport.config import QueueSettings, Settings
-from modelport.db import make_engine, make_sessionmaker, session_scope
-from modelport.migrate import upgrade
-from modelport.models import Job, StageRun
+from domain.config import QueueSettings, Settings
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.migrate import upgrade
+from domain.models import Job, StageRun
 from tests.api.test_api import SPEC, submit
 from tests.conftest import make_settings
 from tests.support.db import sqlite_url

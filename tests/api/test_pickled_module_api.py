@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from modelport.config import ConversionSettings
+from domain.config import ConversionSettings
 from tests.api.test_api import SPEC, assert_problem, submit
 from tests.conftest import make_settings
 from tests.support.toolchain import toolchain_python

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
 
 from app.main import create_app
-from modelport.config import ConversionSettings, Settings
-from modelport.models import Job
+from domain.config import ConversionSettings, Settings
+from domain.models import Job
 from tests.api.test_api import assert_problem
 
 # A safetensors file (sniffed as a state dict) and the first bytes of an ONNX ModelProto

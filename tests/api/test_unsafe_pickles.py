@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from modelport.config import Settings
+from domain.config import Settings
 from stages.export.pickle_scan import MAX_OPCODES, TORCH_LEGACY_MAGIC, describe, scan_file
 from tests.api.test_api import SPEC, submit
 from tests.support.hostile_pickles import ALLOWED_PICKLE, CALLS, Payload, hostile_pickle, payload, zip_archive

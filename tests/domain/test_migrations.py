@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from modelport.migrate import alembic_config, upgrade
-from modelport.models import Base
+from domain.migrate import alembic_config, upgrade
+from domain.models import Base
 
 
 def test_migrations_match_the_models(db_url: str) -> None:

@@ -28,10 +28,10 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr, ValidationError
 
 from app.main import create_app
-from modelport.config import DatabaseSettings, Settings, StorageSettings
-from modelport.migrate import upgrade
-from modelport.storage import LocalObjectStore, ObjectStore, make_object_store
-from modelport.storage.s3 import PROBE_TIMEOUT_SECONDS, ObjectStoreUnavailable, S3ObjectStore, make_client
+from domain.config import DatabaseSettings, Settings, StorageSettings
+from domain.migrate import upgrade
+from domain.storage import LocalObjectStore, ObjectStore, make_object_store
+from domain.storage.s3 import PROBE_TIMEOUT_SECONDS, ObjectStoreUnavailable, S3ObjectStore, make_client
 from tests.api.test_api import SPEC, submit
 from tests.conftest import ADMIN_KEY
 from tests.support.db import sqlite_url
@@ -289,7 +289,7 @@ def test_s3_parts_leave_before_the_commit(s3_store: S3ObjectStore) -> None:
 
 
 def test_s3_delete_prefix_pages_through_listings(s3_store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("modelport.storage.s3.DELETE_BATCH", 2)
+    monkeypatch.setattr("domain.storage.s3.DELETE_BATCH", 2)
     for index in range(5):
         put(s3_store, f"jobs/p/stages/s/{index}.bin", b"x")
     assert s3_store.delete_prefix("jobs/p") == 5

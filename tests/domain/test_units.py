@@ -12,8 +12,8 @@ import pytest
 from app.core.errors import InvalidRequest
 from app.services.jobs import parse_spec, resolve_format
 from app.services.sniff import sniff_format
-from modelport.jobs.plan import dependencies, plan_stages
-from modelport.jobs.selection import auto_satisfied, choose, collect
+from domain.jobs.plan import dependencies, plan_stages
+from domain.jobs.selection import auto_satisfied, choose, collect
 from worker.celery_app import celery_app
 
 BASE = {

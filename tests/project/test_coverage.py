@@ -1,7 +1,7 @@
 """Every registered input format, converter, validator, stage, precision and target is taken
 through a real conversion by a test (Hugging Face Optimum's ``test_all_models_tested``).
 
-The registries (the spec's Literals, modelport/jobs/plan.py's converters and stage plan) minus
+The registries (the spec's Literals, domain/jobs/plan.py's converters and stage plan) minus
 the values of the rows in tests/support/matrix.py, which the conversion tests parametrise
 over and assert to pass (tests/stages/test_families.py, test_conversions.py,
 test_quantize.py). A test that expects a refusal is no row, so it never counts. Cheap:
@@ -16,7 +16,7 @@ import pytest
 
 from app.schemas.spec import DEFAULT_TOLERANCE, ModelFormat, Precision, Target
 from app.services.jobs import IMPLEMENTED_FORMATS
-from modelport.jobs.plan import CONVERTERS, PRIORITY, candidates, plan_stages
+from domain.jobs.plan import CONVERTERS, PRIORITY, candidates, plan_stages
 from stages.export.prepare import SUPPORTED_FORMATS as PREPARED_FORMATS
 from stages.registry import STAGES
 from tests.support.matrix import LITERT, QUANTIZATIONS, UPLOAD_CONVERSIONS, Conversion, all_conversions
@@ -115,7 +115,7 @@ def test_the_conversion_tables_are_the_ones_the_tests_run() -> None:
 def test_every_input_format_has_a_loader_and_a_candidate_order(model_format: str) -> None:
     # Without its own PRIORITY entry a format silently takes the state dict's candidates.
     assert model_format in PREPARED_FORMATS, f"export.prepare cannot load a {model_format!r} upload"
-    assert model_format in PRIORITY, f"modelport/jobs/plan.py PRIORITY has no candidate order for {model_format!r}"
+    assert model_format in PRIORITY, f"domain/jobs/plan.py PRIORITY has no candidate order for {model_format!r}"
 
 
 def test_every_implemented_format_is_a_spec_format() -> None:

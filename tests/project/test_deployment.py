@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from modelport.config import StorageSettings
-from modelport.toolchains import TOOLCHAINS
+from domain.config import StorageSettings
+from domain.toolchains import TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parents[2]
 # Run once to completion before the services that need them: migrations, the bucket.

@@ -3,7 +3,7 @@
 The test process itself needs no framework: models are written by the torch
 environment (``make_models.py``) and every stage runs as
 ``<env>/bin/python -m stages <name> <request.json> <result.json>``, as the worker
-runs it. The interpreters come from ``modelport.toolchains``, or from
+runs it. The interpreters come from ``domain.toolchains``, or from
 ``MODELPORT_TORCH_PYTHON`` / ``MODELPORT_ONNX_TF_PYTHON`` when set.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from modelport.toolchains import TOOLCHAINS, stages_pythonpath
+from domain.toolchains import TOOLCHAINS, stages_pythonpath
 
 HERE = Path(__file__).resolve().parent
 ENV_OVERRIDES = {

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from modelport.jobs.plan import CONVERTERS
+from domain.jobs.plan import CONVERTERS
 from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.matrix import UPLOAD_CONVERSIONS, Conversion
 

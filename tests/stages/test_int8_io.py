@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelport.jobs.report import _tflite_entry
+from domain.jobs.report import _tflite_entry
 from stages.kit.tflite_boundary import Boundary, Port
 from stages.quantize.int8_io import int8_io_gaps
 from tests.stages.conftest import StageRun, run_stage, toolchain_python

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from modelport.toolchains import TOOLCHAINS, stages_pythonpath
+from domain.toolchains import TOOLCHAINS, stages_pythonpath
 from stages.kit.contract import StageError
 from stages.registry import STAGES, get_stage
 

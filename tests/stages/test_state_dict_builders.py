@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.toolchains import stages_pythonpath
+from domain.toolchains import stages_pythonpath
 from tests.stages.conftest import (
     ALLOW_TORCHVISION,
     STAGE_TIMEOUT,

@@ -23,7 +23,7 @@ TFLITE = ("onnx", "tflite")  # export.prepare's ONNX file is checked too
 class Conversion:
     model: str  # the tiny model's name in the running test (make_models.py or the module's own)
     model_format: str  # spec.model_format of the upload
-    converter: str  # a modelport.jobs.plan.CONVERTERS key
+    converter: str  # a domain.jobs.plan.CONVERTERS key
     validators: tuple[str, ...] = (LITERT,)
     precisions: tuple[str, ...] = ("float32",)
     targets: tuple[str, ...] = TFLITE

@@ -11,10 +11,10 @@ import redis
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
-from modelport.db import session_scope
-from modelport.models import Job
-from modelport.models.base import new_id
-from modelport.toolchains import TOOLCHAINS
+from domain.db import session_scope
+from domain.models import Job
+from domain.models.base import new_id
+from domain.toolchains import TOOLCHAINS
 from worker import pipeline
 from worker.celery_app import queue_name
 from worker.context import WorkerContext

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from modelport.toolchains import TOOLCHAINS
+from domain.toolchains import TOOLCHAINS
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,10 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from app.services import jobs
-from modelport.config import Settings
-from modelport.db import session_scope
-from modelport.models import Job, StageRun
-from modelport.models.base import new_id, utcnow
+from domain.config import Settings
+from domain.db import session_scope
+from domain.models import Job, StageRun
+from domain.models.base import new_id, utcnow
 from tests.support.pipeline import converted, make_job, run, sent_stages, states, validated
 from worker import pipeline
 from worker.context import WorkerContext, build_context

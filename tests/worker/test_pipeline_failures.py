@@ -15,7 +15,7 @@ import psutil
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from modelport.config import Settings
+from domain.config import Settings
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.support.pipeline import converted, fail, make_job, run, states, validated
 from worker import pipeline

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
-from modelport.config import RetentionSettings, Settings, get_settings
-from modelport.db import session_scope
-from modelport.models import Artifact, Job
-from modelport.models.base import new_id, utcnow
+from domain.config import RetentionSettings, Settings, get_settings
+from domain.db import session_scope
+from domain.models import Artifact, Job
+from domain.models.base import new_id, utcnow
 from worker.celery_app import CONTROL_QUEUE, RETENTION_TASK, make_celery, queue_name
 from worker.context import WorkerContext, build_context
 from worker.retention import sweep

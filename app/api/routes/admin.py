@@ -9,8 +9,8 @@ from app.api.deps import AdminDep, WritesDep
 from app.core.errors import NotFound
 from app.schemas.problem import problem_responses
 from app.services import keys
-from modelport.db import session_scope
-from modelport.models import ApiKey
+from domain.db import session_scope
+from domain.models import ApiKey
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

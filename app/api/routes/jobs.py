@@ -15,10 +15,10 @@ from app.core.errors import Conflict, ModelPortError, NotFound
 from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from app.schemas.problem import problem_responses
 from app.services import jobs, submission
-from modelport.config import Settings
-from modelport.db import after_commit, session_scope
-from modelport.models.base import as_utc
-from modelport.storage import ObjectStore
+from domain.config import Settings
+from domain.db import after_commit, session_scope
+from domain.models.base import as_utc
+from domain.storage import ObjectStore
 from worker.enqueue import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from app.api.deps import CallerDep, SettingsDep
 from app.schemas.job import ToolchainOut
 from app.schemas.problem import problem_responses
-from modelport.jobs.plan import CONVERTERS
-from modelport.toolchains import TOOLCHAINS
+from domain.jobs.plan import CONVERTERS
+from domain.toolchains import TOOLCHAINS
 from worker.celery_app import queue_name
 
 router = APIRouter(prefix="/v1/toolchains", tags=["toolchains"])

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from modelport.jobs.plan import slug
-from modelport.jobs.selection import choose, collect, validation
-from modelport.models import Artifact, Job
-from modelport.models.base import utcnow
-from modelport.storage import ObjectStore
+from domain.jobs.plan import slug
+from domain.jobs.selection import choose, collect, validation
+from domain.models import Artifact, Job
+from domain.models.base import utcnow
+from domain.storage import ObjectStore
 
 REPORT_VERSION = 2
 MEDIA_TYPES = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modelport.jobs.plan import candidates, slug
+from domain.jobs.plan import candidates, slug
 
 VERDICT_RANK = {"pass": 0, "degraded": 1, "fail": 2}
 

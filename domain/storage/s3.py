@@ -22,8 +22,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from modelport.config import StorageSettings
-from modelport.storage.base import StoredObject, check_key, probe_object, write_from_file
+from domain.config import StorageSettings
+from domain.storage.base import StoredObject, check_key, probe_object, write_from_file
 
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}

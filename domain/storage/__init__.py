@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from modelport.config import StorageSettings
-from modelport.storage.base import ObjectStore, StoredObject
-from modelport.storage.local import LocalObjectStore
+from domain.config import StorageSettings
+from domain.storage.base import ObjectStore, StoredObject
+from domain.storage.local import LocalObjectStore
 
 __all__ = ["LocalObjectStore", "ObjectStore", "StoredObject", "make_object_store"]
 
@@ -15,7 +15,7 @@ def make_object_store(storage: StorageSettings, *, local_root: str) -> ObjectSto
         return LocalObjectStore(local_root)
     if storage.backend == "s3":
         # Imported here: only an S3 deployment pays for importing boto3.
-        from modelport.storage.s3 import S3ObjectStore
+        from domain.storage.s3 import S3ObjectStore
 
         return S3ObjectStore.from_settings(storage)
     raise ValueError(f"unknown object store backend {storage.backend!r} (supported: local, s3)")

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from modelport.storage.base import StoredObject, probe_object, write_from_file
-from modelport.storage.base import check_key as _check_key
+from domain.storage.base import StoredObject, probe_object, write_from_file
+from domain.storage.base import check_key as _check_key
 
 
 class LocalWriter:

@@ -1,1 +1,0 @@
-"""ModelPort's domain: settings, database, ORM models, object store, toolchains, job rules."""
