@@ -24,6 +24,7 @@ COPY locks/control.txt locks/control.txt
 RUN python -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir --no-deps -r locks/control.txt
 COPY pyproject.toml README.md alembic.ini ./
 COPY domain domain
+COPY modelport modelport
 COPY app app
 COPY worker worker
 COPY stages stages

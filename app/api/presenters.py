@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
 from domain.models import Artifact, Job
+from modelport.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
 
 
 def job_out(job: Job) -> JobOut:

@@ -14,11 +14,11 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, InvalidRequest, NotFound
-from app.schemas.spec import JobSpec
 from domain.config import Settings
 from domain.jobs.plan import CONVERTERS, candidates, plan_stages
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
+from modelport.schemas.spec import JobSpec
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")

@@ -23,10 +23,10 @@ from redis import Redis
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.schemas.job import JobStatus
-from app.schemas.spec import ToolchainChoice
 from domain.config import Settings
 from domain.models import Job, StageRun
+from modelport.schemas.job import JobStatus
+from modelport.schemas.spec import ToolchainChoice
 from worker import monitor
 
 log = structlog.get_logger()

@@ -37,7 +37,7 @@ from typing import Any
 
 EXIT_STAGE_ERROR = 3
 # The most elements one input's validation sample may have: the control plane refuses
-# larger spec shapes at submission (app/schemas/spec.py, the same number); a stage refuses
+# larger spec shapes at submission (modelport/schemas/spec.py, the same number); a stage refuses
 # a larger shape a model declares itself before it allocates anything for it.
 MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 

@@ -1,6 +1,6 @@
 """The normalized job spec as every process reads it: frozen stdlib dataclasses.
 
-The API validates a user's ``JobSpec`` (``app/schemas/spec.py``, pydantic), normalizes
+The API validates a user's ``JobSpec`` (``modelport/schemas/spec.py``, pydantic), normalizes
 it once (``app.services.jobs.check_spec``) into a ``PlanSpec`` and stores
 ``PlanSpec.to_json()``; the worker and the stage processes read it back with
 ``PlanSpec.from_json`` and use attributes from then on. Stdlib only, so the stage package

@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.errors import InvalidRequest
-from app.schemas.spec import MAX_INPUT_ELEMENTS
 from app.services.sniff import MAX_UNPACKED_BYTES, UNPACK_FLOOR_BYTES, sniff_format
 from domain.config import Settings
+from modelport.schemas.spec import MAX_INPUT_ELEMENTS
 from tests.stages.conftest import make_torch_models
 from tests.stages.test_hostile import HUGE_SHAPE, MAKE_MODELS, MiB, hostile_files
 

@@ -22,12 +22,12 @@ from redis import Redis
 from sqlalchemy import select
 
 from app.main import create_app
-from app.schemas.job import JobStatus
-from app.schemas.spec import ToolchainChoice
 from domain.config import QueueSettings, Settings
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.migrate import upgrade
 from domain.models import Job, StageRun
+from modelport.schemas.job import JobStatus
+from modelport.schemas.spec import ToolchainChoice
 from tests.api.test_api import SPEC, submit
 from tests.conftest import make_settings
 from tests.support.db import sqlite_url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.schemas.spec import JobSpec
+from modelport.schemas.spec import JobSpec
 from stages.kit.spec import PlanSpec
 
 

@@ -14,9 +14,9 @@ from typing import Any, get_args
 
 import pytest
 
-from app.schemas.spec import DEFAULT_TOLERANCE, ModelFormat, Precision, Target
 from app.services.jobs import IMPLEMENTED_FORMATS
 from domain.jobs.plan import CONVERTERS, PRIORITY, candidates, plan_stages
+from modelport.schemas.spec import DEFAULT_TOLERANCE, ModelFormat, Precision, Target
 from stages.export.prepare import SUPPORTED_FORMATS as PREPARED_FORMATS
 from stages.registry import STAGES
 from tests.support.matrix import LITERT, QUANTIZATIONS, UPLOAD_CONVERSIONS, Conversion, all_conversions

@@ -7,10 +7,10 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import AdminDep, WritesDep
 from app.core.errors import NotFound
-from app.schemas.problem import problem_responses
 from app.services import keys
 from domain.db import session_scope
 from domain.models import ApiKey
+from modelport.schemas.problem import problem_responses
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

@@ -12,8 +12,8 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import text
 
 from app.core.errors import ServiceUnavailable
-from app.schemas.problem import problem_responses
 from app.services.metrics import make_registry
+from modelport.schemas.problem import problem_responses
 from worker import monitor
 from worker.celery_app import celery_app
 

@@ -12,13 +12,13 @@ from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
 from app.api.request_id import request_id_of
 from app.core.errors import Conflict, ModelPortError, NotFound
-from app.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
-from app.schemas.problem import problem_responses
 from app.services import jobs, submission
 from domain.config import Settings
 from domain.db import after_commit, session_scope
 from domain.models.base import as_utc
 from domain.storage import ObjectStore
+from modelport.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
+from modelport.schemas.problem import problem_responses
 from worker.enqueue import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

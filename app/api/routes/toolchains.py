@@ -6,10 +6,10 @@ import re
 from fastapi import APIRouter
 
 from app.api.deps import CallerDep, SettingsDep
-from app.schemas.job import ToolchainOut
-from app.schemas.problem import problem_responses
 from domain.jobs.plan import CONVERTERS
 from domain.toolchains import TOOLCHAINS
+from modelport.schemas.job import ToolchainOut
+from modelport.schemas.problem import problem_responses
 from worker.celery_app import queue_name
 
 router = APIRouter(prefix="/v1/toolchains", tags=["toolchains"])

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
 
-from domain.models.base import as_utc
-
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StageState = Literal["pending", "queued", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime: SQLite hands stored times back naive. (``domain.models.base`` has the
+    same function for the ORM; this package imports no SQLAlchemy, so the client installs without it.)"""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 # An RFC 3339 date-time needs its offset.

@@ -1,0 +1,1 @@
+"""ModelPort's Python package: the API's schemas (``modelport.schemas``), shared by the server and the client."""
