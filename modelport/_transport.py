@@ -41,10 +41,10 @@ def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How the client retries 429 and 503 answers (and, for requests that are safe to repeat, a dropped
-    connection): at most ``attempts`` tries, waiting the answer's ``Retry-After`` or else ``backoff``
-    seconds doubling each time, never more than ``max_wait`` seconds. ``RetryPolicy(attempts=1)`` turns
-    retries off."""
+    """How the client retries 429 and 503 answers (and, for requests that are safe to repeat, a
+    connection dropped or timed out; not one refused): at most ``attempts`` tries, waiting the answer's
+    ``Retry-After`` or else ``backoff`` seconds doubling each time, never more than ``max_wait`` seconds.
+    ``RetryPolicy(attempts=1)`` turns retries off."""
 
     attempts: int = 5
     backoff: float = 0.5
@@ -54,7 +54,9 @@ class RetryPolicy:
         """Keyword arguments for tenacity's ``Retrying`` / ``AsyncRetrying``."""
 
         def retryable(error: BaseException) -> bool:
-            return isinstance(error, RETRYABLE) or (idempotent and isinstance(error, httpx.TransportError))
+            # A refused connection (nothing listens) is answered at once; a dropped one is retried.
+            dropped = isinstance(error, httpx.TransportError) and not isinstance(error, httpx.ConnectError)
+            return isinstance(error, RETRYABLE) or (idempotent and dropped)
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None

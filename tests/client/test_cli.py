@@ -1,0 +1,197 @@
+"""The modelport command: flags to spec, the report table, exit statuses, and the commands against the
+real API (no workers, so jobs stay queued), in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelport.cli import build_parser, main
+from modelport.cli.render import missed, report_notes, report_table
+from modelport.cli.spec import build_spec, input_argument
+from tests.client.conftest import SPEC
+
+REPORT: dict[str, Any] = {
+    "verdict": "pass",
+    "reasons": [],
+    "artifacts": [
+        {
+            "name": "model_float32.tflite",
+            "precision": "float32",
+            "toolchain": "onnx2tf",
+            "size": 2_900_000,
+            "verdict": "pass",
+            "reasons": [],
+            "outputs": {
+                "logits": {"max_abs": 2.5e-6, "mean_abs": 4e-7, "scale": 10.0, "cosine": 1.0, "top1_agreement": 1.0},
+                "aux": {"max_abs": 1e-6, "mean_abs": 9e-7, "scale": 0.5, "cosine": 0.99999},
+            },
+            "latency_ms": {"median_1_thread": 1.234, "median_all_threads": 0.9, "runs": 20},
+        },
+        {
+            "name": "model_int8.tflite",
+            "precision": "int8",
+            "toolchain": "ai-edge-quantizer",
+            "size": 800_000,
+            "verdict": "fail",
+            "reasons": ["output 'logits': min cosine similarity 0.8 is below 0.99"],
+            "outputs": {"logits": {"max_abs": 0.7, "mean_abs": 0.1, "scale": 10.0, "cosine": 0.8}},
+            "min_cosine": 0.8,
+            "top1_agreement": 0.75,
+            "latency_ms": {"median_1_thread": 0.5},
+        },
+    ],
+    "precisions": {
+        "float32": {"status": "produced", "artifact": "model_float32.tflite", "verdict": "pass"},
+        "float16": {"status": "not_produced", "code": "quantization_failed", "reason": "the quantizer crashed"},
+    },
+}
+
+
+def convert_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["convert", "model.pth", *argv])
+
+
+def test_flags_become_the_spec() -> None:
+    args = convert_args(
+        "--arch", "resnet18", "--arch-kwargs", '{"num_classes": 10}', "--input", "1x3x224x224",
+        "--quant", "float32,int8", "--targets", "onnx,tflite", "--toolchain", "best", "--int8-io",
+        "--tolerance", "float32=1e-3",
+    )  # fmt: skip
+    assert build_spec(args) == {
+        "architecture": {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
+        "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}],
+        "targets": ["onnx", "tflite"],
+        "quantization": ["float32", "int8"],
+        "toolchain": "best",
+        "tolerance": {"float32": 1e-3},
+        "int8_io": True,
+    }
+    # Nothing given: the server's defaults (format sniffed, inputs read from the file).
+    assert build_spec(convert_args()) == {}
+    # --spec is the base; flags win; several inputs are named in order unless named.
+    args = convert_args("--spec", '{"targets": ["onnx"], "seed": 3}', "--targets", "tflite",
+                        "--input", "1x8", "--input", "mask=1,8:bool")  # fmt: skip
+    assert build_spec(args) == {
+        "targets": ["tflite"],
+        "seed": 3,
+        "inputs": [
+            {"name": "input_0", "shape": [1, 8], "dtype": "float32"},
+            {"name": "mask", "shape": [1, 8], "dtype": "bool"},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1x3x224x224", {"shape": [1, 3, 224, 224], "dtype": "float32"}),
+        ("ids=batchx128:int64", {"name": "ids", "shape": ["batch", 128], "dtype": "int64"}),
+        ("max_len=1,max_len:int32", {"name": "max_len", "shape": [1, "max_len"], "dtype": "int32"}),
+    ],
+)
+def test_input_argument(text: str, expected: dict[str, Any]) -> None:
+    assert input_argument(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "1x0x3", "1x3:complex64", "1x-3", "a b"])
+def test_input_argument_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        input_argument(text)
+
+
+def render(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_report_table_shows_each_artifacts_numbers() -> None:
+    text = render(report_table(REPORT))
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if "model_" in line}
+    assert set(rows) == {"model_float32.tflite", "model_int8.tflite"}
+    f32 = [cell.strip() for cell in rows["model_float32.tflite"].split("│")[1:-1]]
+    # artifact, precision, toolchain, size, max abs, max/scale (worst output: aux 1e-6/0.5), mean, cosine, top-1,
+    # latency, verdict
+    assert f32 == [
+        "model_float32.tflite", "float32", "onnx2tf", "2.9 MB", "2.50e-06", "2.00e-06", "9.00e-07", "0.99999",
+        "100%", "1.23", "pass",
+    ]  # fmt: skip
+    int8 = [cell.strip() for cell in rows["model_int8.tflite"].split("│")[1:-1]]
+    assert int8[7:] == ["0.80000", "75%", "0.50", "fail"]
+    notes = [note.plain for note in report_notes(REPORT)]
+    assert notes == [
+        "model_int8.tflite: output 'logits': min cosine similarity 0.8 is below 0.99",
+        "float16: not produced (quantization_failed): the quantizer crashed",
+    ]
+    assert missed(REPORT) == ["model_int8.tflite"]
+
+
+def test_help_has_examples_and_server_commands() -> None:
+    result = subprocess.run([sys.executable, "-m", "modelport", "--help"], capture_output=True, text=True, check=True)
+    assert "modelport convert resnet18.pth --arch torchvision.models.resnet18" in result.stdout
+    assert "server commands" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "modelport", "convert", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--calibration" in result.stdout
+    assert "Exits 1 when the job failed or an artifact missed its tolerance" in result.stdout
+
+
+def test_server_commands_are_handed_to_app_cli(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}", "MODELPORT_DATA_DIR": str(tmp_path), "PATH": "/usr/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "modelport", "migrate"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "migrations: at head"
+    assert (tmp_path / "m.db").stat().st_size > 0
+
+
+def test_commands_against_the_api(api_env: str, plain_state_dict: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec_file = plain_state_dict.with_name("spec.json")
+    spec_file.write_text(json.dumps(SPEC))
+    # A refused submission: exit 2 with the problem's code; nothing waited for.
+    status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", "--input", "100000x100000x100000"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "422 invalid_spec" in captured.err
+    assert "inputs.0.shape" in captured.err
+
+    # A job nobody runs: convert gives up at --timeout (exit 3) and says how to follow it.
+    status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", "--timeout", "0.5",
+                   "--poll-interval", "0.1", "--out", str(plain_state_dict.parent / "out")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 3
+    job_id = captured.err.split("job ", 1)[1].split()[0]
+    assert f"job {job_id} is still queued after 0.5 s" in captured.err
+
+    assert main(["jobs", "--status", "queued"]) == 0
+    assert job_id in capsys.readouterr().out
+    assert main(["status", job_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "queued"
+    assert main(["report", job_id]) == 2
+    assert "409 report_not_ready" in capsys.readouterr().err
+    assert main(["cancel", job_id]) == 0
+    assert f"job {job_id}: cancelled" in capsys.readouterr().err
+    assert main(["cancel", job_id]) == 2
+    assert "409 job_finished" in capsys.readouterr().err
+    assert main(["status", job_id]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert main(["toolchains"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("torch", "onnx-tf", "onnx2tf"))
+    # A wrong key from the flag overrides the environment's.
+    assert main(["jobs", "--api-key", "wrong"]) == 2
+    assert "401 invalid_api_key" in capsys.readouterr().err
+    # Nothing listens there: exit 3.
+    assert main(["--url", "http://127.0.0.1:9", "jobs"]) == 3
+    assert "cannot reach the service" in capsys.readouterr().err
