@@ -102,7 +102,7 @@ def show_report(report: dict[str, Any], out: Console) -> int:
     """The report's table and notes; FAILED when its verdict is fail or an artifact missed its tolerance."""
     out.print(render.report_table(report))
     for note in render.report_notes(report):
-        out.print(note)
+        out.print(note, soft_wrap=True)
     return FAILED if report.get("verdict") == "fail" or render.missed(report) else OK
 
 

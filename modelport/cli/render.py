@@ -51,7 +51,7 @@ def size(n: int | None) -> str:
     return MISSING  # unreachable
 
 
-def number(value: float | None, fmt: str = ".2e") -> str:
+def number(value: float | None, fmt: str = ".3g") -> str:
     return MISSING if value is None else format(value, fmt)
 
 
@@ -81,30 +81,49 @@ def artifact_row(entry: dict[str, Any]) -> list[str | Text]:
     latency = (entry.get("latency_ms") or {}).get("median_1_thread")
     return [
         entry.get("name", "?"),
-        entry.get("precision") or MISSING,
         entry.get("toolchain") or MISSING,
         size(entry.get("size")),
         number(_worst(outputs, "max_abs")),
         number(max(ratios) if ratios else None),
         number(_worst(outputs, "mean_abs")),
-        number(cosine, ".5f"),
+        number(cosine, ".5g"),
         number(top1, ".0%"),
         number(latency, ".2f"),
         styled(entry.get("verdict"), VERDICT_STYLE),
     ]
 
 
+REPORT_COLUMNS = (
+    "artifact",
+    "toolchain",
+    "size",
+    "max abs",
+    "max/scale",
+    "mean abs",
+    "cosine",
+    "top-1",
+    "latency ms",
+    "verdict",
+)
+
+
 def report_table(report: dict[str, Any]) -> Table:
-    """Per artifact: size, max/mean absolute error against the reference (and max error over the
-    output's scale, what the float32 tolerance judges), min cosine, top-1 agreement, median invoke
-    latency on one thread (.tflite), verdict."""
+    """Per artifact (its name says its precision): toolchain, size, max and mean absolute error against
+    the reference, the max error over the output's scale (what the float32 tolerance judges), the min
+    cosine similarity, top-1 agreement, median invoke latency on one thread in ms (.tflite), verdict.
+    Over several outputs each cell is the worst output's."""
+    artifacts = report.get("artifacts") or []
     table = Table(title=f"report: {report.get('verdict', '?')}", title_justify="left")
-    for header in ("artifact", "precision", "toolchain"):
-        table.add_column(header, no_wrap=True)
-    for header in ("size", "max abs err", "max err/scale", "mean abs err", "min cosine", "top-1", "latency ms"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    for entry in report.get("artifacts") or []:
+    longest = max((len(str(e.get("name", ""))) for e in artifacts), default=8)
+    for header in REPORT_COLUMNS:
+        left = header in ("artifact", "toolchain", "verdict")
+        table.add_column(
+            header,
+            justify="left" if left else "right",
+            no_wrap=True,
+            min_width=longest if header == "artifact" else None,
+        )
+    for entry in artifacts:
         table.add_row(*artifact_row(entry))
     return table
 
