@@ -128,6 +128,9 @@ def cmd_convert(args: argparse.Namespace, client: Client, out: Console, err: Con
         return 130
     if final.status != "succeeded":
         describe_failure(final, err)
+    else:
+        took = (final.finished_at - final.created_at).total_seconds() if final.finished_at else None
+        err.print(f"[green]job {final.id} succeeded[/]" + (f" in {took:.0f} s" if took is not None else ""))
     if final.status == "cancelled":
         return FAILED
     report = fetch_results(job, directory, err)
