@@ -143,7 +143,9 @@ def report_notes(report: dict[str, Any]) -> list[Text]:
                 Text(f"{precision}: not produced ({state.get('code')}): {state.get('reason')}", style="yellow")
             )
     if report.get("verdict") != "pass":
-        notes.extend(Text(f"job: {reason}", style="red") for reason in report.get("reasons") or [])
+        said = {note.plain for note in notes}
+        # A job's reason is often an artifact's, already said above.
+        notes.extend(Text(f"job: {r}", style="red") for r in report.get("reasons") or [] if r not in said)
     return notes
 
 

@@ -131,6 +131,9 @@ def test_report_table_shows_each_artifacts_numbers() -> None:
         "float16: not produced (quantization_failed): the quantizer crashed",
     ]
     assert missed(REPORT) == ["model_int8.tflite"]
+    # A failed report's reasons follow, without repeating an artifact's own.
+    failed = {**REPORT, "verdict": "fail", "reasons": [notes[0], "target 'onnx' was not produced at float32"]}
+    assert [note.plain for note in report_notes(failed)] == [*notes, "job: target 'onnx' was not produced at float32"]
 
 
 def test_help_has_examples_and_server_commands() -> None:
