@@ -110,6 +110,9 @@ def cmd_convert(args: argparse.Namespace, client: Client, out: Console, err: Con
     spec = build_spec(args)
     model = Path(args.model)
     directory = Path(args.out) if args.out else Path(f"{model.stem}-modelport")
+    for given in (model, args.calibration, args.samples):
+        if given is not None and not Path(given).is_file():
+            raise FileNotFoundError(f"no such file: {given}")  # before a progress bar is drawn
     with _bytes_progress(err) as progress:
         task = progress.add_task(f"upload {model.name}", total=None)
         job = client.submit(
