@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from app.api import uploads
 from app.api.deps import CallerDep, CeleryDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
 from app.api.request_id import request_id_of
@@ -80,7 +81,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Response:
     # The body streams in on the event loop; everything after it, in one worker thread.
-    async with submission.receive(
+    async with uploads.receive(
         request,
         request.app.state.sessions,
         store,
