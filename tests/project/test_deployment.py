@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from app.local import WORKER_APP
-from domain.config import StorageSettings
+from domain.config import Settings, StorageSettings
 from domain.toolchains import TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +145,18 @@ def test_the_worker_entry_point_is_an_app_with_the_tasks() -> None:
         "'modelport.reconcile',",
         "'modelport.run_stage']",
     ]
+
+
+def test_the_compose_services_pass_the_production_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    for name in ["api", "migrate", "worker-control", *(f"worker-{toolchain}" for toolchain in TOOLCHAINS)]:
+        env = {key: _interpolate(str(value)) for key, value in services[name]["environment"].items()}
+        assert env["MODELPORT_ENVIRONMENT"] == "production", name
+        if "MODELPORT_API_KEY" in env:
+            env["MODELPORT_API_KEY"] = "k" * 64  # the operator's own (required, no default)
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = Settings()
+        assert settings.environment == "production", name
+        assert settings.database_url.startswith("postgresql"), name
