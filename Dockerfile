@@ -44,7 +44,7 @@ USER root
 RUN python -m worker.envs build torch && rm -rf /root/.cache/pip
 USER modelport
 HEALTHCHECK NONE
-CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "torch", "-c", "1", \
+CMD ["celery", "-A", "worker.main", "worker", "-Q", "torch", "-c", "1", \
      "--without-gossip", "--without-mingle"]
 
 FROM control AS worker-onnx-tf
@@ -52,7 +52,7 @@ USER root
 RUN python -m worker.envs build onnx-tf && rm -rf /root/.cache/pip
 USER modelport
 HEALTHCHECK NONE
-CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "onnx-tf", "-c", "1", \
+CMD ["celery", "-A", "worker.main", "worker", "-Q", "onnx-tf", "-c", "1", \
      "--without-gossip", "--without-mingle"]
 
 FROM control AS worker-onnx2tf
@@ -60,5 +60,5 @@ USER root
 RUN python -m worker.envs build onnx2tf && rm -rf /root/.cache/pip
 USER modelport
 HEALTHCHECK NONE
-CMD ["celery", "-A", "worker.celery_app:celery_app", "worker", "-Q", "onnx2tf", "-c", "1", \
+CMD ["celery", "-A", "worker.main", "worker", "-Q", "onnx2tf", "-c", "1", \
      "--without-gossip", "--without-mingle"]

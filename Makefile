@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test envs venv locks lint typecheck clean bench
+.PHONY: run test envs venv locks lint clean bench
 
 # The control environment: the project itself (editable) and its pinned dependencies, no ML framework.
 $(STAMP): locks/control.txt pyproject.toml
@@ -28,11 +28,11 @@ run: envs
 test: envs
 	@$(BIN)/python -m tests.run
 
+# Style, import boundaries (contracts in pyproject.toml) and types, in one command.
 lint: $(STAMP)
 	@$(BIN)/ruff check modelport domain app worker stages tests bench
 	@$(BIN)/ruff format --check modelport domain app worker stages tests bench
-
-typecheck: $(STAMP)
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/mypy
 
 bench: envs

@@ -108,5 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.func(args))
 
 
+SERVER_COMMANDS = ("run", "migrate", "create-key", "revoke-key")
+
+
+def entry(argv: list[str] | None = None) -> int:
+    """The ``modelport`` console script of the server install: the server's own commands
+    here, every other command (convert, jobs, status…) to the client's CLI (``modelport.cli``).
+    The client-only install (``clients/python``) points its script at ``modelport.cli`` alone."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    from modelport.cli import _first_command
+    from modelport.cli import main as client_main
+
+    if _first_command(args) in SERVER_COMMANDS:
+        return main(args)
+    return client_main(args)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

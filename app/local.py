@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from domain.migrate import upgrade
-from domain.toolchains import TOOLCHAINS
-from worker.celery_app import CONTROL_QUEUE
+from domain.toolchains import CONTROL_QUEUE, QUEUES
 
-QUEUES = [CONTROL_QUEUE, *TOOLCHAINS]
+# The worker's entry point (worker/main.py): Celery's command line loads the app it builds.
+WORKER_APP = "worker.main"
 
 
 def _die_with_parent() -> None:
@@ -164,7 +164,7 @@ class LocalStack:
                 "-m",
                 "celery",
                 "-A",
-                "worker.celery_app:celery_app",
+                WORKER_APP,
                 "worker",
                 "-Q",
                 f"{prefix}{queue}",

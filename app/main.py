@@ -1,4 +1,4 @@
-"""The app factory. Engines and stores are made in the lifespan, never at import."""
+"""The app factory. Engines, stores and the Celery client are made in the lifespan, never at import."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from domain.config import Settings, get_settings
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.logging import configure_logging
 from domain.storage import make_object_store
+from worker.celery_app import make_celery
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,10 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.writes = make_sessionmaker(write_engine)
         app.state.store = make_object_store(settings.storage, local_root=str(settings.storage_root))
         app.state.redis = Redis.from_url(settings.queue.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # A client only: it sends stages and asks the broker about workers; runs no task.
+        app.state.celery = make_celery(settings)
         if settings.api_key:
             with session_scope(app.state.writes) as session:
                 keys.seed_admin_key(session, settings.api_key)
         yield
+        app.state.celery.close()
         app.state.redis.close()
         engine.dispose()
         write_engine.dispose()

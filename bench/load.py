@@ -32,8 +32,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from app.local import QUEUES, LocalStack, free_port
-from domain.toolchains import TOOLCHAINS
-from worker.celery_app import CONTROL_QUEUE
+from domain.toolchains import CONTROL_QUEUE, TOOLCHAINS
 
 KEY = "bench-load-key"
 FINAL = {"succeeded", "failed", "cancelled"}

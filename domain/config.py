@@ -11,6 +11,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("var")
+# An admin key seeded from MODELPORT_API_KEY is accepted verbatim: in production it must be
+# at least this long (`make run` makes 46 characters; `openssl rand -hex 32` makes 64).
+MIN_PRODUCTION_API_KEY = 32
 
 
 class DatabaseSettings(BaseSettings):
@@ -129,7 +132,8 @@ class RetentionSettings(BaseSettings):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
 
-    environment: str = "development"
+    # "production" refuses what only a single development machine may use: see _production_is_safe.
+    environment: Literal["development", "production"] = "development"
     data_dir: Path = DEFAULT_DATA_DIR
     # Seeded at start as an admin key of the default tenant, accepted verbatim.
     api_key: str = ""
@@ -141,6 +145,25 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     conversion: ConversionSettings = Field(default_factory=ConversionSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        """In production, refuse (at start: the API, the workers and the CLI build their
+        settings first) the embedded SQLite database, whose single write lock and local file
+        serve one machine, and a short seeded admin key. Raises ValueError naming each fix."""
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.database_url.startswith("sqlite"):
+            problems.append("the database is SQLite (DATABASE_URL unset or sqlite://): set DATABASE_URL to PostgreSQL")
+        if self.api_key and len(self.api_key) < MIN_PRODUCTION_API_KEY:
+            problems.append(
+                f"MODELPORT_API_KEY has {len(self.api_key)} characters: use a random key of at least "
+                f"{MIN_PRODUCTION_API_KEY} (e.g. openssl rand -hex 32), or none and create keys with the CLI"
+            )
+        if problems:
+            raise ValueError("MODELPORT_ENVIRONMENT=production refuses: " + "; ".join(problems))
+        return self
 
     @property
     def database_url(self) -> str:

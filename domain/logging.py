@@ -1,7 +1,7 @@
 """structlog: dotted event names with key=value fields; JSON in production.
 
 The API and the Celery workers call ``configure_logging`` (the workers from Celery's
-``setup_logging`` signal, see ``worker/celery_app.py``). Records of the standard library's
+``setup_logging`` signal, see ``worker/main.py``). Records of the standard library's
 loggers (Celery's own, botocore, alembic) go through the same processors and renderer, so
 with ``MODELPORT_LOG_JSON`` every line a process writes is one JSON object, and values
 bound with ``structlog.contextvars`` (``request_id``, ``job_id``) appear on all of them.

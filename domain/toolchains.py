@@ -8,12 +8,17 @@ edited lock builds a new one beside the old.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from domain.config import Settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCK_DIR = REPO_ROOT / "locks"
+_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,22 @@ class Toolchain:
     def is_ready(self) -> bool:
         return self.ready_marker.is_file()
 
+    def pins(self) -> dict[str, str]:
+        """The lock file's exact versions: lower-cased package name -> version."""
+        pins = {}
+        for line in self.lock_file.read_text().splitlines():
+            match = _PIN.match(line.strip())
+            if match:
+                pins[match.group(1).lower()] = match.group(2)
+        return pins
+
+    def built_python(self) -> str:
+        """The environment's Python version as its builder recorded it, once it is ready;
+        before, the version it will be built with (``python``)."""
+        if not self.is_ready():
+            return self.python
+        return str(json.loads(self.ready_marker.read_text()).get("python", self.python))
+
 
 TOOLCHAINS: dict[str, Toolchain] = {
     "torch": Toolchain(
@@ -59,6 +80,18 @@ TOOLCHAINS: dict[str, Toolchain] = {
     ),
     "onnx2tf": Toolchain("onnx2tf", "3.12", "onnx2tf 2.6.9 (Python 3.12, no TensorFlow): ONNX -> TFLite"),
 }
+
+
+# The queue of the steps that need no toolchain (the report) and of the beat jobs.
+CONTROL_QUEUE = "control"
+# Every logical queue: the control queue and one per toolchain (metric labels, readiness).
+QUEUES: tuple[str, ...] = (CONTROL_QUEUE, *TOOLCHAINS)
+
+
+def queue_name(settings: Settings, queue: str) -> str:
+    """The broker's name of the logical ``queue``: ``MODELPORT_QUEUE_PREFIX`` + the name, so
+    services (and tests) sharing a Redis never share queues."""
+    return f"{settings.queue.queue_prefix}{queue}"
 
 
 def modelport_home() -> Path:

@@ -2,12 +2,6 @@ from __future__ import annotations
 
 import os
 import uuid
-
-# Before the app is imported: tests use their own Redis database and queue names, so a
-# `make run` on the same machine never sees (or eats) a test's tasks.
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
-os.environ.setdefault("MODELPORT_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
-
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +13,12 @@ from domain.config import DatabaseSettings, LimitSettings, Settings, StorageSett
 from domain.migrate import upgrade
 from tests.support.db import sqlite_url, throwaway_postgres
 from tests.support.toolchain import torch_script
+
+# Tests use their own Redis database and queue names, so a `make run` on the same machine
+# never sees (or eats) a test's tasks. Read when a test builds its Settings (nothing reads
+# settings at import), and inherited by the workers the tests start.
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ.setdefault("MODELPORT_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
 
 ADMIN_KEY = "test-admin-key"
 

@@ -1,1 +1,1 @@
-"""Celery workers: the job chain, the stage runner and the toolchain environments."""
+"""Celery workers (`celery -A worker.main`): thin tasks, the job chain, the stage runner, the env builder."""

@@ -1,28 +1,29 @@
-"""The Celery application: Redis broker, no result backend (job state lives in the database)."""
+"""The Celery factory: Redis broker, no result backend (job state lives in the database).
+
+``make_celery(settings)`` is called by the worker's entry point (``worker.main``, which adds
+the tasks) and by the API's lifespan (a client that only sends). Nothing here runs at
+import, and this module imports nothing else of the worker: it is the one module of
+``worker`` the API may import (an import-linter contract in pyproject.toml).
+"""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from celery import Celery
 
-from celery import Celery, signals
+from domain.config import Settings
+from domain.toolchains import CONTROL_QUEUE, queue_name
 
-from domain.config import get_settings
-from domain.logging import configure_logging
-
-CONTROL_QUEUE = "control"
+# Task names: the message contract between the API (which sends by name) and the workers.
+RUN_STAGE_TASK = "modelport.run_stage"
 RECONCILE_TASK = "modelport.reconcile"
 RETENTION_TASK = "modelport.expire"
 
 
-def queue_name(toolchain: str) -> str:
-    return f"{get_settings().queue.queue_prefix}{toolchain}"
-
-
-def make_celery() -> Celery:
-    settings = get_settings()
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``' broker and queue prefix, with no task registered."""
     hard_limit = settings.limits.stage_timeout_seconds + 300
-    app = Celery("modelport", broker=settings.queue.redis_url, include=["worker.tasks"])
+    control = queue_name(settings, CONTROL_QUEUE)
+    app = Celery("modelport", broker=settings.queue.redis_url)
     app.conf.update(
         task_ignore_result=True,
         task_acks_late=True,  # a stage lost with its worker is redelivered...
@@ -33,7 +34,7 @@ def make_celery() -> Celery:
         # Redelivery after a lost worker waits for the visibility timeout: keep it past the hard limit.
         broker_transport_options={"visibility_timeout": hard_limit + 600},
         broker_connection_retry_on_startup=True,
-        task_default_queue=queue_name(CONTROL_QUEUE),
+        task_default_queue=control,
         worker_hijack_root_logger=False,
         task_serializer="json",
         # The control worker runs beat (-B): it re-sends what a broker restart lost, and
@@ -42,12 +43,12 @@ def make_celery() -> Celery:
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.queue.reconcile_interval_seconds,
-                "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.queue.reconcile_interval_seconds},
+                "options": {"queue": control, "expires": settings.queue.reconcile_interval_seconds},
             },
             "expire": {
                 "task": RETENTION_TASK,
                 "schedule": settings.retention.sweep_interval_seconds,
-                "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.retention.sweep_interval_seconds},
+                "options": {"queue": control, "expires": settings.retention.sweep_interval_seconds},
             },
         },
         accept_content=["json"],
@@ -55,16 +56,14 @@ def make_celery() -> Celery:
     return app
 
 
-celery_app = make_celery()
-
-
-@signals.setup_logging.connect
-def _configure_worker_logging(loglevel: int | str | None = None, **_: Any) -> None:
-    """Workers log like the API: structlog, JSON with ``MODELPORT_LOG_JSON``.
-
-    Connecting this signal makes Celery leave logging to us (no handlers of its own, no
-    stdout redirection); its own records (task received/succeeded, beat) render through the
-    same formatter. Pool children are forked after this runs and inherit the setup.
-    """
-    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
-    configure_logging(json=get_settings().log_json, level=level, library_level=level)
+def enqueue_stage(
+    celery: Celery, settings: Settings, job_id: str, stage: str, toolchain: str, *, request_id: str | None = None
+) -> None:
+    """Sends ``stage`` of ``job_id`` to ``toolchain``'s queue. Callers commit the job first:
+    tasks get ids, never ORM objects."""
+    celery.send_task(
+        RUN_STAGE_TASK,
+        args=[job_id, stage],
+        kwargs={"request_id": request_id},
+        queue=queue_name(settings, toolchain),
+    )

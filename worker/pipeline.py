@@ -22,7 +22,6 @@ from domain.jobs.selection import auto_satisfied, choose
 from domain.models import Job, StageRun
 from domain.models.base import as_utc, utcnow
 from worker.context import WorkerContext
-from worker.enqueue import enqueue_stage
 from worker.execute import Claim, execute, heartbeat
 from worker.runner import StageCancelled, StageFailure
 
@@ -131,7 +130,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
         return
     if isinstance(claimed, list):
         for definition in claimed:
-            enqueue_stage(job_id, definition.name, definition.toolchain, request_id=request_id)
+            ctx.enqueue(job_id, definition.name, definition.toolchain, request_id=request_id)
         return
     bound.info("job.stage.started")
     started = time.monotonic()
@@ -151,7 +150,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     following = record_outcome(ctx, job_id, claimed.definition, result, seconds, failure)
     bound.info("job.stage.finished", seconds=seconds, ok=failure is None)
     for definition in following:
-        enqueue_stage(job_id, definition.name, definition.toolchain, request_id=request_id)
+        ctx.enqueue(job_id, definition.name, definition.toolchain, request_id=request_id)
 
 
 def record_outcome(

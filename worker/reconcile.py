@@ -25,7 +25,6 @@ from domain.jobs.plan import StageDef, plan_stages
 from domain.models import Job
 from domain.models.base import as_utc, utcnow
 from worker.context import WorkerContext
-from worker.enqueue import enqueue_stage
 from worker.pipeline import FINAL
 
 log = structlog.get_logger()
@@ -106,5 +105,5 @@ def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[t
     for job_id, stage, toolchain, request_id in resend:
         # The stage sent again keeps the id of the request that submitted its job.
         log.warning("job.reenqueued", job_id=job_id, stage=stage, reason="not in the broker", request_id=request_id)
-        enqueue_stage(job_id, stage, toolchain, request_id=request_id)
+        ctx.enqueue(job_id, stage, toolchain, request_id=request_id)
     return [(job_id, stage) for job_id, stage, _, _ in resend]

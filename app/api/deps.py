@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,10 +55,16 @@ def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
+def get_celery(request: Request) -> Celery:
+    """The API's Celery client (made in the lifespan): sends stages, runs none."""
+    return request.app.state.celery
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 WritesDep = Annotated[sessionmaker[Session], Depends(get_writes)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import get_args
 
 import structlog
+from celery import Celery
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,11 +24,11 @@ from redis import Redis
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.services import monitor
 from domain.config import Settings
 from domain.models import Job, StageRun
 from modelport.schemas.job import JobStatus
 from modelport.schemas.spec import ToolchainChoice
-from worker import monitor
 
 log = structlog.get_logger()
 
@@ -41,9 +42,10 @@ class ServiceCollector(Collector):
     """Yields every ``modelport_*`` family; a source that fails is left out of the scrape
     and shows as ``modelport_metrics_source_up{source=...} 0``."""
 
-    def __init__(self, sessions: sessionmaker[Session], redis: Redis, settings: Settings) -> None:
+    def __init__(self, sessions: sessionmaker[Session], redis: Redis, celery: Celery, settings: Settings) -> None:
         self.sessions = sessions
         self.redis = redis
+        self.celery = celery
         self.settings = settings
 
     def collect(self) -> Iterable[Metric]:
@@ -74,7 +76,7 @@ class ServiceCollector(Collector):
         depth = GaugeMetricFamily(
             "modelport_queue_depth", "Stage messages waiting in the queue, not yet taken by a worker.", labels=["queue"]
         )
-        for queue, length in monitor.queue_depths(self.redis).items():
+        for queue, length in monitor.queue_depths(self.redis, self.settings).items():
             depth.add_metric([queue], length)
         return [depth]
 
@@ -84,7 +86,7 @@ class ServiceCollector(Collector):
             "Celery workers consuming the queue that answered a broadcast within the ping timeout.",
             labels=["queue"],
         )
-        for queue, count in monitor.live_workers(self.settings.queue.worker_ping_timeout_seconds).items():
+        for queue, count in monitor.live_workers(self.celery, self.settings).items():
             alive.add_metric([queue], count)
         return [alive]
 
@@ -146,9 +148,11 @@ def _le(bound: float) -> str:
     return str(float(bound))
 
 
-def make_registry(sessions: sessionmaker[Session], redis: Redis, settings: Settings) -> CollectorRegistry:
+def make_registry(
+    sessions: sessionmaker[Session], redis: Redis, celery: Celery, settings: Settings
+) -> CollectorRegistry:
     """A registry of this app's own (never the global one: each app, and each test, reads
     its own database and broker)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(sessions, redis, settings))
+    registry.register(ServiceCollector(sessions, redis, celery, settings))
     return registry

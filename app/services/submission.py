@@ -1,27 +1,22 @@
-"""Accepting a job: stream the upload (async), then check it and create the job (in a thread)."""
+"""Accepting a job: check a received upload and create its job (blocking: in a thread).
+
+The body is streamed into the store before, by ``app.api.uploads`` (HTTP stays there).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from redis import Redis
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from sqlalchemy.orm import Session
 
-from app.core.errors import Conflict, InvalidRequest
+from app.core.errors import InvalidRequest
 from app.services import jobs
-from app.services.idempotency import KeyReservation
 from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
-from app.services.uploads import MultipartReceiver, Part, receive_multipart
 from domain.config import Settings
 from domain.models import Job
-from domain.models.base import new_id
-from domain.storage import ObjectStore
+from domain.storage import ObjectStore, StoredObject
 
 FILE_FIELDS = ("model", "inputs", "calibration")
 NPY_MAGIC = b"\x93NUMPY"
@@ -44,63 +39,22 @@ def _check_data_file(store: ObjectStore, key: str, field: str) -> None:
 
 
 @dataclass
+class Part:
+    """One received form field: a file in the store (``stored``) or a text field (``text``)."""
+
+    name: str
+    filename: str | None = None
+    stored: StoredObject | None = None
+    text: str | None = None
+
+
+@dataclass
 class Upload:
     """A received multipart body: its parts are stored under ``prefix``, none checked yet."""
 
     job_id: str
     prefix: str
     parts: dict[str, Part]
-
-
-@asynccontextmanager
-async def receive(
-    request: Request,
-    sessions: sessionmaker[Session],
-    store: ObjectStore,
-    settings: Settings,
-    *,
-    tenant: str,
-    idempotency_key: str | None,
-    redis: Redis,
-) -> AsyncIterator[Upload]:
-    """Reserve the Idempotency-Key, stream the body into the store and yield it; the files
-    are deleted if the block raises, the key released when it ends. Blocking calls (Redis,
-    the database, deleting files) run in the thread pool, never on the event loop."""
-    job_id = new_id()
-    prefix = f"uploads/{job_id}"
-    reservation = KeyReservation(redis, tenant, idempotency_key, job_id) if idempotency_key else None
-    if reservation is not None and not await run_in_threadpool(reservation.acquire):
-        if await run_in_threadpool(_find_by_key, sessions, tenant, idempotency_key or "") is None:
-            raise Conflict(
-                "a request with this Idempotency-Key is still being processed; retry once it has answered",
-                code="idempotency_key_in_use",
-            )
-    limits = settings.limits
-    receiver = MultipartReceiver(
-        store,
-        prefix,
-        file_fields={
-            "model": limits.max_upload_bytes,
-            "inputs": limits.max_data_upload_bytes,
-            "calibration": limits.max_data_upload_bytes,
-        },
-        text_fields={"spec", "model_sha256"},
-    )
-    max_body = limits.max_upload_bytes + 2 * limits.max_data_upload_bytes + 4 * 1024 * 1024
-    try:
-        parts = await receive_multipart(request, receiver, max_body)
-        yield Upload(job_id=job_id, prefix=prefix, parts=parts)
-    except BaseException:
-        await run_in_threadpool(store.delete_prefix, prefix)
-        raise
-    finally:
-        if reservation is not None:
-            await run_in_threadpool(reservation.release)
-
-
-def _find_by_key(sessions: sessionmaker[Session], tenant: str, key: str) -> Job | None:
-    with sessions() as session:
-        return jobs.find_by_idempotency_key(session, tenant, key)
 
 
 def accept(

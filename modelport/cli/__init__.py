@@ -2,8 +2,8 @@
 
 Client commands (``convert``, ``jobs``, ``status``, ``report``, ``download``, ``cancel``, ``logs``,
 ``toolchains``) talk to a running service through ``modelport.Client``; they need only the client's
-packages. Server commands (``run``, ``migrate``, ``create-key``, ``revoke-key``) are handed to
-``app.cli`` unchanged; they need the server installed (the repository's ``pip install -e .``).
+packages. Server commands (``run``, ``migrate``, ``create-key``, ``revoke-key``) belong to the server install,
+whose ``modelport`` script (``app.cli:entry``) runs them and hands every other command here.
 
 Exit status: 0 done (for ``convert`` and ``report``: every artifact passed, or is ``degraded``);
 1 the job failed or was cancelled, or an artifact's verdict is ``fail``; 2 bad usage or a request the API
@@ -197,16 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _server(argv: list[str]) -> int:
-    try:
-        from app.cli import main as server_main
-    except ImportError as error:
-        print(
-            f"modelport {argv[0]}: a server command, and the server is not installed here ({error.name} is "
-            "missing). Install the repository (`pip install -e .`) or use `make run`.",
-            file=sys.stderr,
-        )
-        return USAGE_ERROR
-    return int(server_main(argv))
+    # The client never imports the server: the server install's `modelport` script is
+    # app.cli:entry, which runs these commands itself before it gets here.
+    print(
+        f"modelport {argv[0]}: a server command; run it where the server is installed (the repository's "
+        "`pip install -e .` installs a `modelport` that has it, or `make run`).",
+        file=sys.stderr,
+    )
+    return USAGE_ERROR
 
 
 def _first_command(argv: Sequence[str]) -> str | None:

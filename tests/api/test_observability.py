@@ -26,15 +26,14 @@ from domain.config import QueueSettings, Settings
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.migrate import upgrade
 from domain.models import Job, StageRun
+from domain.toolchains import CONTROL_QUEUE, QUEUES, queue_name
 from modelport.schemas.job import JobStatus
 from modelport.schemas.spec import ToolchainChoice
 from tests.api.test_api import SPEC, submit
 from tests.conftest import make_settings
 from tests.support.db import sqlite_url
 from tests.support.stack import running_service
-from worker.celery_app import CONTROL_QUEUE, queue_name
 from worker.context import build_context
-from worker.monitor import QUEUES
 from worker.reconcile import reconcile
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -66,7 +65,7 @@ def clear_queues(settings: Settings) -> None:
     """This test process's queues start empty (the queue prefix is private to it; nobody consumes)."""
     redis = Redis.from_url(settings.queue.redis_url)
     try:
-        redis.delete(*(queue_name(queue) for queue in QUEUES))
+        redis.delete(*(queue_name(settings, queue) for queue in QUEUES))
     finally:
         redis.close()
 
@@ -251,12 +250,12 @@ def test_a_stage_the_reconciler_sends_again_keeps_the_request_id(
     job_id = submit(sqlite_client, auth, safetensors(4), headers={"X-Request-ID": given}).json()["id"]
     clear_queues(sqlite_settings)  # the broker lost the submission's message (a Redis restart)
 
-    sent = reconcile(build_context(sqlite_settings), [queue_name(q) for q in QUEUES], timedelta(0))
+    sent = reconcile(build_context(sqlite_settings), [queue_name(sqlite_settings, q) for q in QUEUES], timedelta(0))
 
     assert sent == [(job_id, "export_onnx")]
     redis = Redis.from_url(sqlite_settings.queue.redis_url)
     try:
-        raw = redis.lrange(queue_name("torch"), 0, -1)
+        raw = redis.lrange(queue_name(sqlite_settings, "torch"), 0, -1)
     finally:
         redis.close()
     assert len(raw) == 1

@@ -147,10 +147,16 @@ def test_help_has_examples_and_server_commands() -> None:
     assert "Exits 1 when the job failed or an artifact missed its tolerance" in result.stdout
 
 
-def test_server_commands_are_handed_to_app_cli(tmp_path: Path) -> None:
+def test_the_server_script_runs_server_commands_and_hands_the_rest_to_the_client(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}", "MODELPORT_DATA_DIR": str(tmp_path), "PATH": "/usr/bin"}
+    script = "import sys; from app.cli import entry; sys.exit(entry(sys.argv[1:]))"
+    client = subprocess.run([sys.executable, "-c", script, "--help"], capture_output=True, text=True, check=True)
+    assert "modelport convert resnet18.pth" in client.stdout
+    alone = subprocess.run([sys.executable, "-m", "modelport", "migrate"], capture_output=True, text=True, check=False)
+    assert alone.returncode == 2
+    assert "a server command" in alone.stderr
     result = subprocess.run(
-        [sys.executable, "-m", "modelport", "migrate"], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-c", script, "migrate"], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "migrations: at head"

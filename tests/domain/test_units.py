@@ -12,9 +12,10 @@ import pytest
 from app.core.errors import InvalidRequest
 from app.services.jobs import parse_spec, resolve_format
 from app.services.sniff import sniff_format
+from domain.config import Settings
 from domain.jobs.plan import dependencies, plan_stages
 from domain.jobs.selection import auto_satisfied, choose, collect
-from worker.celery_app import celery_app
+from worker.celery_app import make_celery
 
 BASE = {
     "architecture": {"name": "torchvision.models.resnet18"},
@@ -196,7 +197,7 @@ def test_selection_by_verdict_builtin_latency_error() -> None:
 
 
 def test_queue_time_limits_are_ordered() -> None:
-    conf = celery_app.conf
+    conf = make_celery(Settings()).conf
     assert conf.task_acks_late
     assert conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from domain.config import StorageSettings
+from app.local import WORKER_APP
+from domain.config import Settings, StorageSettings
 from domain.toolchains import TOOLCHAINS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +110,53 @@ def test_the_api_is_ready_only_with_workers_and_no_worker_waits_for_the_api() ->
     workers = ["worker-control", *(f"worker-{name}" for name in TOOLCHAINS)]
     for worker in workers:
         assert "api" not in waits_for(worker), worker
+
+
+def test_every_worker_command_loads_the_worker_entry_point() -> None:
+    # Celery's CLI loads an app instance by name: worker.main builds it (with the tasks) from
+    # the environment. worker.celery_app has no app at module level any more.
+    services = compose()["services"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    commands = re.findall(r"^CMD \[(.*?)\]$", dockerfile, flags=re.DOTALL | re.MULTILINE)
+    celery_cmds = [cmd for cmd in commands if '"celery"' in cmd]
+    assert len(celery_cmds) == len(TOOLCHAINS)
+    assert all('"-A", "worker.main", "worker"' in cmd for cmd in celery_cmds), celery_cmds
+    control = services["worker-control"]["command"]
+    assert control[:4] == ["celery", "-A", "worker.main", "worker"]
+    for name in ["worker-control", *(f"worker-{toolchain}" for toolchain in TOOLCHAINS)]:
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "celery -A worker.main inspect ping" in check, name
+    assert WORKER_APP == "worker.main"
+
+
+def test_the_worker_entry_point_is_an_app_with_the_tasks() -> None:
+    script = (
+        "from celery.app.utils import find_app; from worker.celery_app import RUN_STAGE_TASK, RECONCILE_TASK, "
+        "RETENTION_TASK; app = find_app('worker.main'); "
+        "print(app.main, app.conf.task_default_queue, sorted(n for n in app.tasks if n.startswith('modelport.')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MODELPORT_QUEUE_PREFIX": "entry-"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "modelport",
+        "entry-control",
+        "['modelport.expire',",
+        "'modelport.reconcile',",
+        "'modelport.run_stage']",
+    ]
+
+
+def test_the_compose_services_pass_the_production_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    for name in ["api", "migrate", "worker-control", *(f"worker-{toolchain}" for toolchain in TOOLCHAINS)]:
+        env = {key: _interpolate(str(value)) for key, value in services[name]["environment"].items()}
+        assert env["MODELPORT_ENVIRONMENT"] == "production", name
+        if "MODELPORT_API_KEY" in env:
+            env["MODELPORT_API_KEY"] = "k" * 64  # the operator's own (required, no default)
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            settings = Settings()
+        assert settings.environment == "production", name
+        assert settings.database_url.startswith("postgresql"), name

@@ -11,12 +11,12 @@ import redis
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
+from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.models.base import new_id
-from domain.toolchains import TOOLCHAINS
+from domain.toolchains import TOOLCHAINS, queue_name
 from worker import pipeline
-from worker.celery_app import queue_name
 from worker.context import WorkerContext
 from worker.runner import StageFailure
 
@@ -81,17 +81,17 @@ def states(ctx: WorkerContext, job_id: str) -> dict[str, str]:
         return {s.name: s.state for s in job.stages}
 
 
-def sent_stages(redis_url: str, job_id: str) -> Counter[str]:
+def sent_stages(settings: Settings, job_id: str) -> Counter[str]:
     """How many run_stage messages for ``job_id`` wait in the toolchain queues, per stage.
 
     Read from the broker itself (kombu's Redis transport keeps a queue as a list of JSON
     envelopes whose base64 body is ``[args, kwargs, embed]``).
     """
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(settings.queue.redis_url)
     found: Counter[str] = Counter()
     try:
         for toolchain in TOOLCHAINS:
-            for raw in client.lrange(queue_name(toolchain), 0, -1):
+            for raw in client.lrange(queue_name(settings, toolchain), 0, -1):
                 envelope = json.loads(raw)
                 args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
                 if args[0] == job_id:

@@ -88,9 +88,9 @@ def test_best_runs_the_candidates_side_by_side(settings: Settings) -> None:
     resent = pipeline.claim(ctx, job_id, "export_onnx")
     assert isinstance(resent, list)
     assert [d.name for d in resent] == CONVERTS
-    before = sent_stages(settings.queue.redis_url, job_id)
+    before = sent_stages(settings, job_id)
     pipeline.run_stage(ctx, job_id, "export_onnx")  # the task itself sends them (test queues)
-    sent = sent_stages(settings.queue.redis_url, job_id) - before
+    sent = sent_stages(settings, job_id) - before
     assert sent == dict.fromkeys(CONVERTS, 1), sent
     # A stage whose inputs are not there yet is not run, whatever message arrives.
     assert pipeline.claim(ctx, job_id, "validate_onnx2tf") is None

@@ -12,11 +12,12 @@ from pydantic import ValidationError
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
-from domain.config import RetentionSettings, Settings, get_settings
+from domain.config import RetentionSettings, Settings
 from domain.db import session_scope
 from domain.models import Artifact, Job
 from domain.models.base import new_id, utcnow
-from worker.celery_app import CONTROL_QUEUE, RETENTION_TASK, make_celery, queue_name
+from domain.toolchains import CONTROL_QUEUE, queue_name
+from worker.celery_app import RETENTION_TASK
 from worker.context import WorkerContext, build_context
 from worker.retention import sweep
 
@@ -258,14 +259,15 @@ def test_openapi_declares_the_expiry(client: TestClient) -> None:
 
 
 def test_the_control_worker_beat_runs_the_sweep() -> None:
-    import worker.tasks  # noqa: F401 - registers the tasks
+    from worker.tasks import make_worker
 
-    app = make_celery()
+    settings = Settings(retention=RetentionSettings(sweep_interval_seconds=123))
+    app = make_worker(settings)
     entries = [entry for entry in app.conf.beat_schedule.values() if entry["task"] == RETENTION_TASK]
     assert len(entries) == 1
-    assert entries[0]["schedule"] == get_settings().retention.sweep_interval_seconds
-    assert entries[0]["options"]["queue"] == queue_name(CONTROL_QUEUE)
-    assert RETENTION_TASK in worker.tasks.celery_app.tasks
+    assert entries[0]["schedule"] == 123
+    assert entries[0]["options"]["queue"] == queue_name(settings, CONTROL_QUEUE)
+    assert RETENTION_TASK in app.tasks
 
 
 def test_retention_settings(monkeypatch: pytest.MonkeyPatch) -> None:

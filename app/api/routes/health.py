@@ -12,10 +12,9 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import text
 
 from app.core.errors import ServiceUnavailable
+from app.services import monitor
 from app.services.metrics import make_registry
 from modelport.schemas.problem import problem_responses
-from worker import monitor
-from worker.celery_app import celery_app
 
 router = APIRouter(tags=["health"])
 
@@ -50,7 +49,7 @@ def readyz(request: Request) -> dict[str, Any]:
             connection.execute(text("SELECT 1"))
 
     def broker() -> None:
-        with celery_app.connection_for_write() as connection:
+        with state.celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)
 
     checks = {
@@ -63,7 +62,7 @@ def readyz(request: Request) -> dict[str, Any]:
         checks["workers"] = "error: the broker is unreachable"
     else:
         try:
-            workers = monitor.live_workers(queue_settings.worker_ping_timeout_seconds)
+            workers = monitor.live_workers(state.celery, state.settings)
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not crash
             checks["workers"] = f"error: {type(exc).__name__}: {exc}"
         else:
@@ -108,5 +107,7 @@ def _registry(app: FastAPI) -> CollectorRegistry:
         registry: CollectorRegistry | None = getattr(app.state, "metrics_registry", None)
         if registry is None:
             state = app.state
-            registry = app.state.metrics_registry = make_registry(state.sessions, state.redis, state.settings)
+            registry = app.state.metrics_registry = make_registry(
+                state.sessions, state.redis, state.celery, state.settings
+            )
     return registry

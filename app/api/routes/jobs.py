@@ -3,12 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+from celery import Celery
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CallerDep, SessionDep, SettingsDep, StoreDep, WritesDep
+from app.api import uploads
+from app.api.deps import CallerDep, CeleryDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
 from app.api.request_id import request_id_of
 from app.core.errors import Conflict, ModelPortError, NotFound
@@ -19,7 +21,7 @@ from domain.models.base import as_utc
 from domain.storage import ObjectStore
 from modelport.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
 from modelport.schemas.problem import problem_responses
-from worker.enqueue import enqueue_stage
+from worker.celery_app import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -75,10 +77,11 @@ async def create_job(
     writes: WritesDep,
     store: StoreDep,
     settings: SettingsDep,
+    celery: CeleryDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Response:
     # The body streams in on the event loop; everything after it, in one worker thread.
-    async with submission.receive(
+    async with uploads.receive(
         request,
         request.app.state.sessions,
         store,
@@ -88,7 +91,7 @@ async def create_job(
         redis=request.app.state.redis,
     ) as upload:
         return await run_in_threadpool(
-            _accept, writes, store, settings, upload, caller.tenant, idempotency_key, request_id_of(request)
+            _accept, writes, store, settings, celery, upload, caller.tenant, idempotency_key, request_id_of(request)
         )
 
 
@@ -96,6 +99,7 @@ def _accept(
     writes: sessionmaker[Session],
     store: ObjectStore,
     settings: Settings,
+    celery: Celery,
     upload: submission.Upload,
     tenant: str,
     idempotency_key: str | None,
@@ -115,7 +119,10 @@ def _accept(
         first = job.stages[0]
         # The row keeps the id for the stages the reconciler sends again.
         job.request_id = request_id
-        after_commit(session, lambda: enqueue_stage(job.id, first.name, first.toolchain, request_id=request_id))
+        after_commit(
+            session,
+            lambda: enqueue_stage(celery, settings, job.id, first.name, first.toolchain, request_id=request_id),
+        )
     return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 

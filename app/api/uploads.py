@@ -1,4 +1,4 @@
-"""Streaming multipart parsing: file parts go straight to the object store.
+"""Receiving a job's multipart body: file parts stream straight into the object store.
 
 Starlette's form parser spools files to temporary files first; here every chunk is
 written to its object as it arrives, its sha256 computed on the way, and a part over its
@@ -7,28 +7,30 @@ limit stops the upload at once (413) instead of after the body has been read.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartState, parse_options_header
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from app.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from domain.storage import ObjectStore, StoredObject
+from app.core.errors import Conflict, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from app.services import jobs
+from app.services.idempotency import KeyReservation
+from app.services.submission import Part, Upload
+from domain.config import Settings
+from domain.models import Job
+from domain.models.base import new_id
+from domain.storage import ObjectStore
 from domain.storage.base import ObjectWriter
 
 TEXT_FIELD_LIMIT = 1024 * 1024
-
-
-@dataclass
-class Part:
-    name: str
-    filename: str | None = None
-    stored: StoredObject | None = None
-    text: str | None = None
 
 
 @dataclass
@@ -168,3 +170,54 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
             code="malformed_multipart",
         )
     return receiver.parts
+
+
+@asynccontextmanager
+async def receive(
+    request: Request,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    tenant: str,
+    idempotency_key: str | None,
+    redis: Redis,
+) -> AsyncIterator[Upload]:
+    """Reserve the Idempotency-Key, stream the body into the store and yield it; the files
+    are deleted if the block raises, the key released when it ends. Blocking calls (Redis,
+    the database, deleting files) run in the thread pool, never on the event loop."""
+    job_id = new_id()
+    prefix = f"uploads/{job_id}"
+    reservation = KeyReservation(redis, tenant, idempotency_key, job_id) if idempotency_key else None
+    if reservation is not None and not await run_in_threadpool(reservation.acquire):
+        if await run_in_threadpool(_find_by_key, sessions, tenant, idempotency_key or "") is None:
+            raise Conflict(
+                "a request with this Idempotency-Key is still being processed; retry once it has answered",
+                code="idempotency_key_in_use",
+            )
+    limits = settings.limits
+    receiver = MultipartReceiver(
+        store,
+        prefix,
+        file_fields={
+            "model": limits.max_upload_bytes,
+            "inputs": limits.max_data_upload_bytes,
+            "calibration": limits.max_data_upload_bytes,
+        },
+        text_fields={"spec", "model_sha256"},
+    )
+    max_body = limits.max_upload_bytes + 2 * limits.max_data_upload_bytes + 4 * 1024 * 1024
+    try:
+        parts = await receive_multipart(request, receiver, max_body)
+        yield Upload(job_id=job_id, prefix=prefix, parts=parts)
+    except BaseException:
+        await run_in_threadpool(store.delete_prefix, prefix)
+        raise
+    finally:
+        if reservation is not None:
+            await run_in_threadpool(reservation.release)
+
+
+def _find_by_key(sessions: sessionmaker[Session], tenant: str, key: str) -> Job | None:
+    with sessions() as session:
+        return jobs.find_by_idempotency_key(session, tenant, key)
