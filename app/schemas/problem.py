@@ -4,6 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.core.errors import BY_STATUS
+
 
 class Problem(BaseModel):
     """RFC 9457 problem details, with ModelPort's stable ``code``."""
@@ -23,22 +25,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     ``model=`` FastAPI would also declare an ``application/json`` body no error carries.
     Declaring 422 also replaces FastAPI's own (``application/json``, HTTPValidationError),
     which it adds to every route with parameters although the handler renders a problem.
+    The description of each status is its error class's (``app.core.errors.BY_STATUS``).
     """
-    descriptions = {
-        400: "Malformed request",
-        401: "Missing or invalid API key",
-        403: "The key may not do this",
-        404: "No such resource for this tenant",
-        409: "Conflict with the resource's current state",
-        413: "Upload over the configured maximum",
-        415: "Unsupported media type",
-        422: "The request cannot be processed as sent",
-        503: "A dependency is unavailable",
-    }
     schema = Problem.model_json_schema()
     return {
         status: {
-            "description": descriptions.get(status, "Error"),
+            "description": BY_STATUS[status].description if status in BY_STATUS else "Error",
             "content": {"application/problem+json": {"schema": schema}},
         }
         for status in statuses

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import AdminDep, WritesDep
+from app.core.codes import ErrorCode
 from app.core.errors import NotFound
 from app.schemas.problem import problem_responses
 from app.services import keys
@@ -64,6 +65,6 @@ def revoke_key(key_id: str, caller: AdminDep, writes: WritesDep) -> Response:
     with session_scope(writes) as session:
         key = session.get(ApiKey, key_id)
         if key is None:
-            raise NotFound(f"no API key {key_id!r}", code="key_not_found")
+            raise NotFound(f"no API key {key_id!r}", code=ErrorCode.KEY_NOT_FOUND)
         keys.revoke(session, key)
     return Response(status_code=204)

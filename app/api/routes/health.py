@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import text
 
+from app.core.codes import ErrorCode
 from app.core.errors import ServiceUnavailable
 from app.schemas.problem import problem_responses
 from app.services.metrics import make_registry
@@ -75,7 +76,7 @@ def readyz(request: Request) -> dict[str, Any]:
         raise ServiceUnavailable(
             f"not ready: {', '.join(failing)} failed (see checks); the operator should restore "
             "them, clients may retry later",
-            code="not_ready",
+            code=ErrorCode.NOT_READY,
             checks=checks,
             workers=workers,
         )
