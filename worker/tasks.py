@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from domain.db import session_scope
 from domain.models import Job
+from stages.kit.codes import StageCode
 from worker import pipeline, retention
 from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, celery_app
 from worker.context import get_context
@@ -58,7 +59,7 @@ def _fail_internal(job_id: str, stage: str, message: str) -> None:
         if job is None or job.status in pipeline.FINAL:
             return
         run = next((s for s in job.stages if s.name == stage), None)
-        pipeline.fail_job(job, run, "internal_error", message)
+        pipeline.fail_job(job, run, StageCode.INTERNAL_ERROR, message)
 
 
 @celery_app.task(name=RECONCILE_TASK, ignore_result=True)
