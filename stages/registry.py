@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 
 Stage = Callable[[StageRequest], StageResult]
@@ -33,27 +34,35 @@ STAGES: dict[str, tuple[str, str, str]] = {
 # An exception a stage did not foresee, by stage: (the code of the stage's role, who
 # failed, what the user can try). See stages.kit.failures; other stages say "stage_failed".
 OTHER_TOOLCHAIN = "Try another toolchain (spec.toolchain)"
-UNEXPECTED: dict[str, tuple[str, str, str]] = {
-    "export.prepare": ("export_failed", "export.prepare (loading, ONNX export)", "Check the model runs on spec.inputs"),
-    "convert.onnx_tf": ("conversion_failed", "The onnx-tf converter", OTHER_TOOLCHAIN),
-    "convert.onnx2tf": ("conversion_failed", "The onnx2tf converter", OTHER_TOOLCHAIN),
-    "convert.litert_torch": ("conversion_failed", "The litert-torch converter", OTHER_TOOLCHAIN),
-    "validate.tflite": ("validation_failed", "Validating the .tflite", OTHER_TOOLCHAIN),
-    "quantize.litert": ("quantization_failed", "The quantizer", "Drop spec.quantization or try another toolchain"),
+UNEXPECTED: dict[str, tuple[StageCode, str, str]] = {
+    "export.prepare": (
+        StageCode.EXPORT_FAILED,
+        "export.prepare (loading, ONNX export)",
+        "Check the model runs on spec.inputs",
+    ),
+    "convert.onnx_tf": (StageCode.CONVERSION_FAILED, "The onnx-tf converter", OTHER_TOOLCHAIN),
+    "convert.onnx2tf": (StageCode.CONVERSION_FAILED, "The onnx2tf converter", OTHER_TOOLCHAIN),
+    "convert.litert_torch": (StageCode.CONVERSION_FAILED, "The litert-torch converter", OTHER_TOOLCHAIN),
+    "validate.tflite": (StageCode.VALIDATION_FAILED, "Validating the .tflite", OTHER_TOOLCHAIN),
+    "quantize.litert": (
+        StageCode.QUANTIZATION_FAILED,
+        "The quantizer",
+        "Drop spec.quantization or try another toolchain",
+    ),
 }
-UNFORESEEN = ("stage_failed", "The stage", "Report it with the stage log")
+UNFORESEEN = (StageCode.STAGE_FAILED, "The stage", "Report it with the stage log")
 
 
 def get_stage(name: str) -> Stage:
     try:
         module_name, function, _toolchain = STAGES[name]
     except KeyError:
-        raise StageError("unknown_stage", f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
+        raise StageError(StageCode.UNKNOWN_STAGE, f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
     stage: Stage = getattr(importlib.import_module(module_name), function)
     return stage
 
 
-def unforeseen(name: str) -> tuple[str, str, str]:
+def unforeseen(name: str) -> tuple[StageCode, str, str]:
     """(code, who failed, what to try) for an exception stage ``name`` did not foresee."""
     return UNEXPECTED.get(name, UNFORESEEN)
 
@@ -63,4 +72,4 @@ def toolchain_of(name: str) -> str:
     try:
         return STAGES[name][2]
     except KeyError:
-        raise StageError("unknown_stage", f"unknown stage {name!r}; known: {sorted(STAGES)}") from None
+        raise StageError(StageCode.UNKNOWN_STAGE, f"unknown stage {name!r}; known: {sorted(STAGES)}") from None

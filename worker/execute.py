@@ -26,6 +26,7 @@ from domain.jobs.selection import choose
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
 from domain.toolchains import get_toolchain
+from stages.kit.codes import StageCode
 from worker.context import WorkerContext
 from worker.runner import RunLimits, StageFailure, log_tail
 
@@ -123,7 +124,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
         if not result.get("ok"):
             error = result.get("error") or {}
             raise StageFailure(
-                error.get("code", "stage_failed"),
+                StageCode(error.get("code", StageCode.STAGE_FAILED)),
                 error.get("message", "the stage failed"),
                 log_tail(workdir / "stage.log"),
             )
@@ -131,7 +132,9 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
         for logical, relative in result.get("outputs", {}).items():
             path = (workdir / "out" / relative).resolve()
             if not path.is_relative_to(workdir / "out") or not path.is_file():
-                raise StageFailure("stage_crashed", f"stage output {logical!r} is missing or outside its folder")
+                raise StageFailure(
+                    StageCode.STAGE_CRASHED, f"stage output {logical!r} is missing or outside its folder"
+                )
             stored = ctx.store.put_file(f"jobs/{job_id}/stages/{definition.name}/{path.name}", path)
             outputs[logical] = {
                 "key": stored.key,

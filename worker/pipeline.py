@@ -21,6 +21,7 @@ from domain.jobs.report import finish_job
 from domain.jobs.selection import auto_satisfied, choose
 from domain.models import Job, StageRun
 from domain.models.base import as_utc, utcnow
+from stages.kit.codes import StageCode
 from worker.context import WorkerContext
 from worker.execute import Claim, execute, heartbeat
 from worker.runner import StageCancelled, StageFailure
@@ -98,7 +99,7 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef]
             fail_job(
                 job,
                 run,
-                "worker_lost",
+                StageCode.WORKER_LOST,
                 f"the worker running stage {stage!r} was lost {run.attempts} times; the job was stopped "
                 "so it is not retried forever. Resubmit it; if it happens again the model may exhaust "
                 "the worker's memory.",

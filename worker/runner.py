@@ -22,12 +22,13 @@ from typing import Any
 import psutil
 
 from domain.toolchains import get_toolchain, stages_pythonpath
+from stages.kit.codes import StageCode
 
 
 class StageFailure(Exception):
     """A stage ended without a result: the job fails with ``code``."""
 
-    def __init__(self, code: str, message: str, log_tail: str = "") -> None:
+    def __init__(self, code: StageCode, message: str, log_tail: str = "") -> None:
         super().__init__(message)
         self.code, self.message, self.log_tail = code, message, log_tail
 
@@ -173,7 +174,7 @@ class SubprocessRunner:
         interpreter = get_toolchain(toolchain).interpreter
         if not interpreter.exists():
             raise StageFailure(
-                "toolchain_missing",
+                StageCode.TOOLCHAIN_MISSING,
                 f"the {toolchain!r} environment is not built on this worker; run 'make envs'",
             )
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -218,13 +219,13 @@ class SubprocessRunner:
             raise StageCancelled()
         if watch.reason == "timeout":
             raise StageFailure(
-                "timeout",
+                StageCode.TIMEOUT,
                 f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
                 tail,
             )
         if watch.reason == "memory":
             raise StageFailure(
-                "resource_exhausted",
+                StageCode.RESOURCE_EXHAUSTED,
                 f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
                 tail,
             )
@@ -235,7 +236,7 @@ class SubprocessRunner:
                 message = f"the stage process was killed by {name}"
             else:
                 message = f"the stage process exited with status {returncode} without a result"
-            raise StageFailure("stage_crashed", message, tail)
+            raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
         return RunOutcome(
             result=result,
             seconds=seconds,

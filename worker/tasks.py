@@ -15,6 +15,7 @@ from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.toolchains import QUEUES, queue_name
+from stages.kit.codes import StageCode
 from worker import pipeline, retention
 from worker.celery_app import RECONCILE_TASK, RETENTION_TASK, RUN_STAGE_TASK, make_celery
 from worker.context import WorkerContext, get_context
@@ -87,4 +88,4 @@ def _fail_internal(ctx: WorkerContext, job_id: str, stage: str, message: str) ->
         if job is None or job.status in pipeline.FINAL:
             return
         run = next((s for s in job.stages if s.name == stage), None)
-        pipeline.fail_job(job, run, "internal_error", message)
+        pipeline.fail_job(job, run, StageCode.INTERNAL_ERROR, message)

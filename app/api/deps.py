@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.codes import ErrorCode
 from app.core.errors import Forbidden, Unauthorized
 from app.services import keys
 from domain.config import Settings
@@ -80,11 +81,11 @@ def get_caller(
     """The key's owner. Its own short read session, closed before the route runs, so a
     request that uploads for minutes holds no pooled connection meanwhile."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'", code="missing_api_key")
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'", code=ErrorCode.MISSING_API_KEY)
     with request.app.state.sessions() as session:
         key = keys.authenticate(session, credentials.credentials)
         if key is None:
-            raise Unauthorized("the API key is unknown or revoked", code="invalid_api_key")
+            raise Unauthorized("the API key is unknown or revoked", code=ErrorCode.INVALID_API_KEY)
         return Caller(key_id=key.id, tenant=key.tenant, is_admin=key.is_admin)
 
 
@@ -93,7 +94,7 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 def get_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
-        raise Forbidden("this route needs an admin key", code="admin_required")
+        raise Forbidden("this route needs an admin key", code=ErrorCode.ADMIN_REQUIRED)
     return caller
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from app.core.codes import ErrorCode
 from app.core.errors import Conflict, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from app.services import jobs
 from app.services.idempotency import KeyReservation
@@ -87,7 +88,7 @@ class MultipartReceiver:
         state.name = name
         state.filename = filename.decode("utf-8", "replace") if filename is not None else None
         if name in self.parts:
-            raise InvalidRequest(f"form field {name!r} was sent twice", code="duplicate_field")
+            raise InvalidRequest(f"form field {name!r} was sent twice", code=ErrorCode.DUPLICATE_FIELD)
         if name in self.file_fields:
             state.limit = self.file_fields[name]
             state.writer = self.store.open_writer(f"{self.key_prefix}/{name}")
@@ -98,7 +99,7 @@ class MultipartReceiver:
         else:
             known = sorted([*self.file_fields, *self.text_fields])
             raise InvalidRequest(
-                f"unknown form field {name!r}; the fields are {', '.join(known)}", code="unknown_field"
+                f"unknown form field {name!r}; the fields are {', '.join(known)}", code=ErrorCode.UNKNOWN_FIELD
             )
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -125,7 +126,9 @@ class MultipartReceiver:
             try:
                 part.text = state.buffer.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidRequest(f"form field {state.name!r} is not UTF-8 text", code="invalid_spec") from None
+                raise InvalidRequest(
+                    f"form field {state.name!r} is not UTF-8 text", code=ErrorCode.INVALID_SPEC
+                ) from None
         self.parts[state.name] = part
 
     def abort(self) -> None:
@@ -139,7 +142,7 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UnsupportedMediaType(
             "send the job as multipart/form-data with a 'model' file and a 'spec' field",
-            code="multipart_required",
+            code=ErrorCode.MULTIPART_REQUIRED,
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
@@ -156,7 +159,7 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
         parser.finalize()
     except MultipartParseError as exc:
         receiver.abort()
-        raise InvalidRequest(f"the multipart body is malformed: {exc}", code="malformed_multipart") from None
+        raise InvalidRequest(f"the multipart body is malformed: {exc}", code=ErrorCode.MALFORMED_MULTIPART) from None
     except BaseException:
         receiver.abort()
         raise
@@ -167,7 +170,7 @@ async def receive_multipart(request: Request, receiver: MultipartReceiver, max_b
         raise InvalidRequest(
             f"the multipart body ended {where}, before its closing boundary: "
             "the upload was cut short; send the whole request again",
-            code="malformed_multipart",
+            code=ErrorCode.MALFORMED_MULTIPART,
         )
     return receiver.parts
 
@@ -193,7 +196,7 @@ async def receive(
         if await run_in_threadpool(_find_by_key, sessions, tenant, idempotency_key or "") is None:
             raise Conflict(
                 "a request with this Idempotency-Key is still being processed; retry once it has answered",
-                code="idempotency_key_in_use",
+                code=ErrorCode.IDEMPOTENCY_KEY_IN_USE,
             )
     limits = settings.limits
     receiver = MultipartReceiver(

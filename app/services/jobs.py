@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app.core.codes import ErrorCode
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from domain.config import Settings
 from domain.jobs.plan import CONVERTERS, candidates, plan_stages
@@ -30,19 +31,19 @@ def _refuse_constant(name: str) -> Any:
 
 def parse_spec(text: str | None) -> JobSpec:
     if text is None:
-        raise InvalidRequest("the 'spec' form field (JSON) is required", code="invalid_spec")
+        raise InvalidRequest("the 'spec' form field (JSON) is required", code=ErrorCode.INVALID_SPEC)
     try:
         raw = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
-        raise InvalidRequest(f"'spec' is not valid JSON: {exc}", code="invalid_spec") from None
+        raise InvalidRequest(f"'spec' is not valid JSON: {exc}", code=ErrorCode.INVALID_SPEC) from None
     if not isinstance(raw, dict):
-        raise InvalidRequest("'spec' must be a JSON object", code="invalid_spec")
+        raise InvalidRequest("'spec' must be a JSON object", code=ErrorCode.INVALID_SPEC)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         errors = [{"loc": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
         summary = "; ".join(f"{e['loc'] or 'spec'}: {e['message']}" for e in errors)
-        raise InvalidRequest(f"the spec is invalid: {summary}", code="invalid_spec", errors=errors) from None
+        raise InvalidRequest(f"the spec is invalid: {summary}", code=ErrorCode.INVALID_SPEC, errors=errors) from None
 
 
 def resolve_format(declared: str, sniffed: str | None, *, pickled_module_enabled: bool = False) -> str:
@@ -54,7 +55,7 @@ def resolve_format(declared: str, sniffed: str | None, *, pickled_module_enabled
         raise InvalidRequest(
             "the model file is not a format ModelPort recognises (a torch.save state dict, "
             "safetensors, TorchScript, a torch.export archive or ONNX); check that the upload is complete",
-            code="unrecognized_format",
+            code=ErrorCode.UNRECOGNIZED_FORMAT,
         )
     actual = {"safetensors": "state_dict"}.get(sniffed, sniffed)
     if declared == "auto":
@@ -66,24 +67,24 @@ def resolve_format(declared: str, sniffed: str | None, *, pickled_module_enabled
         if declared not in ("state_dict", "pickled_module"):
             raise InvalidRequest(
                 f"model_format is {declared!r} but the file is a torch.save archive (a state dict or a pickled module)",
-                code="format_mismatch",
+                code=ErrorCode.FORMAT_MISMATCH,
             )
         actual = declared
     elif declared != actual:
         raise InvalidRequest(
             f"model_format is {declared!r} but the file is {actual!r}; send model_format {actual!r} or 'auto'",
-            code="format_mismatch",
+            code=ErrorCode.FORMAT_MISMATCH,
         )
     if actual == "pickled_module" and not pickled_module_enabled:
         raise InvalidRequest(
             "pickled modules run code when loaded and are disabled on this server; "
             "upload a state dict with an architecture instead",
-            code="format_disabled",
+            code=ErrorCode.FORMAT_DISABLED,
         )
     if actual not in IMPLEMENTED_FORMATS:
         raise InvalidRequest(
             f"{actual!r} uploads are not supported yet; upload a state dict (.pth) with an architecture",
-            code="format_not_supported",
+            code=ErrorCode.FORMAT_NOT_SUPPORTED,
         )
     return actual
 
@@ -94,27 +95,27 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         if spec.architecture is None:
             raise InvalidRequest(
                 'a state dict needs \'architecture\', e.g. {"name": "torchvision.models.resnet18"}',
-                code="architecture_required",
+                code=ErrorCode.ARCHITECTURE_REQUIRED,
             )
         allowed = settings.conversion.allowed_architectures
         if not any(spec.architecture.name.startswith(prefix) for prefix in allowed):
             raise InvalidRequest(
                 f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: {', '.join(allowed)}",
-                code="architecture_not_allowed",
+                code=ErrorCode.ARCHITECTURE_NOT_ALLOWED,
             )
     if model_format in ("state_dict", "torchscript", "pickled_module") and not spec.inputs:
         # ONNX files and ExportedPrograms carry their signature; the others do not.
         raise InvalidRequest(
             f"a {model_format} upload needs 'inputs': the model's signature, e.g. "
             '[{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}]',
-            code="inputs_required",
+            code=ErrorCode.INPUTS_REQUIRED,
         )
     available = [name for name in CONVERTERS if name in settings.conversion.enabled_toolchains]
     if spec.toolchain not in ("auto", "best") and spec.toolchain not in available:
         raise InvalidRequest(
             f"toolchain {spec.toolchain!r} is not enabled on this server; enabled: "
             f"{', '.join(available) or 'none'} (or 'auto', 'best')",
-            code="toolchain_unavailable",
+            code=ErrorCode.TOOLCHAIN_UNAVAILABLE,
         )
     if "tflite" in spec.targets and not candidates(
         {"toolchain": spec.toolchain, "model_format": model_format, "available_toolchains": available}
@@ -122,28 +123,28 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         raise InvalidRequest(
             f"toolchain {spec.toolchain!r} cannot convert {model_format!r} uploads to TFLite here "
             f"(litert-torch needs a PyTorch module); enabled: {', '.join(available)}",
-            code="toolchain_unavailable",
+            code=ErrorCode.TOOLCHAIN_UNAVAILABLE,
         )
     if spec.layout == "nhwc":
         # Only onnx2tf moves 4-D inputs to channel-last; the others keep PyTorch's layout.
         if "onnx2tf" not in available or spec.toolchain not in ("auto", "best", "onnx2tf"):
             raise InvalidRequest(
                 "layout 'nhwc' is produced by the onnx2tf toolchain only; use toolchain 'auto' or 'onnx2tf'",
-                code="unsupported_option",
+                code=ErrorCode.UNSUPPORTED_OPTION,
             )
         available = ["onnx2tf"]
     if spec.callback_url is not None:
-        raise InvalidRequest("callback_url (webhooks) is not supported yet", code="unsupported_option")
+        raise InvalidRequest("callback_url (webhooks) is not supported yet", code=ErrorCode.UNSUPPORTED_OPTION)
     quantized = [p for p in spec.quantization if p != "float32"]
     if quantized and "tflite" not in spec.targets:
         raise InvalidRequest(
             f"quantization {quantized} applies to .tflite artifacts: add 'tflite' to targets",
-            code="unsupported_option",
+            code=ErrorCode.UNSUPPORTED_OPTION,
         )
     if spec.validation_samples > settings.limits.max_validation_samples:
         raise InvalidRequest(
             f"validation_samples is limited to {settings.limits.max_validation_samples} here",
-            code="invalid_spec",
+            code=ErrorCode.INVALID_SPEC,
         )
     normalized = spec.model_dump(mode="json")
     normalized.update(model_format=model_format, tolerance=spec.effective_tolerance(), available_toolchains=available)
@@ -199,10 +200,10 @@ def get_job(session: Session, tenant: str, job_id: str) -> Job:
     try:
         uuid.UUID(job_id)
     except ValueError:
-        raise NotFound(f"no job {job_id!r}: job ids are UUIDs", code="job_not_found") from None
+        raise NotFound(f"no job {job_id!r}: job ids are UUIDs", code=ErrorCode.JOB_NOT_FOUND) from None
     job = session.get(Job, job_id)
     if job is None or job.tenant != tenant:
-        raise NotFound(f"no job {job_id!r} for this API key", code="job_not_found")
+        raise NotFound(f"no job {job_id!r} for this API key", code=ErrorCode.JOB_NOT_FOUND)
     return job
 
 
@@ -237,7 +238,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest(
-            "the cursor is invalid; use next_cursor from a previous page", code="invalid_cursor"
+            "the cursor is invalid; use next_cursor from a previous page", code=ErrorCode.INVALID_CURSOR
         ) from None
 
 
@@ -257,7 +258,7 @@ def list_jobs(
 
 def cancel_job(session: Session, job: Job) -> Job:
     if job.status in FINAL_STATUSES:
-        raise Conflict(f"job is already {job.status}", code="job_finished")
+        raise Conflict(f"job is already {job.status}", code=ErrorCode.JOB_FINISHED)
     job.status = "cancelled"
     job.finished_at = utcnow()
     for stage in job.stages:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import structlog
 
+from app.core.codes import ErrorCode
 from app.core.errors import InvalidRequest
 from domain.storage import ObjectStore
 from stages.export.pickle_scan import MAX_OPCODES, MAX_PICKLE_BYTES, describe, scan_file
@@ -39,7 +40,7 @@ def refuse_unsafe_pickles(
                 f"the limits are {MAX_PICKLE_BYTES} bytes and {MAX_OPCODES} opcodes). torch.save stores tensors "
                 "beside its pickle, which stays small: save the weights with torch.save(model.state_dict()) "
                 "or as .safetensors",
-                code="pickle_too_large",
+                code=ErrorCode.PICKLE_TOO_LARGE,
             )
         return
     log.warning("upload.unsafe_model", key=key, globals=result.names[:10])
@@ -54,5 +55,5 @@ def refuse_unsafe_pickles(
         "which torch.load(weights_only=True) does not allow. It was refused before loading: nothing of it ran "
         "and nothing was kept. Upload a state dict saved with torch.save(model.state_dict()) or as .safetensors; "
         + pickled,
-        code="unsafe_model",
+        code=ErrorCode.UNSAFE_MODEL,
     )

@@ -7,6 +7,7 @@ import struct
 import zipfile
 from typing import BinaryIO
 
+from app.core.codes import ErrorCode
 from app.core.errors import InvalidRequest
 from stages.export.pickle_scan import looks_like_pickle
 
@@ -75,7 +76,7 @@ def _refuse_zip_bomb(members: list[zipfile.ZipInfo], size: int) -> None:
             f"the limit for this file is {limit} bytes ({MAX_UNPACK_RATIO}x its size, at least "
             f"{UNPACK_FLOOR_BYTES}, at most {MAX_UNPACKED_BYTES}). torch stores archive members uncompressed: "
             "upload the file it wrote, not a re-compressed one",
-            code="archive_too_large",
+            code=ErrorCode.ARCHIVE_TOO_LARGE,
         )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.codes import ErrorCode
 from app.core.errors import InvalidRequest
 from app.services import jobs
 from app.services.pickle_gate import refuse_unsafe_pickles
@@ -34,7 +35,7 @@ def _check_data_file(store: ObjectStore, key: str, field: str) -> None:
     if magic != NPY_MAGIC and not magic.startswith(b"PK\x03\x04"):
         raise InvalidRequest(
             f"'{field}' must be a .npy array (one input) or an .npz archive keyed by input name",
-            code="invalid_samples",
+            code=ErrorCode.INVALID_SAMPLES,
         )
 
 
@@ -74,15 +75,15 @@ def accept(
     try:
         model = parts.get("model")
         if model is None or model.stored is None:
-            raise InvalidRequest("the 'model' file part is required", code="model_required")
+            raise InvalidRequest("the 'model' file part is required", code=ErrorCode.MODEL_REQUIRED)
         if model.stored.size == 0:
-            raise InvalidRequest("the 'model' file is empty", code="empty_model")
+            raise InvalidRequest("the 'model' file is empty", code=ErrorCode.EMPTY_MODEL)
         claimed = (parts["model_sha256"].text or "").strip().lower() if "model_sha256" in parts else None
         if claimed and claimed != model.stored.sha256:
             raise InvalidRequest(
                 f"the model's sha256 is {model.stored.sha256}, not the {claimed} sent in 'model_sha256': "
                 "the upload was altered or truncated; nothing was stored",
-                code="digest_mismatch",
+                code=ErrorCode.DIGEST_MISMATCH,
             )
         spec_text = parts["spec"].text if "spec" in parts else None
         spec = jobs.parse_spec(spec_text)
@@ -148,6 +149,6 @@ def _replay(existing: Job, req_hash: str) -> Submission:
     if existing.request_hash != req_hash:
         raise InvalidRequest(
             "this Idempotency-Key was used with a different request; use a new key for a new job",
-            code="idempotency_key_reused",
+            code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
         )
     return Submission(job=existing, replayed=True)

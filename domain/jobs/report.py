@@ -17,6 +17,7 @@ from domain.jobs.selection import choose, collect, validation
 from domain.models import Artifact, Job
 from domain.models.base import utcnow
 from domain.storage import ObjectStore
+from stages.kit.codes import StageCode
 
 REPORT_VERSION = 2
 MEDIA_TYPES = {
@@ -315,7 +316,7 @@ def _precisions(
         elif quantize_run is not None and quantize_run.state == "skipped":
             states[precision] = {
                 "status": "not_produced",
-                "code": "no_float32_candidate",
+                "code": StageCode.NO_FLOAT32_CANDIDATE,
                 "reason": (quantize_run.result or {}).get("skipped_reason"),
             }
         elif "tflite" not in job.spec.get("targets", []):
@@ -323,7 +324,7 @@ def _precisions(
         else:
             states[precision] = {
                 "status": "not_produced",
-                "code": "precision_unavailable",
+                "code": StageCode.PRECISION_UNAVAILABLE,
                 "reason": f"no {precision} artifact was produced",
             }
     return states
@@ -392,20 +393,20 @@ def _job_error(job: Job, report: dict[str, Any]) -> tuple[str, str, str | None, 
         stage = {"onnx": "export_onnx", "saved_model": "convert_onnx_tf"}.get(
             failing["kind"], f"validate_{slug(failing['toolchain'])}"
         )
-        return "accuracy_check_failed", stage, None, ""
+        return StageCode.ACCURACY_CHECK_FAILED, stage, None, ""
     produced = {a["kind"] for a in artifacts if a["precision"] == "float32"}
     if any(target not in produced for target in job.spec.get("targets", [])):
         failed_stage = next((s for s in job.stages if s.state == "failed"), None)
         if failed_stage is None:
-            return "target_missing", "report", None, ""
+            return StageCode.TARGET_MISSING, "report", None, ""
         tail = (failed_stage.result or {}).get("log_tail")
         cause = f"{failed_stage.name}: {failed_stage.error_message}. "
-        return failed_stage.error_code or "stage_failed", failed_stage.name, tail, cause
+        return failed_stage.error_code or StageCode.STAGE_FAILED, failed_stage.name, tail, cause
     for state in report["precisions"].values():
         if state["status"] == "produced" and state.get("verdict") == "fail":
-            return "accuracy_check_failed", "quantize", None, ""
+            return StageCode.ACCURACY_CHECK_FAILED, "quantize", None, ""
         if state["status"] == "not_produced":
             quantize = next((s for s in job.stages if s.name == "quantize"), None)
             tail = ((quantize.result or {}).get("log_tail") if quantize is not None else None) or None
-            return state.get("code") or "precision_unavailable", "quantize", tail, ""
-    return "target_missing", "report", None, ""
+            return state.get("code") or StageCode.PRECISION_UNAVAILABLE, "quantize", tail, ""
+    return StageCode.TARGET_MISSING, "report", None, ""

@@ -35,6 +35,7 @@ from typing import Any
 from stages.export.formats import unpickle_module
 from stages.export.model import DEFAULT_ALLOWED, apply_state_dict, build_model, first_line, load_state_dict
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 
 SUPPORTED_FORMATS = ("state_dict", "exported_program", "pickled_module")
@@ -61,7 +62,8 @@ def run(request: StageRequest) -> StageResult:
     layout = str(spec.get("layout") or "nchw")
     if layout != "nchw":
         raise StageError(
-            "invalid_spec", f"layout {layout!r} is produced by the onnx2tf toolchain only; litert-torch keeps nchw"
+            StageCode.INVALID_SPEC,
+            f"layout {layout!r} is produced by the onnx2tf toolchain only; litert-torch keeps nchw",
         )
     inputs = sample_io.input_specs(spec)
     input_names = [item["name"] for item in inputs]
@@ -70,7 +72,7 @@ def run(request: StageRequest) -> StageResult:
     output_names = list(reference)
     missing = [name for name in input_names if name not in samples]
     if missing:
-        raise StageError("invalid_samples", f"samples.npz lacks the inputs {missing} (has {sorted(samples)})")
+        raise StageError(StageCode.INVALID_SAMPLES, f"samples.npz lacks the inputs {missing} (has {sorted(samples)})")
 
     import torch
 
@@ -99,7 +101,7 @@ def run(request: StageRequest) -> StageResult:
 
         traceback.print_exc()
         raise StageError(
-            "conversion_failed", f"litert-torch could not convert the model: {first_line(exc)}. {ADVICE}"
+            StageCode.CONVERSION_FAILED, f"litert-torch could not convert the model: {first_line(exc)}. {ADVICE}"
         ) from None
     convert_seconds = time.monotonic() - started
 
@@ -153,12 +155,14 @@ def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, 
         try:
             return torch.export.load(str(path)).module()
         except Exception as exc:  # the user's file
-            raise StageError("invalid_model", f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}") from None
+            raise StageError(
+                StageCode.INVALID_MODEL, f"not a torch.export ExportedProgram (.pt2): {first_line(exc)}"
+            ) from None
     if model_format == "pickled_module":
         # Runs the pickle's code: this stage is sandboxed like export.prepare.
         return unpickle_module(path, bool(options.get("enable_pickled_module")))
     raise StageError(
-        "format_not_supported",
+        StageCode.FORMAT_NOT_SUPPORTED,
         f"model_format {model_format!r} cannot be converted by litert-torch "
         f"(it needs a PyTorch module); supported: {list(SUPPORTED_FORMATS)}",
     )
@@ -198,7 +202,7 @@ def _keyword_module(model: Any, keys: dict[str, str], output_names: list[str]) -
             outputs = self.flat(*(kwargs[key] for key in self.keys))
             if len(outputs) != len(output_names):
                 raise StageError(
-                    "conversion_failed",
+                    StageCode.CONVERSION_FAILED,
                     f"the model returns {len(outputs)} tensors but export.prepare's reference has "
                     f"{len(output_names)} outputs {output_names}; the model and the reference disagree",
                 )
@@ -217,7 +221,7 @@ def _rename_inputs(target: Path, renames: dict[str, str]) -> None:
         rewrite(target, staged, renames=renames)
     except ValueError as exc:  # weights outside the flatbuffer (> 2 GB)
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"the input names {sorted(renames.values())} are not Python identifiers, and the "
             f"converted file cannot be renamed: {exc}. Use identifier input names",
         ) from None
@@ -230,7 +234,7 @@ def _builtin_only(target: Path) -> dict[str, Any]:
     ops = operators(target)
     if ops["custom"]:
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"litert-torch wrote custom ops {ops['custom']}, which stock LiteRT cannot run. {ADVICE}",
         )
     return ops
@@ -255,7 +259,7 @@ def _signature(target: Path, inputs: list[dict[str, Any]], output_names: list[st
     if sorted(ins) != sorted(input_names) or sorted(outs) != sorted(output_names):
         # The contract promises the spec's and the reference's names; anything else is a bug here.
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"the converted signature has inputs {sorted(ins)} / outputs {sorted(outs)}, expected "
             f"{input_names} / {output_names}",
         )

@@ -47,6 +47,7 @@ from typing import Any
 from stages.convert import onnx2tf_boundary as boundary
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 
 LAYOUTS = ("nchw", "nhwc")
@@ -65,7 +66,7 @@ FLOAT16_NOT_KEPT = (
 def run(request: StageRequest) -> StageResult:
     layout = str(request.spec.get("layout") or "nchw")
     if layout not in LAYOUTS:
-        raise StageError("invalid_spec", f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+        raise StageError(StageCode.INVALID_SPEC, f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
     tolerance = float((request.spec.get("tolerance") or {}).get("float32", 1e-4))
     samples = sample_io.load(request.input_path("samples"))
     reference = sample_io.load(request.input_path("reference"))
@@ -93,7 +94,7 @@ def run(request: StageRequest) -> StageResult:
         except (ValueError, IndexError) as exc:  # a flatbuffer this stage cannot read or edit
             traceback.print_exc()
             raise StageError(
-                "conversion_failed", f"the .tflite onnx2tf wrote cannot be used: {type(exc).__name__}: {exc}"
+                StageCode.CONVERSION_FAILED, f"the .tflite onnx2tf wrote cannot be used: {type(exc).__name__}: {exc}"
             ) from None
         sanity = boundary.sanity_check(target, samples, reference, plan, tolerance, work)
         check_seconds = time.monotonic() - started
@@ -107,7 +108,7 @@ def run(request: StageRequest) -> StageResult:
         # A builtin-only file that stock LiteRT cannot run is no candidate: say so here,
         # with the runtime's words, rather than hand it on to fail validation.
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"onnx2tf wrote a .tflite that stock LiteRT cannot run: {sanity['reason']}. "
             "A static input shape (no named dynamic dimension) or another toolchain may avoid it",
         )
@@ -154,7 +155,9 @@ def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # anything onnx cannot parse
-        raise StageError("conversion_failed", f"the ONNX file cannot be read: {type(exc).__name__}: {exc}") from None
+        raise StageError(
+            StageCode.CONVERSION_FAILED, f"the ONNX file cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
     initializers = {tensor.name for tensor in model.graph.initializer}
     inputs = {
         item.name: len(item.type.tensor_type.shape.dim) for item in model.graph.input if item.name not in initializers
@@ -180,10 +183,10 @@ def _run_onnx2tf(work: Path, arguments: list[str]) -> str:
     print(log, flush=True)
     if proc.returncode < 0:
         signal_name = boundary.signal_name(-proc.returncode)
-        raise StageError("conversion_failed", f"onnx2tf was killed by signal {signal_name}. {ADVICE}")
+        raise StageError(StageCode.CONVERSION_FAILED, f"onnx2tf was killed by signal {signal_name}. {ADVICE}")
     if proc.returncode != 0 or not (work / "out" / "model_float32.tflite").is_file():
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"onnx2tf could not convert the model (exit {proc.returncode}): {_last_error(log)}. {ADVICE}",
         )
     return log
@@ -199,7 +202,7 @@ def _refuse_custom_ops(tflite: Path, log: str) -> None:
     lowered = re.findall(r"Custom ops lowered:.*?onnx_ops=\[([^\]]*)\]", log)
     onnx_ops = ", ".join(lowered) or ", ".join(custom)
     raise StageError(
-        "conversion_failed",
+        StageCode.CONVERSION_FAILED,
         f"onnx2tf has no TFLite builtin for the ONNX operator(s) {onnx_ops} and wrote custom ops "
         f"{custom} instead, which stock LiteRT cannot run. Try the onnx-tf toolchain, or change "
         "the model to avoid those operators",

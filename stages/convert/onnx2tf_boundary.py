@@ -29,6 +29,7 @@ from typing import Any
 
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 from stages.kit.naming import match_names
 from stages.kit.tflite_boundary import channel_first_perm, channel_last_perm, permute, shape_fits
@@ -59,7 +60,7 @@ def plan(raw: Path, samples: dict[str, Any], reference: dict[str, Any], layout: 
     # Inputs the exporter pruned (unused) are legitimately absent from the file.
     if out_left or len(result.input_map) != len(ports_in):
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"cannot map the .tflite signature ({list(ports_in)} -> {list(ports_out)}) to the "
             f"model's inputs {list(samples)} / outputs {list(reference)}",
         )
@@ -81,7 +82,7 @@ def plan(raw: Path, samples: dict[str, Any], reference: dict[str, Any], layout: 
         elif not as_is:
             problems.append(f"output {name!r}: the .tflite gives shape {have}, expected {shape} as PyTorch does")
     if problems:
-        raise StageError("conversion_failed", "; ".join(problems))
+        raise StageError(StageCode.CONVERSION_FAILED, "; ".join(problems))
     if ambiguous:
         _resolve_by_values(raw, samples, reference, result, ambiguous, work)
     for name, key in {**result.input_map, **result.output_map}.items():

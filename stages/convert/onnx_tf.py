@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.naming import match_names
 
@@ -88,11 +89,11 @@ def _load_onnx(onnx_path: Path) -> tuple[Any, int | None]:
     try:
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # a truncated or foreign file
-        raise StageError("conversion_failed", f"not a readable ONNX file: {_last_line(exc)}") from None
+        raise StageError(StageCode.CONVERSION_FAILED, f"not a readable ONNX file: {_last_line(exc)}") from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset > ONNX_TF_MAX_OPSET:
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"the ONNX file has opset {opset}; onnx-tf 1.10 reads up to {ONNX_TF_MAX_OPSET}. "
             f"Export at opset {ONNX_TF_MAX_OPSET} or lower (or use another toolchain)",
         )
@@ -110,7 +111,7 @@ def _convert_to_saved_model(model: Any, saved_model_dir: Path) -> list[str]:
         rep.export_graph(str(saved_model_dir))
     except Exception as exc:  # onnx-tf raises anything from its handlers
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"onnx-tf could not convert the model: {_last_line(exc)}. "
             "An unsupported operator usually needs another opset or toolchain "
             "(e.g. onnx2tf), or a model change that avoids it",
@@ -128,7 +129,7 @@ def _validate_saved_model(
 
     loaded = tf.saved_model.load(str(saved_model_dir))
     if "serving_default" not in loaded.signatures:
-        raise StageError("conversion_failed", "the SavedModel has no serving_default signature")
+        raise StageError(StageCode.CONVERSION_FAILED, "the SavedModel has no serving_default signature")
     function = loaded.signatures["serving_default"]
     specs: dict[str, Any] = function.structured_input_signature[1]
     out_keys = list(function.structured_outputs)
@@ -136,7 +137,7 @@ def _validate_saved_model(
     out_map, out_left = match_names(list(reference), out_keys)
     if in_left or out_left:
         raise StageError(
-            "conversion_failed",
+            StageCode.CONVERSION_FAILED,
             f"the SavedModel signature ({sorted(specs)} -> {out_keys}) "
             f"does not match the model's inputs {list(samples)} / outputs {list(reference)}",
         )
@@ -183,7 +184,7 @@ def _convert_to_tflite(saved_model_dir: Path, target: Path) -> tuple[dict[str, A
                 builtin_error = _builtin_failure(exc)
                 continue
             raise StageError(
-                "tflite_conversion_failed",
+                StageCode.TFLITE_CONVERSION_FAILED,
                 f"TFLite conversion failed even with Select-TF "
                 f"ops: {_last_line(exc)} (builtin-only: {builtin_error}). The model uses an "
                 "operation TFLite cannot express; try another toolchain",

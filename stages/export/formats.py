@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.export.model import first_line
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 TORCH_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -58,7 +59,7 @@ def require_inputs(spec: dict[str, Any], model_format: str) -> list[dict[str, An
 
     if not spec.get("inputs"):
         raise StageError(
-            "inputs_required",
+            StageCode.INPUTS_REQUIRED,
             f"a {model_format} upload carries no input signature: give spec.inputs in call order, e.g. "
             + INPUTS_EXAMPLE,
         )
@@ -73,7 +74,7 @@ def load_torchscript(path: Path, spec: dict[str, Any]) -> Loaded:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # a zip without TorchScript code, or not a zip at all
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"not a TorchScript archive: torch.jit.load could not read it ({first_line(exc, 300)}). "
             "Save the model with torch.jit.save(torch.jit.script(model) or torch.jit.trace(model, example)); "
             "for a state dict send model_format 'state_dict'",
@@ -112,7 +113,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
     """
     if not enabled:
         raise StageError(
-            "format_disabled",
+            StageCode.FORMAT_DISABLED,
             "pickled modules run code when loaded and are disabled on this server; "
             "upload a state dict with an architecture instead",
         )
@@ -122,7 +123,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
         loaded = torch.load(path, weights_only=False, map_location="cpu")
     except (ModuleNotFoundError, AttributeError) as exc:  # a class the pickle names is not here
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"the pickled module refers to code that is not importable in the stage ({first_line(exc, 300)}): "
             "torch.save(model) stores classes by reference, so only modules built from torch, torchvision or "
             "transformers classes load here. Upload a state dict with an architecture, a TorchScript archive "
@@ -130,7 +131,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
         ) from None
     except Exception as exc:  # anything else the file's own code or the unpickler raised
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"not a pickled module: torch.load (weights_only=False) could not read it ({first_line(exc, 300)}). "
             "Save it with torch.save(model)",
         ) from None
@@ -142,7 +143,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
             else ""
         )
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"model_format 'pickled_module' needs a torch.save(model) file holding a torch.nn.Module; "
             f"this one holds a {kind}{hint}",
         )
@@ -210,17 +211,17 @@ def _load_program(path: Path, allowed: list[str] | tuple[str, ...]) -> Any:
                     continue
             if missing:
                 raise StageError(
-                    "invalid_model",
+                    StageCode.INVALID_MODEL,
                     f"the ExportedProgram returns or takes a {missing!r}, which is not importable here "
                     f"(only classes under {list(allowed)} are). Export a module that returns tensors, "
                     "tuples or dicts of tensors",
                 ) from None
             raise StageError(
-                "invalid_model",
+                StageCode.INVALID_MODEL,
                 f"not an ExportedProgram: torch.export.load could not read it ({first_line(exc, 300)}). "
                 "Save it with torch.export.save(torch.export.export(model, example_args), path)",
             ) from None
-    raise StageError("invalid_model", "the ExportedProgram needs more classes than can be imported to load")
+    raise StageError(StageCode.INVALID_MODEL, "the ExportedProgram needs more classes than can be imported to load")
 
 
 def _unregistered_type(exc: BaseException, logged: list[str]) -> str | None:
@@ -291,14 +292,14 @@ def _program_inputs(user_inputs: list[str], values: list[Any], examples: list[An
     import torch
 
     if not user_inputs:
-        raise StageError("inputs_required", "the ExportedProgram has no user inputs to feed")
+        raise StageError(StageCode.INPUTS_REQUIRED, "the ExportedProgram has no user inputs to feed")
     names: dict[str, str] = {}
     inputs: list[dict[str, Any]] = []
     for index, (name, value) in enumerate(zip(user_inputs, values, strict=True)):
         dtype = _dtype_name(value) if isinstance(value, torch.Tensor) else None
         if dtype is None:
             raise StageError(
-                "inputs_required",
+                StageCode.INPUTS_REQUIRED,
                 f"the ExportedProgram's input {name!r} is not a tensor torch.export described "
                 f"({_describe(user_inputs, values)}): give spec.inputs, e.g. {INPUTS_EXAMPLE}",
             )
@@ -330,7 +331,7 @@ def _spec_inputs_for_program(
     given = sample_io.input_specs(spec)
     if len(given) != len(user_inputs):
         raise StageError(
-            "input_mismatch",
+            StageCode.INPUT_MISMATCH,
             f"spec.inputs lists {len(given)} inputs but the ExportedProgram takes {len(user_inputs)}: "
             f"{_describe(user_inputs, values)}",
         )

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 DEFAULT_ALLOWED = ("torchvision.models.", "transformers.")
@@ -50,7 +51,7 @@ def check_upload(path: Path) -> None:
     """
     size = path.stat().st_size
     if size == 0:
-        raise StageError("empty_model", "the model file is empty (0 bytes): upload the whole file")
+        raise StageError(StageCode.EMPTY_MODEL, "the model file is empty (0 bytes): upload the whole file")
     with path.open("rb") as handle:
         if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
             return
@@ -64,13 +65,13 @@ def check_upload(path: Path) -> None:
                         pass
     except (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError) as exc:  # ValueError: bad names, offsets
         raise StageError(
-            "corrupt_archive",
+            StageCode.CORRUPT_ARCHIVE,
             f"the model archive is damaged ({first_line(exc, 200)}): it was truncated or altered in transit "
             "or on disk. Upload the file torch saved again",
         ) from None
     except (NotImplementedError, RuntimeError) as exc:  # encrypted, or an exotic compression method
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"the zip archive cannot be read as a torch archive ({first_line(exc, 200)}); upload the file "
             "torch.save, torch.jit.save or torch.export.save wrote, as it is",
         ) from None
@@ -83,7 +84,7 @@ def _refuse_zip_bomb(members: list[zipfile.ZipInfo], size: int) -> None:
         return
     largest = max(members, key=lambda member: member.file_size)
     raise StageError(
-        "archive_too_large",
+        StageCode.ARCHIVE_TOO_LARGE,
         f"the archive's {len(members)} members declare {unpacked} bytes unpacked from a {size}-byte file "
         f"(the largest, {largest.filename!r}, {largest.file_size}); the limit for this file is {limit} bytes "
         f"({MAX_UNPACK_RATIO}x its size, at least {UNPACK_FLOOR_BYTES}, at most {MAX_UNPACKED_BYTES}). "
@@ -119,29 +120,31 @@ def load_state_dict(path: Path) -> dict[str, Any]:
 def resolve_architecture(name: str, allowed: list[str] | tuple[str, ...]) -> Callable[..., Any]:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", name):
         raise StageError(
-            "architecture_not_found",
+            StageCode.ARCHITECTURE_NOT_FOUND,
             f"architecture.name must be a dotted path such as 'torchvision.models.resnet18', got {name!r}",
         )
     if not _under(name, allowed):
         raise StageError(
-            "architecture_not_allowed",
+            StageCode.ARCHITECTURE_NOT_ALLOWED,
             f"{name!r} is outside the allowed packages {list(allowed)}; ask the operator to allow it",
         )
     module_name, _, attr = name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise StageError("architecture_not_found", f"cannot import {module_name!r} for {name!r}: {exc}") from None
+        raise StageError(
+            StageCode.ARCHITECTURE_NOT_FOUND, f"cannot import {module_name!r} for {name!r}: {exc}"
+        ) from None
     target = getattr(module, attr, None)
     if target is None or not callable(target):
         raise StageError(
-            "architecture_not_found",
+            StageCode.ARCHITECTURE_NOT_FOUND,
             f"{module_name!r} has no constructor {attr!r}; check the spelling (e.g. 'torchvision.models.resnet18')",
         )
     defined_in = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', attr)}"
     if not _under(defined_in, allowed):
         raise StageError(
-            "architecture_not_allowed",
+            StageCode.ARCHITECTURE_NOT_ALLOWED,
             f"{name!r} resolves to {defined_in!r}, which is outside the allowed packages {list(allowed)}",
         )
     return target  # type: ignore[no-any-return]
@@ -161,12 +164,12 @@ def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ..
         raise
     except Exception as exc:  # the constructor is user-chosen code
         raise StageError(
-            "architecture_failed",
+            StageCode.ARCHITECTURE_FAILED,
             f"{architecture.get('name')}(**{kwargs}) failed: {first_line(exc)}; check architecture.kwargs",
         ) from None
     if not isinstance(model, torch.nn.Module):
         raise StageError(
-            "architecture_failed",
+            StageCode.ARCHITECTURE_FAILED,
             f"{architecture.get('name')} returned {type(model).__name__}, not a torch.nn.Module",
         )
     return model
@@ -200,7 +203,7 @@ def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
             problems.append(f"{len(items)} {label}: {shown}{more}")
     if problems:
         raise StageError(
-            "state_dict_mismatch",
+            StageCode.STATE_DICT_MISMATCH,
             "the state dict does not fit the architecture: "
             + "; ".join(problems)
             + ". Check architecture.name and kwargs "
@@ -209,7 +212,7 @@ def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise StageError("state_dict_mismatch", first_line(exc)) from None
+        raise StageError(StageCode.STATE_DICT_MISMATCH, first_line(exc)) from None
 
 
 def first_line(exc: BaseException, limit: int = 400) -> str:
@@ -258,7 +261,7 @@ def _build_from_config(constructor: Any, config: dict[str, Any], kwargs: dict[st
     config_class = getattr(constructor, "config_class", None)
     if config_class is None:
         raise StageError(
-            "architecture_failed",
+            StageCode.ARCHITECTURE_FAILED,
             "architecture.config is only for transformers model classes (which have a config_class)",
         )
     # Causal language models export without a KV cache; weights come from the upload.
@@ -280,7 +283,7 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
-        raise StageError("invalid_model", f"not a readable safetensors file: {first_line(exc)}") from None
+        raise StageError(StageCode.INVALID_MODEL, f"not a readable safetensors file: {first_line(exc)}") from None
 
 
 UNSAFE_PREFIX = "the file is a pickle that would run code when loaded"
@@ -306,7 +309,7 @@ def _not_loadable(path: Path, exc: BaseException) -> StageError:
         named = found.group(1)
     if named:
         return StageError(
-            "unsafe_model",
+            StageCode.UNSAFE_MODEL,
             f"{UNSAFE_PREFIX}: it imports {named}, which is refused (state dicts load with weights_only=True, "
             "no fallback). Save the weights with torch.save(model.state_dict()) or as .safetensors; a whole "
             f"pickled model needs model_format 'pickled_module', if the operator enabled it ({detail})",
@@ -314,7 +317,7 @@ def _not_loadable(path: Path, exc: BaseException) -> StageError:
     # torch's own wording suggests retrying with weights_only=False, which is exactly
     # what must not happen: report the underlying reason instead.
     return StageError(
-        "invalid_model",
+        StageCode.INVALID_MODEL,
         "not a PyTorch state dict: torch.load (weights_only=True) could not read it as a "
         f"torch.save file, and it is not safetensors ({type(cause).__name__}: {detail.split('. ')[0]})",
     )
@@ -344,7 +347,7 @@ def _unwrap_checkpoint(raw: Any) -> dict[str, Any]:
     else:
         detail = f"a {kind}"
     raise StageError(
-        "invalid_model",
+        StageCode.INVALID_MODEL,
         f"expected a state dict (name -> tensor), or a checkpoint dict "
         f"holding one under {list(CHECKPOINT_KEYS)}; the file holds {detail}",
     )

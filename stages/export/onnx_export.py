@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.export.model import first_line
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 # The highest opset the downstream toolchain reads; None means no limit.
@@ -62,10 +63,10 @@ def choose_opset(spec: dict[str, Any]) -> int:
     if requested is None:
         return min([DEFAULT_OPSETS.get(c, DEFAULT_OPSET) for c in consumers])
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 7:
-        raise StageError("invalid_spec", f"opset must be an integer >= 7 (or null), got {requested!r}")
+        raise StageError(StageCode.INVALID_SPEC, f"opset must be an integer >= 7 (or null), got {requested!r}")
     if limit is not None and requested > limit:
         raise StageError(
-            "opset_not_supported",
+            StageCode.OPSET_NOT_SUPPORTED,
             f"toolchain {toolchain!r} reads ONNX opsets up to "
             f"{limit}; asked for {requested}. Use opset {limit} or leave it null",
         )
@@ -95,7 +96,7 @@ def exporter_order(spec: dict[str, Any]) -> tuple[str, ...]:
         return EXPORTER_ORDER[exporter]
     except KeyError:
         raise StageError(
-            "invalid_spec", f"exporter must be one of {sorted(EXPORTER_ORDER)}, got {exporter!r}"
+            StageCode.INVALID_SPEC, f"exporter must be one of {sorted(EXPORTER_ORDER)}, got {exporter!r}"
         ) from None
 
 
@@ -315,7 +316,7 @@ class Exported:
 
 class ExportFailed(StageError):
     def __init__(self, message: str, attempts: list[Attempt]) -> None:
-        super().__init__("export_failed", message)
+        super().__init__(StageCode.EXPORT_FAILED, message)
         self.attempts = attempts
 
 

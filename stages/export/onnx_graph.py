@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 # onnx TensorProto element types the samples can hold
@@ -58,7 +59,7 @@ def refuse_external_data(model: Any) -> None:
         elif ".." in re.split(r"[\\/]", location):
             where += " (a path outside the model's folder)"
         raise StageError(
-            "onnx_external_data",
+            StageCode.ONNX_EXTERNAL_DATA,
             f"the ONNX file keeps the data of tensor {tensor.name!r} {where}; only self-contained "
             f"files are accepted, and external data paths are never followed: {RESAVE_HINT}",
         )
@@ -103,7 +104,7 @@ def graph_inputs(model: Any) -> list[dict[str, Any]]:
             continue
         if not value.type.HasField("tensor_type"):
             raise StageError(
-                "input_type_not_supported",
+                StageCode.INPUT_TYPE_NOT_SUPPORTED,
                 f"graph input {value.name!r} is not a tensor (a sequence, map or optional): "
                 "ModelPort feeds tensors only",
             )
@@ -111,7 +112,7 @@ def graph_inputs(model: Any) -> list[dict[str, Any]]:
         dtype = ELEMENT_TYPES.get(tensor.elem_type)
         if dtype is None:
             raise StageError(
-                "input_type_not_supported",
+                StageCode.INPUT_TYPE_NOT_SUPPORTED,
                 f"graph input {value.name!r} has element type {tensor.elem_type} "
                 f"({_type_name(tensor.elem_type)}); samples can be {sorted(set(ELEMENT_TYPES.values()))}",
             )
@@ -162,7 +163,7 @@ def check_spec_inputs(given: list[dict[str, Any]], graph: list[dict[str, Any]], 
             problems.append(f"{item['name']!r} has shape {item['shape']} in the spec, {want['shape']} in the graph")
     if problems:
         raise StageError(
-            "input_mismatch",
+            StageCode.INPUT_MISMATCH,
             "spec.inputs do not match the ONNX graph's inputs (" + "; ".join(problems) + "). "
             f"The graph's inputs: {describe(graph)}. Leave spec.inputs out to use them as they are",
         )

@@ -37,6 +37,7 @@ from stages.export.onnx_graph import (
 )
 from stages.export.tokens import integer_inputs, with_ranges
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 
 
@@ -69,7 +70,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
         reference_session = session(model.SerializeToString(), threads)
     except Exception as exc:
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"onnxruntime, the reference runtime for ONNX uploads, cannot load the model: {first_line(exc)}. "
             "Check that it uses only standard ONNX operators",
         ) from None
@@ -78,7 +79,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     except Exception as exc:
         given = ", ".join(f"{n} {list(samples[n].shape[1:])} {samples[n].dtype}" for n in input_names)
         raise StageError(
-            "input_mismatch",
+            StageCode.INPUT_MISMATCH,
             f"onnxruntime could not run the model on the inputs ({given}): {first_line(exc)}. "
             f"The graph's inputs: {describe(graph_inputs(model))}",
         ) from None
@@ -116,7 +117,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             reason = step.error
         else:
             raise StageError(
-                "opset_not_supported",
+                StageCode.OPSET_NOT_SUPPORTED,
                 f"the ONNX file has opset {source_opset}; {_readers(spec, target)} and converting it to "
                 f"{target} failed: {step.error}. Upload the model exported at opset {target}, or choose a "
                 "toolchain that reads its opset (onnx2tf)",
@@ -126,7 +127,9 @@ def prepare_onnx(request: StageRequest) -> StageResult:
         try:
             metrics = validate(out / "model.onnx")
         except Exception as exc:  # cannot happen for the file the reference ran, but say so if it does
-            raise StageError("invalid_model", f"onnxruntime cannot run the prepared file: {first_line(exc)}") from None
+            raise StageError(
+                StageCode.INVALID_MODEL, f"onnxruntime cannot run the prepared file: {first_line(exc)}"
+            ) from None
     export_seconds = time.monotonic() - started
     onnx_inputs, output_shapes = onnx_io(out / "model.onnx")
 
@@ -170,12 +173,12 @@ def _read(path: Path) -> Any:
 
     data = path.read_bytes()
     if not data:
-        raise StageError("empty_model", "the model file is empty (0 bytes): upload the whole .onnx file")
+        raise StageError(StageCode.EMPTY_MODEL, "the model file is empty (0 bytes): upload the whole .onnx file")
     try:
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError, or a file too large for protobuf
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"not an ONNX model: the file does not parse as an ONNX ModelProto ({first_line(exc, 200)}). "
             "Upload the .onnx file written by torch.onnx.export or onnx.save",
         ) from None
@@ -184,12 +187,12 @@ def _read(path: Path) -> Any:
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
         raise StageError(
-            "invalid_model",
+            StageCode.INVALID_MODEL,
             f"onnx.checker rejects the ONNX file: {first_line(exc, 300)}. Re-export the model, "
             "or check it with onnx.checker.check_model",
         ) from None
     if file_opset(model) is None:
-        raise StageError("invalid_model", "the ONNX file imports no default-domain opset (ai.onnx)")
+        raise StageError(StageCode.INVALID_MODEL, "the ONNX file imports no default-domain opset (ai.onnx)")
     return model
 
 
@@ -219,7 +222,7 @@ def _inputs(spec: dict[str, Any], model: Any) -> tuple[list[dict[str, Any]], str
     unknown = [item["name"] for item in graph if item["shape"] is None]
     if unknown:
         raise StageError(
-            "inputs_required",
+            StageCode.INPUTS_REQUIRED,
             f"the ONNX graph does not declare the rank of its inputs {unknown}: give spec.inputs "
             "(names, shapes, dtypes)",
         )

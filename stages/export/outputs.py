@@ -15,6 +15,7 @@ from typing import Any
 
 from stages.export.model import first_line
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 
@@ -89,14 +90,14 @@ def reference(model: Any, samples: dict[str, Any], input_names: list[str]) -> tu
             except Exception as exc:  # forward is user-chosen code
                 given = ", ".join(f"{n} {list(samples[n].shape[1:])} {samples[n].dtype}" for n in input_names)
                 raise StageError(
-                    "input_mismatch",
+                    StageCode.INPUT_MISMATCH,
                     f"the model's forward failed for the spec's inputs "
                     f"({given}): {first_line(exc)}. Check spec.inputs (order, shape, "
                     "dtype) against what the model expects",
                 ) from None
             pairs = _Flatten.pairs(result)
             if not pairs:
-                raise StageError("input_mismatch", "the model returned no tensors")
+                raise StageError(StageCode.INPUT_MISMATCH, "the model returned no tensors")
             if names is None:
                 names = [name for name, _ in pairs]
             for name, tensor in pairs:

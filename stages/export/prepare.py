@@ -57,6 +57,7 @@ from stages.export.onnx_file import validate as validate_onnx
 from stages.export.outputs import flat_module, probe_output_dims, reference
 from stages.export.tokens import embedding_tables, integer_inputs, with_ranges
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 
 __all__ = ["SUPPORTED_FORMATS", "Referenced", "flat_module", "load_reference", "run"]
@@ -78,7 +79,7 @@ def run(request: StageRequest) -> StageResult:
         return prepare_onnx(request)
     if model_format not in (*SUPPORTED_FORMATS, "auto"):
         raise StageError(
-            "format_not_supported",
+            StageCode.FORMAT_NOT_SUPPORTED,
             f"model_format {model_format!r} is not supported by export.prepare; supported: {list(SUPPORTED_FORMATS)}",
         )
     return _prepare_torch(request, "state_dict" if model_format == "auto" else model_format)
@@ -213,7 +214,7 @@ def _exporters(spec: dict[str, Any], model_format: str) -> tuple[str, ...]:
     if model_format == "torchscript":
         if "torchscript" not in exporters:
             raise StageError(
-                "exporter_not_supported",
+                StageCode.EXPORTER_NOT_SUPPORTED,
                 "a TorchScript upload exports with the TorchScript-based exporter; the dynamo exporter "
                 "cannot read TorchScript. Use exporter 'auto' or 'torchscript', or upload an "
                 "ExportedProgram (torch.export.save) for the dynamo exporter",

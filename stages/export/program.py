@@ -36,6 +36,7 @@ from stages.export.onnx_export import (
 )
 from stages.export.onnx_file import convert_opset, rename_dims
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 
@@ -105,13 +106,13 @@ def export_program_best(
             else (f"{', '.join(onnx_consumers(spec))} read(s) opsets up to {opset}")
         )
         raise StageError(
-            "opset_not_supported",
+            StageCode.OPSET_NOT_SUPPORTED,
             f"the ExportedProgram exports at opset {native}, but {wanted}, and no way to opset {opset} "
             f"worked: {tried_text}. Choose a toolchain that reads opset {native} (onnx2tf)"
             + (", or leave spec.opset null" if spec.get("opset") is not None else ""),
         )
     raise StageError(
-        "export_failed",
+        StageCode.EXPORT_FAILED,
         f"ONNX export of the ExportedProgram failed at opset {opset}: {tried_text}. "
         "Try another exporter or opset in the spec",
     )

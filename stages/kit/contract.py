@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.kit.codes import StageCode
+
 EXIT_STAGE_ERROR = 3
 # The most elements one input's validation sample may have: the control plane refuses
 # larger spec shapes at submission (modelport/schemas/spec.py, the same number); a stage refuses
@@ -45,7 +47,7 @@ MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 class StageError(Exception):
     """An error with a stable code and a message that tells the user what to do."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: StageCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -74,7 +76,7 @@ class StageRequest:
         try:
             return Path(self.inputs[name])
         except KeyError:
-            raise StageError("stage_input_missing", f"stage input {name!r} was not provided") from None
+            raise StageError(StageCode.STAGE_INPUT_MISSING, f"stage input {name!r} was not provided") from None
 
 
 @dataclass
@@ -105,7 +107,7 @@ def refuse_huge_inputs(inputs: list[dict[str, Any]]) -> None:
         if elements > MAX_INPUT_ELEMENTS:
             count = str(elements) if elements < 10**20 else "more than 10^20"
             raise StageError(
-                "input_too_large",
+                StageCode.INPUT_TOO_LARGE,
                 f"input {item.get('name')!r} declares the shape {list(item.get('shape') or [])}, "
                 f"{count} elements per sample; the limit is {MAX_INPUT_ELEMENTS} (every input is sampled to "
                 "validate the conversion). Export the model with realistic sizes, or a dynamic (named) "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 SUMMARY_LIMIT = 150
@@ -55,6 +56,6 @@ def _reason(message: str) -> str:
     return ""
 
 
-def unexpected(code: str, actor: str, advice: str, exc: BaseException) -> StageError:
+def unexpected(code: StageCode, actor: str, advice: str, exc: BaseException) -> StageError:
     """The ``StageError`` for an exception nobody foresaw in a stage run by ``actor``."""
     return StageError(code, f"{actor} failed unexpectedly: {summary(exc)}. {advice}; the traceback is in the stage log")

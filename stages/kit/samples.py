@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 
 DEFAULT_SAMPLES = 8
@@ -55,7 +56,7 @@ def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     inputs = spec.get("inputs") or []
     if not isinstance(inputs, list) or not inputs:
         raise StageError(
-            "invalid_spec",
+            StageCode.INVALID_SPEC,
             "spec.inputs must list the model inputs, e.g. "
             '[{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]',
         )
@@ -63,16 +64,16 @@ def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     for item in inputs:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name or name in seen:
-            raise StageError("invalid_spec", f"every input needs a unique, non-empty name: {item!r}")
+            raise StageError(StageCode.INVALID_SPEC, f"every input needs a unique, non-empty name: {item!r}")
         seen.add(name)
         if item.get("dtype", "float32") not in DTYPES:
             raise StageError(
-                "invalid_spec", f"input {name!r}: dtype {item.get('dtype')!r} is not one of {sorted(DTYPES)}"
+                StageCode.INVALID_SPEC, f"input {name!r}: dtype {item.get('dtype')!r} is not one of {sorted(DTYPES)}"
             )
         shape = item.get("shape")
         if not isinstance(shape, list) or not all(_is_dim(d) for d in shape):
             raise StageError(
-                "invalid_spec",
+                StageCode.INVALID_SPEC,
                 f"input {name!r}: shape must be a list of positive ints or dimension names, got {shape!r}",
             )
     return inputs
@@ -125,9 +126,9 @@ def load_uploaded(path: Path, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     samples = {item["name"]: _fit(item, raw[item["name"]]) for item in inputs}
     counts = {name: array.shape[0] for name, array in samples.items()}
     if len(set(counts.values())) != 1:
-        raise StageError("invalid_samples", f"every input needs the same number of samples, got {counts}")
+        raise StageError(StageCode.INVALID_SAMPLES, f"every input needs the same number of samples, got {counts}")
     if next(iter(counts.values())) == 0:
-        raise StageError("invalid_samples", "the uploaded samples hold zero samples")
+        raise StageError(StageCode.INVALID_SAMPLES, "the uploaded samples hold zero samples")
     return samples
 
 
@@ -179,7 +180,7 @@ def _refuse_huge(path: Path, head: bytes) -> None:
                         declared += _declared_bytes(handle)
     if declared > MAX_SAMPLES_BYTES:
         raise StageError(
-            "samples_too_large",
+            StageCode.SAMPLES_TOO_LARGE,
             f"{path.name} declares {declared} bytes of arrays; the limit is {MAX_SAMPLES_BYTES}. "
             "A few dozen samples are enough to validate or calibrate: upload fewer",
         )
@@ -194,7 +195,7 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
         if head.startswith(NPY_MAGIC):
             if len(names) != 1:
                 raise StageError(
-                    "invalid_samples",
+                    StageCode.INVALID_SAMPLES,
                     f"a .npy file holds one array but the model has "
                     f"{len(names)} inputs {names}: upload an .npz keyed by input name",
                 )
@@ -203,15 +204,17 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         else:
-            raise StageError("invalid_samples", "samples must be a .npy (one input) or an .npz keyed by input name")
+            raise StageError(
+                StageCode.INVALID_SAMPLES, "samples must be a .npy (one input) or an .npz keyed by input name"
+            )
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         # allow_pickle=False refuses object arrays with a ValueError: say so plainly.
-        raise StageError("invalid_samples", f"could not read the samples file: {exc}") from None
+        raise StageError(StageCode.INVALID_SAMPLES, f"could not read the samples file: {exc}") from None
     missing = [name for name in names if name not in arrays]
     unknown = [key for key in arrays if key not in names]
     if missing or unknown:
         raise StageError(
-            "invalid_samples",
+            StageCode.INVALID_SAMPLES,
             f"the .npz keys {sorted(arrays)} must be the input names {names}; missing {missing}, unknown {unknown}",
         )
     return arrays
@@ -227,12 +230,12 @@ def _fit(item: dict[str, Any], array: np.ndarray) -> np.ndarray:
         not isinstance(want, int) or got == want for got, want in zip(array.shape[1:], shape, strict=True)
     ):
         raise StageError(
-            "invalid_samples",
+            StageCode.INVALID_SAMPLES,
             f"input {name!r}: samples have shape {list(array.shape)}, expected {expected} (sample axis first)",
         )
     if not _castable(array.dtype, dtype):
         raise StageError(
-            "invalid_samples",
+            StageCode.INVALID_SAMPLES,
             f"input {name!r}: samples are {array.dtype}, expected "
             f"{dtype.name} (floats for float inputs, integers for integer inputs)",
         )

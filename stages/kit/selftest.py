@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 
 
@@ -19,7 +20,7 @@ def echo(request: StageRequest) -> StageResult:
     out = request.output_dir / "echo.json"
     out.write_text(json.dumps({"inputs": sorted(request.inputs), "spec": request.spec}))
     if request.options.get("fail_with"):
-        raise StageError(request.options["fail_with"], "selftest failure on request")
+        raise StageError(StageCode(request.options["fail_with"]), "selftest failure on request")
     return StageResult(outputs={"echo": out.name}, metrics={"ok": 1}, info={"pid": os.getpid()})
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 from stages.kit.tflite_boundary import Boundary, channel_last_perm, permute, shape_fits
 
@@ -68,7 +69,7 @@ def to_file_inputs(
         port = ports[key]
         if not shape_fits(port.shape, list(array.shape[1:])):
             raise StageError(
-                "invalid_calibration",
+                StageCode.INVALID_CALIBRATION,
                 f"input {name!r}: calibration samples of shape {list(array.shape[1:])} do not fit the "
                 f".tflite input {key!r} of shape {port.shape}",
             )
@@ -84,7 +85,7 @@ def calibration_arrays(
         try:
             arrays = sample_io.load_uploaded(uploaded, spec)
         except StageError as exc:
-            raise StageError("invalid_calibration", f"the calibration file: {exc.message}") from None
+            raise StageError(StageCode.INVALID_CALIBRATION, f"the calibration file: {exc.message}") from None
         info: dict[str, Any] = {"source": "uploaded"}
     else:
         arrays = samples

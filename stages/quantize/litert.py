@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.tflite_boundary import Boundary
 from stages.quantize import calibration
@@ -63,7 +64,9 @@ def run(request: StageRequest) -> StageResult:
         float_ops = operators(tflite)
         boundary = read(tflite)
     except Exception as exc:  # not a flatbuffer at all
-        raise StageError("invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}") from None
+        raise StageError(
+            StageCode.INVALID_TFLITE, f"{tflite.name} is not a readable .tflite flatbuffer: {exc}"
+        ) from None
     samples_path = request.input_path("samples")
     samples = sample_io.load(samples_path)
     reference = sample_io.load(request.input_path("reference"))
@@ -71,7 +74,7 @@ def run(request: StageRequest) -> StageResult:
     keys, unmatched = match_names(input_names, [port.key for port in boundary.inputs])
     if unmatched:
         raise StageError(
-            "invalid_tflite",
+            StageCode.INVALID_TFLITE,
             f"the .tflite inputs {[p.key for p in boundary.inputs]} do not match the model's {input_names}",
         )
     transposes, transposes_source = calibration.input_transposes(
@@ -158,7 +161,9 @@ def _precisions(requested: Any) -> tuple[list[str], dict[str, dict[str, str]]]:
     if isinstance(requested, str):
         requested = [requested]
     if not isinstance(requested, list) or not requested:
-        raise StageError("invalid_spec", f"options.precisions must list some of {list(PRECISIONS)}, got {requested!r}")
+        raise StageError(
+            StageCode.INVALID_SPEC, f"options.precisions must list some of {list(PRECISIONS)}, got {requested!r}"
+        )
     chosen: list[str] = []
     failed: dict[str, dict[str, str]] = {}
     for precision in requested:
@@ -168,7 +173,7 @@ def _precisions(requested: Any) -> tuple[list[str], dict[str, dict[str, str]]]:
             chosen.append(precision)
         else:
             failed[str(precision)] = {
-                "code": "precision_unavailable",
+                "code": StageCode.PRECISION_UNAVAILABLE,
                 "reason": f"no quantization recipe for {precision!r}; known: {list(PRECISIONS)}",
             }
     return chosen, failed
@@ -215,7 +220,7 @@ def _produce(
     )
     if "error" in produced:
         target.unlink(missing_ok=True)
-        return None, {"code": "quantization_failed", "reason": produced["error"]}
+        return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": produced["error"]}
     entry, failure = _validate(job, precision, target)
     size = target.stat().st_size
     entry.update(
@@ -332,7 +337,13 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
     )
     if failure is None:
         return entry, None
-    code = "runtime_crashed" if report.get("crashed") else "requires_flex" if ops["flex"] else "runtime_failed"
+    code = (
+        StageCode.RUNTIME_CRASHED
+        if report.get("crashed")
+        else StageCode.REQUIRES_FLEX
+        if ops["flex"]
+        else StageCode.RUNTIME_FAILED
+    )
     return entry, {"code": code, "reason": failure}
 
 

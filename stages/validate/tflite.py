@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.kit import samples as sample_io
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.metrics import compare
 
@@ -57,7 +58,9 @@ def run(request: StageRequest) -> StageResult:
     try:
         ops = operators(tflite)
     except Exception as exc:  # a file that is not a flatbuffer at all
-        raise StageError("invalid_tflite", f"{tflite.name} is not a readable .tflite flatbuffer: {exc}") from None
+        raise StageError(
+            StageCode.INVALID_TFLITE, f"{tflite.name} is not a readable .tflite flatbuffer: {exc}"
+        ) from None
     requires_flex = bool(ops["flex"])
 
     runtime = str(options.get("runtime") or "litert")

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import AdminDep, WritesDep
+from app.api.problems import problem_responses
+from app.core.codes import ErrorCode
 from app.core.errors import NotFound
 from app.services import keys
 from domain.db import session_scope
 from domain.models import ApiKey
-from modelport.schemas.problem import problem_responses
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -64,6 +65,6 @@ def revoke_key(key_id: str, caller: AdminDep, writes: WritesDep) -> Response:
     with session_scope(writes) as session:
         key = session.get(ApiKey, key_id)
         if key is None:
-            raise NotFound(f"no API key {key_id!r}", code="key_not_found")
+            raise NotFound(f"no API key {key_id!r}", code=ErrorCode.KEY_NOT_FOUND)
         keys.revoke(session, key)
     return Response(status_code=204)

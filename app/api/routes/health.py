@@ -11,10 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import text
 
+from app.api.problems import problem_responses
+from app.core.codes import ErrorCode
 from app.core.errors import ServiceUnavailable
 from app.services import monitor
 from app.services.metrics import make_registry
-from modelport.schemas.problem import problem_responses
 
 router = APIRouter(tags=["health"])
 
@@ -74,7 +75,7 @@ def readyz(request: Request) -> dict[str, Any]:
         raise ServiceUnavailable(
             f"not ready: {', '.join(failing)} failed (see checks); the operator should restore "
             "them, clients may retry later",
-            code="not_ready",
+            code=ErrorCode.NOT_READY,
             checks=checks,
             workers=workers,
         )

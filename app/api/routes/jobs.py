@@ -12,15 +12,16 @@ from starlette.concurrency import run_in_threadpool
 from app.api import uploads
 from app.api.deps import CallerDep, CeleryDep, SessionDep, SettingsDep, StoreDep, WritesDep
 from app.api.presenters import artifact_out, job_out
+from app.api.problems import problem_responses
 from app.api.request_id import request_id_of
-from app.core.errors import Conflict, ModelPortError, NotFound
+from app.core.codes import ErrorCode
+from app.core.errors import Conflict, Expired, NotFound
 from app.services import jobs, submission
 from domain.config import Settings
 from domain.db import after_commit, session_scope
 from domain.models.base import as_utc
 from domain.storage import ObjectStore
 from modelport.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
-from modelport.schemas.problem import problem_responses
 from worker.celery_app import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -166,17 +167,6 @@ def list_artifacts(job_id: str, caller: CallerDep, session: SessionDep) -> list[
     return [artifact_out(a) for a in job.artifacts]
 
 
-class Expired(ModelPortError):
-    """A file the retention removed: the job and its listing stay, the bytes are gone."""
-
-    status, code, title = 410, "expired", "Gone"
-
-
-EXPIRED_RESPONSE: dict[int | str, dict[str, Any]] = {
-    410: {**problem_responses(410)[410], "description": "Removed under the retention policy"}
-}
-
-
 def _expired_detail(what: str, expired_at: datetime | None, settings: Settings) -> str:
     when = f"on {as_utc(expired_at).isoformat()}" if expired_at else "already"
     why = (
@@ -191,8 +181,7 @@ def _expired_detail(what: str, expired_at: datetime | None, settings: Settings) 
     "/{job_id}/artifacts/{name}",
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes"},
-        **problem_responses(401, 404, 422),
-        **EXPIRED_RESPONSE,
+        **problem_responses(401, 404, 422, 410),
     },
     response_class=StreamingResponse,
     summary="Download an artifact",
@@ -206,7 +195,7 @@ def download_artifact(
         names = ", ".join(a.name for a in job.artifacts) or "none"
         raise NotFound(
             f"job has no artifact {name!r}; it has: {names}. {jobs.outcome_sentence(job)}",
-            code="artifact_not_found",
+            code=ErrorCode.ARTIFACT_NOT_FOUND,
             job_status=job.status,
         )
     # A missing file without expired_at is a sweep between deleting and marking: expired too.
@@ -214,7 +203,7 @@ def download_artifact(
     if expired_at is not None or not store.exists(artifact.object_key):
         raise Expired(
             _expired_detail(f"artifact {name!r}", expired_at, settings),
-            code="artifact_expired",
+            code=ErrorCode.ARTIFACT_EXPIRED,
             expired_at=as_utc(expired_at).isoformat() if expired_at else None,
         )
     return StreamingResponse(
@@ -231,7 +220,7 @@ def download_artifact(
 
 @router.get(
     "/{job_id}/report",
-    responses={**problem_responses(401, 404, 409, 422), **EXPIRED_RESPONSE},
+    responses=problem_responses(401, 404, 409, 422, 410),
     summary="The accuracy and performance report (JSON)",
 )
 def get_report(
@@ -241,7 +230,7 @@ def get_report(
     if job.expired_at is not None or (job.report_key and not store.exists(job.report_key)):
         raise Expired(
             _expired_detail("the report", job.expired_at, settings),
-            code="report_expired",
+            code=ErrorCode.REPORT_EXPIRED,
             expired_at=as_utc(job.expired_at).isoformat() if job.expired_at else None,
         )
     if not job.report_key:
@@ -249,13 +238,13 @@ def get_report(
             # A final answer: a client waiting for the report must stop waiting.
             raise NotFound(
                 f"no report was produced: {jobs.outcome_sentence(job)}",
-                code="report_not_produced",
+                code=ErrorCode.REPORT_NOT_PRODUCED,
                 job_status=job.status,
                 job_error=jobs.error_summary(job),
             )
         raise Conflict(
             f"the report is written when the job finishes; the job is {job.status}: retry later",
-            code="report_not_ready",
+            code=ErrorCode.REPORT_NOT_READY,
             job_status=job.status,
         )
     return Response(store.read_bytes(job.report_key), media_type="application/json")  # type: ignore[return-value]
@@ -272,13 +261,13 @@ def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDe
     run = next((s for s in job.stages if s.name == stage), None)
     if run is None:
         names = ", ".join(s.name for s in job.stages)
-        raise NotFound(f"this job has no stage {stage!r}; its stages are: {names}", code="log_not_found")
+        raise NotFound(f"this job has no stage {stage!r}; its stages are: {names}", code=ErrorCode.LOG_NOT_FOUND)
     if run.log_key and store.exists(run.log_key):
         return Response(store.read_bytes(run.log_key), media_type="text/plain; charset=utf-8")
     if job.status not in jobs.FINAL_STATUSES and run.state in ("pending", "queued", "running"):
         raise Conflict(
             f"stage {stage!r} is {run.state}: its log is stored when it ends; retry later",
-            code="log_not_ready",
+            code=ErrorCode.LOG_NOT_READY,
             stage_state=run.state,
         )
     if run.log_key:
@@ -287,6 +276,6 @@ def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDe
         why = f"the stage is {run.state} and stored none"
     raise NotFound(
         f"no log for stage {stage!r}: {why}. {jobs.outcome_sentence(job)}",
-        code="log_not_found",
+        code=ErrorCode.LOG_NOT_FOUND,
         stage_state=run.state,
     )

@@ -3,9 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import CallerDep, SettingsDep
+from app.api.problems import problem_responses
 from app.services import toolchains
 from modelport.schemas.job import ToolchainOut
-from modelport.schemas.problem import problem_responses
 
 router = APIRouter(prefix="/v1/toolchains", tags=["toolchains"])
 
