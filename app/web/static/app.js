@@ -59,6 +59,13 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : '';
 }
 
+// A round upper bound for an axis starting at 0 (1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten).
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  return [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map((m) => m * power).find((m) => m >= value);
+}
+
 function badge(text) {
   return h('span', { class: `badge ${text}` }, text);
 }
@@ -234,6 +241,9 @@ function buildSpec(form) {
   spec.quantization = [...form.querySelectorAll('[name=precision]:checked')].map((c) => c.value);
   if (form.toolchain.value !== 'auto') spec.toolchain = form.toolchain.value;
   if (form.layout.value !== 'nchw') spec.layout = form.layout.value;
+  if (form.samples.value) spec.validation_samples = Number(form.samples.value);
+  if (form.strict.checked) spec.strict = true;
+  if (form.int8_io.checked) spec.int8_io = true;
   return spec;
 }
 
@@ -351,7 +361,8 @@ function timeline(job) {
   const start = Date.parse(job.started_at || job.created_at);
   const now = Date.now();
   const endOf = (stage) => (stage.finished_at ? Date.parse(stage.finished_at) : now);
-  const span = Math.max(1000, ...stages.filter((st) => st.started_at).map((st) => endOf(st) - start));
+  const span = niceMax(Math.max(1000, ...stages.filter((st) => st.started_at).map((st) => endOf(st) - start)) / 1000)
+    * 1000;
   const left = 230;
   const width = 860;
   const plotWidth = width - left - 190;
@@ -495,7 +506,7 @@ function plotError(report) {
     g.append(s('text', { x: left - 8, y: y + 16, 'text-anchor': 'end' }, row.label),
       s('rect', { x: left, y: y + 5, height: rowHeight - 10, width: Math.max(1, x(row.ratio) - left),
         fill: VERDICT_COLOR[verdict] || 'var(--idle)' }, s('title', {}, `${num(row.ratio)} × tolerance`)),
-      s('text', { x: left + plotWidth + 10, y: y + 16, class: 'muted' }, `${verdict} · ${row.text}`));
+      s('text', { x: left + plotWidth + 16, y: y + 16, class: 'muted' }, `${verdict} · ${row.text}`));
     if (row.degradedAt) {
       const dx = x(row.degradedAt);
       g.append(s('line', { x1: dx, x2: dx, y1: y + 2, y2: y + rowHeight - 2, stroke: 'var(--degraded)',
@@ -519,9 +530,9 @@ function plotSizeLatency(report) {
   const height = 280;
   const plotWidth = width - left - 130;
   const plotHeight = height - 50;
-  const maxSize = Math.max(...points.map((p) => p.size)) * 1.15;
-  const maxLatency = Math.max(...points.flatMap((p) => [p.latency_ms.median_1_thread,
-    p.latency_ms.median_all_threads || 0])) * 1.15;
+  const maxSize = niceMax(Math.max(...points.map((p) => p.size)) * 1.05);
+  const maxLatency = niceMax(Math.max(...points.flatMap((p) => [p.latency_ms.median_1_thread,
+    p.latency_ms.median_all_threads || 0])) * 1.05);
   const x = (v) => left + (v / maxSize) * plotWidth;
   const y = (v) => 10 + plotHeight - (v / maxLatency) * plotHeight;
   const svg = s('svg', { id: 'size-latency-svg', viewBox: `0 0 ${width} ${height}`, width, role: 'img',
