@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, lazyload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.api.presenters import job_out
-from app.core.errors import NotFound
 from app.schemas.job import JobOut
 from app.services import jobs
+from domain.models import Job
 
 log = structlog.get_logger(__name__)
 
@@ -37,12 +37,17 @@ def frame(event: str, data: str, event_id: int | None = None) -> str:
 
 
 def _read(sessions: sessionmaker[Session], tenant: str, job_id: str) -> JobOut | None:
-    """The job as ``GET /v1/jobs/{id}`` shows it; None if it is no longer there."""
+    """The job as ``GET /v1/jobs/{id}`` shows it; None if it is no longer there.
+
+    The job and its stages come from one statement: read by two, a worker's commit between
+    them (PostgreSQL's READ COMMITTED takes a snapshot per statement) would give an event
+    that mixes the job before the commit with its stages after it.
+    """
     with sessions() as session:
-        try:
-            return job_out(jobs.get_job(session, tenant, job_id))
-        except NotFound:
+        job = session.get(Job, job_id, options=[joinedload(Job.stages), lazyload(Job.artifacts)])
+        if job is None or job.tenant != tenant:
             return None
+        return job_out(job)
 
 
 async def stream(

@@ -70,12 +70,36 @@ def test_a_final_job_streams_its_state_once_then_ends(
     assert text.endswith("\n\n")
 
 
-def set_later(ctx: WorkerContext, job_id: str, steps: list[dict[str, object]], pause: float) -> threading.Thread:
-    """Apply each step (job columns, ``stage_<name>`` for a stage's) after ``pause`` seconds, in a thread."""
+@pytest.fixture
+def polls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When each of the stream's reads of the job ended (monotonic clock)."""
+    ended: list[float] = []
+    read = job_events._read
+
+    def counted(*args: object) -> object:
+        try:
+            return read(*args)  # type: ignore[arg-type]
+        finally:
+            ended.append(time.monotonic())
+
+    monkeypatch.setattr(job_events, "_read", counted)
+    return ended
+
+
+def set_later(
+    ctx: WorkerContext, job_id: str, steps: list[dict[str, object]], pause: float, polls: list[float] | None = None
+) -> threading.Thread:
+    """Apply each step (job columns, ``stage_<name>`` for a stage's) after ``pause`` seconds, in a
+    thread; with ``polls``, also not before the stream has read the job twice since the last step
+    (a read that began before a commit may miss it; the second cannot), however slow the machine."""
 
     def run() -> None:
+        committed = time.monotonic()
         for step in steps:
             time.sleep(pause)
+            deadline = time.monotonic() + 30
+            while polls is not None and sum(t > committed for t in polls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
             with session_scope(ctx.sessions) as session:
                 job = session.get(Job, job_id)
                 assert job is not None
@@ -86,6 +110,7 @@ def set_later(ctx: WorkerContext, job_id: str, steps: list[dict[str, object]], p
                             setattr(run_, column, stage_value)
                     else:
                         setattr(job, name, value)
+            committed = time.monotonic()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -93,7 +118,7 @@ def set_later(ctx: WorkerContext, job_id: str, steps: list[dict[str, object]], p
 
 
 def test_each_status_and_stage_change_is_an_event_until_the_job_is_final(
-    client: TestClient, auth: dict[str, str], ctx: WorkerContext
+    client: TestClient, auth: dict[str, str], ctx: WorkerContext, polls: list[float]
 ) -> None:
     job_id = insert_job(ctx, status="queued")
     now = utcnow()
@@ -107,7 +132,7 @@ def test_each_status_and_stage_change_is_an_event_until_the_job_is_final(
          "stage_convert_onnx_tf": {"state": "failed", "error_code": "conversion_failed"},
          "stage_report": {"state": "skipped"}},
     ]  # fmt: skip
-    thread = set_later(ctx, job_id, steps, pause=0.4)
+    thread = set_later(ctx, job_id, steps, pause=0.2, polls=polls)
     started = time.monotonic()
     _, events = stream(client, auth, job_id)
     thread.join(timeout=10)
