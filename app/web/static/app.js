@@ -188,7 +188,10 @@ function showJobs() {
   const row = (job) => h('tr', { 'data-job': job.id, 'data-status': job.status },
     h('td', {}, when(job.created_at)),
     h('td', {}, job.model.filename || ''),
+    h('td', {}, (job.spec.quantization || []).join(', ')),
     h('td', {}, badge(job.status)),
+    h('td', {}, job.started_at && job.finished_at
+      ? `${num((Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000)} s` : ''),
     h('td', { class: 'mono' }, job.stage || (job.error ? job.error.code : '')),
     h('td', { class: 'mono' }, h('a', { href: `#/jobs/${job.id}` }, job.id.slice(0, 8))));
   const load = async (append) => {
@@ -311,13 +314,19 @@ function showJob(jobId) {
   const main = view('job-view');
   const controller = new AbortController();
   let finished = false;
-  leave = () => controller.abort();
   main.querySelector('#cancel').addEventListener('click', async () => {
     const response = await api(`/v1/jobs/${jobId}/cancel`, { method: 'POST' });
     if (!response.ok) main.querySelector('#job-error').textContent = await problemText(response);
   });
+  let ticker = null;
+  leave = () => { controller.abort(); clearInterval(ticker); };
   const onJob = (job) => {
     renderJob(main, job);
+    // A running stage's bar grows between events.
+    clearInterval(ticker);
+    if (!FINAL.has(job.status)) {
+      ticker = setInterval(() => main.querySelector('#timeline').replaceChildren(timeline(job)), 1000);
+    }
     if (FINAL.has(job.status) && !finished) {
       finished = true;
       loadArtifacts(main, jobId);
@@ -466,7 +475,7 @@ function errorRows(report) {
       } else if (tol.metric === 'min cosine') {
         const value = 1 - o.cosine;
         rows.push({ artifact, label, ratio: value / (1 - tol.pass), degradedAt: (1 - tol.degraded) / (1 - tol.pass),
-          text: `cosine ${num(o.cosine)} · pass ≥ ${tol.pass}, degraded ≥ ${tol.degraded}` });
+          text: `cosine ${o.cosine.toFixed(6)} · pass ≥ ${tol.pass}, degraded ≥ ${tol.degraded}` });
       }
     }
   }
@@ -599,7 +608,8 @@ function plotAgreement(report) {
     g.append(s('text', { x: left - 8, y: y + 15, 'text-anchor': 'end' }, `${row.a.name} · ${row.label}`),
       s('rect', { x: left, y: y + 4, height: rowHeight - 8, width: Math.max(1, x(row.value) - left),
         fill: row.metric === 'cosine' ? (VERDICT_COLOR[row.a.vs_float32.verdict] || 'var(--idle)') : '#5c7cab' }),
-      s('text', { x: left + plotWidth + 8, y: y + 15, class: 'muted' }, num(row.value)));
+      s('text', { x: left + plotWidth + 8, y: y + 15, class: 'muted' },
+        row.metric === 'cosine' ? row.value.toFixed(6) : num(row.value)));
     svg.append(g);
   });
   for (const [value, name] of [[0.99, 'pass'], [0.9, 'degraded']]) {
