@@ -7,12 +7,16 @@ stream is open, as the workers would.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.local import LocalStack, free_port
 from app.services import job_events
 from domain.config import Settings
 from domain.db import session_scope
@@ -20,6 +24,7 @@ from domain.models import Job
 from domain.models.base import utcnow
 from tests.api.test_api import assert_problem
 from tests.api.test_job_resources import insert_job
+from tests.conftest import ADMIN_KEY, make_settings
 from worker.context import WorkerContext, build_context
 
 
@@ -184,3 +189,26 @@ def test_the_stream_is_declared_in_the_openapi_document(client: TestClient) -> N
     operation = client.get("/openapi.json").json()["paths"]["/v1/jobs/{job_id}/events"]["get"]
     assert set(operation["responses"]["200"]["content"]) == {"text/event-stream"}
     assert {"401", "404", "422"} <= set(operation["responses"])
+
+
+def test_an_open_stream_does_not_hold_the_apis_shutdown(tmp_path: Path) -> None:
+    """The API as ``make run`` starts it (no workers here), a stream open on a running job,
+    then SIGTERM: the API stops within its 5 s grace, not when the job ends."""
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "REDIS_URL": os.environ["REDIS_URL"], "MODELPORT_API_KEY": ADMIN_KEY}
+    stack = LocalStack(data_dir=data_dir, port=free_port(), env=env, queues=[])
+    try:
+        stack.start()
+        settings = make_settings(f"sqlite:///{(data_dir / 'modelport.db').resolve()}", data_dir)
+        job_id = insert_job(build_context(settings), status="running")
+        base = f"http://127.0.0.1:{stack.port}"
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.stream("GET", f"{base}/v1/jobs/{job_id}/events", headers=headers, timeout=30) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(lines) == "retry: 2000"
+            started = time.monotonic()
+            stack.stop()
+        assert time.monotonic() - started < 12
+    finally:
+        stack.stop()
