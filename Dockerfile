@@ -36,7 +36,8 @@ RUN /app/.venv/bin/pip install --no-cache-dir --no-deps -e . \
 USER modelport
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
-CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# Open event streams last as long as their job: shutdown waits for them 5 s at most.
+CMD ["uvicorn", "app.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "5"]
 
 FROM control AS worker-torch
 USER root

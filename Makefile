@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test envs venv locks lint clean bench
+.PHONY: run test envs venv locks lint clean bench browser
 
 # The control environment: the project itself (editable) and its pinned dependencies, no ML framework.
 $(STAMP): locks/control.txt pyproject.toml
@@ -27,6 +27,11 @@ run: envs
 
 test: envs
 	@$(BIN)/python -m tests.run
+
+# The page's browser test drives Debian's Chromium (the test installs it too when run as root).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@chromium --version
 
 # Style, import boundaries (contracts in pyproject.toml) and types, in one command.
 lint: $(STAMP)

@@ -38,6 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.start()
         print(
             f"\n  ModelPort is running at http://127.0.0.1:{port}  (API docs: http://127.0.0.1:{port}/docs)\n"
+            f"  Web page:  http://127.0.0.1:{port}/   sign in with the API key: {key}\n"
             f"  Authenticate with:  Authorization: Bearer {key}\n"
             f"  e.g.  export KEY={key}\n"
             f'        curl -H "Authorization: Bearer $KEY" http://127.0.0.1:{port}/v1/jobs\n'

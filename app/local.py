@@ -147,6 +147,10 @@ class LocalStack:
                 "--port",
                 str(self.port),
                 "--no-access-log",
+                # An open event stream (GET /v1/jobs/{id}/events) lasts as long as its job:
+                # without a limit it would hold the API's shutdown until then.
+                "--timeout-graceful-shutdown",
+                "5",
             ],
         )
         for queue in self.queues:

@@ -30,6 +30,8 @@ EXAMPLES = 25
 # Valid per the document, yet rightly refused: the document cannot say which bytes are a model
 # or which strings are JSON job specs, nor which opaque cursors the server issued.
 NOT_DESCRIBABLE = {"POST /v1/jobs", "GET /v1/jobs"}
+# Answers that last as long as their job: on the seeded job (queued, no worker) they never end.
+STREAMS = {"GET /v1/jobs/{job_id}/events"}
 
 
 def tiny_safetensors() -> bytes:
@@ -108,7 +110,8 @@ def test_the_api_answers_only_what_its_document_declares(api_schema: OpenApiSche
         modes = list(GenerationMode) if has_inputs(operation) else [GenerationMode.POSITIVE]
         # Operations on one resource run twice: on random ids, then on the seeded job or key.
         params = {p.name for p in operation.path_parameters}
-        fixed = [None] + ([{k: v for k, v in seeded.items() if k in params}] if params & seeded.keys() else [])
+        seedable = params & seeded.keys() and operation.label not in STREAMS
+        fixed = [None] + ([{k: v for k, v in seeded.items() if k in params}] if seedable else [])
         for mode in modes:
             for path_parameters in fixed:
                 failure = fuzz(operation, mode, path_parameters)

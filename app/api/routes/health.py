@@ -22,11 +22,6 @@ router = APIRouter(tags=["health"])
 _registry_lock = threading.Lock()
 
 
-@router.get("/", summary="What this service is")
-def root() -> dict[str, str]:
-    return {"service": "modelport", "docs": "/docs", "openapi": "/openapi.json", "api": "/v1/jobs"}
-
-
 @router.get("/healthz", summary="Liveness")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}

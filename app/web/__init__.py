@@ -1,0 +1,1 @@
+"""The web page (``GET /``) and the vendored netron viewer: static files, no build step."""
