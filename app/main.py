@@ -10,7 +10,7 @@ from redis import Redis
 
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
-from app.api.routes import admin, health, jobs, toolchains
+from app.api.routes import admin, health, jobs, toolchains, webhooks
 from app.services import keys
 from domain.config import Settings, get_settings
 from domain.db import make_engine, make_sessionmaker, session_scope
@@ -57,6 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, jobs, toolchains, admin):
+    for module in (health, jobs, toolchains, admin, webhooks):
         app.include_router(module.router)
     return app

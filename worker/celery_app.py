@@ -13,6 +13,7 @@ from domain.logging import configure_logging
 CONTROL_QUEUE = "control"
 RECONCILE_TASK = "modelport.reconcile"
 RETENTION_TASK = "modelport.expire"
+WEBHOOK_TASK = "modelport.deliver_webhooks"
 
 
 def queue_name(toolchain: str) -> str:
@@ -37,12 +38,17 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         task_serializer="json",
         # The control worker runs beat (-B): it re-sends what a broker restart lost, and
-        # removes the objects of jobs past the retention.
+        # removes the objects of jobs past the retention, and sends the webhooks that are due.
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.queue.reconcile_interval_seconds,
                 "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.queue.reconcile_interval_seconds},
+            },
+            "webhooks": {
+                "task": WEBHOOK_TASK,
+                "schedule": settings.webhook.sweep_interval_seconds,
+                "options": {"queue": queue_name(CONTROL_QUEUE), "expires": settings.webhook.sweep_interval_seconds},
             },
             "expire": {
                 "task": RETENTION_TASK,

@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from domain.db import session_scope
 from domain.models import Job
 from worker import pipeline, retention
-from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, celery_app
+from worker.celery_app import CONTROL_QUEUE, RECONCILE_TASK, RETENTION_TASK, WEBHOOK_TASK, celery_app
 from worker.context import get_context
 from worker.enqueue import RUN_STAGE_TASK
 
@@ -78,3 +78,12 @@ def reconcile() -> None:
 def expire() -> None:
     # Periodic: a sweep that fails is simply the next beat's work, so no retry here.
     retention.sweep(get_context())
+
+
+@celery_app.task(name=WEBHOOK_TASK, ignore_result=True)
+def deliver_webhooks() -> None:
+    # Periodic: each due delivery gets one attempt; its retry time is kept in the database.
+    from domain.webhooks import deliver_due
+
+    ctx = get_context()
+    deliver_due(ctx.sessions, ctx.settings.webhook)

@@ -19,6 +19,7 @@ from domain.config import Settings
 from domain.jobs.plan import CONVERTERS, candidates, plan_stages
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
+from domain.webhooks import CallbackRefused, check_callback_url
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
@@ -133,7 +134,10 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
             )
         available = ["onnx2tf"]
     if spec.callback_url is not None:
-        raise InvalidRequest("callback_url (webhooks) is not supported yet", code="unsupported_option")
+        try:
+            check_callback_url(spec.callback_url, settings.webhook.allowed_hosts)
+        except CallbackRefused as exc:
+            raise InvalidRequest(str(exc), code="callback_url_refused") from None
     quantized = [p for p in spec.quantization if p != "float32"]
     if quantized and "tflite" not in spec.targets:
         raise InvalidRequest(

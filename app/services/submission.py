@@ -18,6 +18,7 @@ from app.services.idempotency import KeyReservation
 from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
 from app.services.uploads import MultipartReceiver, Part, receive_multipart
+from domain import webhooks
 from domain.config import Settings
 from domain.models import Job
 from domain.models.base import new_id
@@ -174,6 +175,8 @@ def accept(
             idempotency_key=idempotency_key,
             req_hash=req_hash,
         )
+        if spec.callback_url is not None:
+            webhooks.register(session, job, spec.callback_url)
     except BaseException:
         store.delete_prefix(prefix)
         raise
