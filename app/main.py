@@ -10,7 +10,7 @@ from redis import Redis
 
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
-from app.api.routes import admin, events, health, jobs, toolchains
+from app.api.routes import admin, events, health, jobs, toolchains, webhooks
 from app.services import keys
 from app.web import routes as web
 from domain.config import Settings, get_settings
@@ -62,6 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (web, health, jobs, events, toolchains, admin):
+    for module in (web, health, jobs, events, toolchains, admin, webhooks):
         app.include_router(module.router)
     return app

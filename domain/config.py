@@ -129,6 +129,25 @@ class RetentionSettings(BaseSettings):
         return timedelta(hours=self.hours) if self.hours > 0 else None
 
 
+class WebhookSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_WEBHOOK_", extra="ignore")
+
+    # A callback_url whose host is (or resolves to) a private, loopback, link-local or
+    # reserved address is refused, so a webhook cannot reach into the service's own network.
+    # Hosts or networks listed here are let through anyway (e.g. ["127.0.0.1/32"] for tests,
+    # or an internal platform's subnet): names match exactly, networks by address.
+    allowed_hosts: list[str] = []
+    # One delivery attempt's connect + read time.
+    timeout_seconds: float = Field(default=10, gt=0, le=120)
+    # Failed attempts are retried after base * 2**(attempt - 1) seconds, at most max_seconds,
+    # until max_attempts; a 410 Gone answer stops at once.
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    retry_base_seconds: float = Field(default=10, gt=0)
+    retry_max_seconds: float = Field(default=3600, gt=0)
+    # How often the control worker (beat) looks for deliveries that are due.
+    sweep_interval_seconds: float = Field(default=2, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
 
@@ -145,6 +164,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     conversion: ConversionSettings = Field(default_factory=ConversionSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

@@ -17,6 +17,7 @@ from domain.toolchains import CONTROL_QUEUE, queue_name
 RUN_STAGE_TASK = "modelport.run_stage"
 RECONCILE_TASK = "modelport.reconcile"
 RETENTION_TASK = "modelport.expire"
+WEBHOOK_TASK = "modelport.deliver_webhooks"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -38,12 +39,17 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_serializer="json",
         # The control worker runs beat (-B): it re-sends what a broker restart lost, and
-        # removes the objects of jobs past the retention.
+        # removes the objects of jobs past the retention, and sends the webhooks that are due.
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.queue.reconcile_interval_seconds,
                 "options": {"queue": control, "expires": settings.queue.reconcile_interval_seconds},
+            },
+            "webhooks": {
+                "task": WEBHOOK_TASK,
+                "schedule": settings.webhook.sweep_interval_seconds,
+                "options": {"queue": control, "expires": settings.webhook.sweep_interval_seconds},
             },
             "expire": {
                 "task": RETENTION_TASK,

@@ -11,13 +11,14 @@ from celery import Celery, Task
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError
 
+from domain import webhooks
 from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.toolchains import QUEUES, queue_name
 from stages.kit.codes import StageCode
 from worker import pipeline, retention
-from worker.celery_app import RECONCILE_TASK, RETENTION_TASK, RUN_STAGE_TASK, make_celery
+from worker.celery_app import RECONCILE_TASK, RETENTION_TASK, RUN_STAGE_TASK, WEBHOOK_TASK, make_celery
 from worker.context import WorkerContext, get_context
 from worker.reconcile import reconcile as find_and_resend
 
@@ -57,6 +58,12 @@ def make_worker(settings: Settings) -> Celery:
     def expire_task() -> None:
         # Periodic: a sweep that fails is simply the next beat's work, so no retry here.
         retention.sweep(context())
+
+    @app.task(name=WEBHOOK_TASK, ignore_result=True)
+    def webhooks_task() -> None:
+        # Periodic: each due delivery gets one attempt; its retry time is kept in the database.
+        ctx = context()
+        webhooks.deliver_due(ctx.sessions, ctx.settings.webhook)
 
     return app
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from domain import webhooks
 from domain.models import Artifact, Job
-from modelport.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut
+from modelport.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut, WebhookOut
 
 
 def job_out(job: Job) -> JobOut:
@@ -45,6 +46,7 @@ def job_out(job: Job) -> JobOut:
         finished_at=job.finished_at,
         links=JobLinks(self=base, artifacts=f"{base}/artifacts", report=f"{base}/report", cancel=f"{base}/cancel"),
         expired_at=job.expired_at,
+        webhook=WebhookOut.model_validate(webhooks.view(job.webhook)) if job.webhook else None,
     )
 
 

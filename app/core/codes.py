@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     INPUTS_REQUIRED = "inputs_required"
     TOOLCHAIN_UNAVAILABLE = "toolchain_unavailable"
     UNSUPPORTED_OPTION = "unsupported_option"
+    CALLBACK_URL_REFUSED = "callback_url_refused"
     INVALID_SAMPLES = "invalid_samples"
     EMPTY_MODEL = "empty_model"
     MODEL_REQUIRED = "model_required"

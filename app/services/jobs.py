@@ -19,6 +19,7 @@ from domain.config import Settings
 from domain.jobs.plan import CONVERTERS, candidates, plan_stages
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
+from domain.webhooks import CallbackRefused, check_callback_url
 from modelport.schemas.spec import JobSpec
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -134,7 +135,10 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
             )
         available = ["onnx2tf"]
     if spec.callback_url is not None:
-        raise InvalidRequest("callback_url (webhooks) is not supported yet", code=ErrorCode.UNSUPPORTED_OPTION)
+        try:
+            check_callback_url(spec.callback_url, settings.webhook.allowed_hosts)
+        except CallbackRefused as exc:
+            raise InvalidRequest(str(exc), code=ErrorCode.CALLBACK_URL_REFUSED) from None
     quantized = [p for p in spec.quantization if p != "float32"]
     if quantized and "tflite" not in spec.targets:
         raise InvalidRequest(

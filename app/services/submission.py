@@ -15,6 +15,7 @@ from app.core.errors import InvalidRequest
 from app.services import jobs
 from app.services.pickle_gate import refuse_unsafe_pickles
 from app.services.sniff import sniff_format
+from domain import webhooks
 from domain.config import Settings
 from domain.models import Job
 from domain.storage import ObjectStore, StoredObject
@@ -129,6 +130,8 @@ def accept(
             idempotency_key=idempotency_key,
             req_hash=req_hash,
         )
+        if spec.callback_url is not None:
+            webhooks.register(session, job, spec.callback_url)
     except BaseException:
         store.delete_prefix(prefix)
         raise

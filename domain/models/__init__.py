@@ -3,5 +3,6 @@
 from domain.models.api_key import ApiKey
 from domain.models.base import Base
 from domain.models.job import Artifact, Job, StageRun
+from domain.models.webhook import WebhookDelivery, WebhookSecret
 
-__all__ = ["ApiKey", "Artifact", "Base", "Job", "StageRun"]
+__all__ = ["ApiKey", "Artifact", "Base", "Job", "StageRun", "WebhookDelivery", "WebhookSecret"]

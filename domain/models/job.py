@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from domain.models.base import Base, IdMixin, TimestampMixin
+
+if TYPE_CHECKING:
+    from domain.models.webhook import WebhookDelivery
 
 
 class Job(IdMixin, TimestampMixin, Base):
@@ -45,6 +48,8 @@ class Job(IdMixin, TimestampMixin, Base):
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="job", order_by="Artifact.name", cascade="all, delete-orphan", lazy="selectin"
     )
+    # Set when the spec has a callback_url (domain.webhooks).
+    webhook: Mapped[WebhookDelivery | None] = relationship(cascade="all, delete-orphan", lazy="selectin")
 
 
 class StageRun(IdMixin, TimestampMixin, Base):

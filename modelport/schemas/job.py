@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 StageState = Literal["pending", "queued", "running", "succeeded", "failed", "skipped", "cancelled"]
@@ -45,6 +45,25 @@ class JobLinks(BaseModel):
     cancel: str
 
 
+class WebhookAttemptOut(BaseModel):
+    at: str = Field(description="When the attempt started (ISO 8601, UTC)")
+    status_code: int | None = Field(description="The receiver's HTTP status; null when no answer came")
+    error: str | None = Field(description="Why there was no answer (timeout, refused address, ...)")
+    seconds: float
+
+
+class WebhookOut(BaseModel):
+    url: str
+    id: str = Field(description="The webhook-id header of every attempt (the same on retries)")
+    state: Literal["waiting", "pending", "delivered", "stopped", "gave_up"] = Field(
+        description="waiting: the job is not final; pending: being sent or retried; delivered: a 2xx came; "
+        "stopped: the receiver answered 410 Gone; gave_up: every attempt failed"
+    )
+    attempts: int
+    next_attempt_at: str | None
+    deliveries: list[WebhookAttemptOut]
+
+
 class JobOut(BaseModel):
     id: str
     status: JobStatus
@@ -60,6 +79,7 @@ class JobOut(BaseModel):
     links: JobLinks
     # When the retention removed the job's files (artifacts, report, logs, uploads); null until then.
     expired_at: UtcDatetime | None = None
+    webhook: WebhookOut | None = Field(default=None, description="The callback_url's delivery, when the spec has one")
 
 
 class JobPage(BaseModel):

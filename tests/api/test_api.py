@@ -264,6 +264,8 @@ DECLARED_ERRORS = {
     ("get", "/v1/jobs/{job_id}/logs/{stage}"): {"401", "404", "409"},
     ("get", "/v1/jobs/{job_id}/events"): {"401", "404"},
     ("get", "/v1/toolchains"): {"401"},
+    ("get", "/v1/webhooks/secret"): {"401"},
+    ("post", "/v1/webhooks/secret/rotate"): {"401"},
     ("post", "/v1/admin/keys"): {"401", "403", "422"},
     ("delete", "/v1/admin/keys/{key_id}"): {"401", "403", "404"},
 }

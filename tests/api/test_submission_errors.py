@@ -71,9 +71,9 @@ def post(client: TestClient, auth: dict[str, str], files: Any) -> httpx.Response
         ),
         (
             SAFETENSORS,
-            {**STATE_DICT_SPEC, "callback_url": "https://example.com/hook"},
-            "unsupported_option",
-            "callback_url (webhooks) is not supported yet",
+            {**STATE_DICT_SPEC, "callback_url": "http://10.0.0.1/hook"},
+            "callback_url_refused",
+            "webhooks only call public addresses unless the operator allows the host",
         ),
         (ONNX, {"quantization": ["int8"], "targets": ["onnx"]}, "unsupported_option", "add 'tflite' to targets"),
     ],

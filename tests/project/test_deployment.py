@@ -141,7 +141,8 @@ def test_the_worker_entry_point_is_an_app_with_the_tasks() -> None:
     assert result.stdout.split() == [
         "modelport",
         "entry-control",
-        "['modelport.expire',",
+        "['modelport.deliver_webhooks',",
+        "'modelport.expire',",
         "'modelport.reconcile',",
         "'modelport.run_stage']",
     ]
