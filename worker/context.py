@@ -11,6 +11,7 @@ from domain.config import Settings, get_settings
 from domain.db import make_engine, make_sessionmaker
 from domain.storage import ObjectStore, make_object_store
 from worker.runner import SubprocessRunner
+from worker.warm import WarmRunner
 
 
 @dataclass
@@ -27,7 +28,8 @@ _context: tuple[int, WorkerContext] | None = None
 def build_context(settings: Settings) -> WorkerContext:
     engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
     store = make_object_store(settings.storage, local_root=str(settings.storage_root))
-    return WorkerContext(settings, make_sessionmaker(engine), store, SubprocessRunner())
+    runner = WarmRunner() if settings.limits.warm_runners else SubprocessRunner()
+    return WorkerContext(settings, make_sessionmaker(engine), store, runner)
 
 
 def get_context() -> WorkerContext:
