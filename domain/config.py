@@ -101,6 +101,9 @@ class LimitSettings(BaseSettings):
     # Peak RSS of a stage's process tree; 0 means 60% of the machine's memory.
     stage_memory_bytes: int = 0
     max_validation_samples: int = 64
+    # Stages fork from a pre-imported parent per toolchain (worker.warm) instead of starting a
+    # fresh interpreter: seconds of framework import saved per stage. Off: every stage cold.
+    warm_runners: bool = True
 
 
 class ConversionSettings(BaseSettings):

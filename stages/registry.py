@@ -29,6 +29,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "selftest.abort": ("stages.kit.selftest", "abort", "any"),
     "selftest.allocate": ("stages.kit.selftest", "allocate", "any"),
     "selftest.network": ("stages.kit.selftest", "network", "any"),
+    "selftest.leak": ("stages.kit.selftest", "leak", "any"),
+    "selftest.spawn": ("stages.kit.selftest", "spawn", "any"),
 }
 
 # An exception a stage did not foresee, by stage: (the code of the stage's role, who

@@ -13,6 +13,7 @@ from domain.db import make_engine, make_sessionmaker
 from domain.storage import ObjectStore, make_object_store
 from worker.celery_app import enqueue_stage, make_celery
 from worker.runner import SubprocessRunner
+from worker.warm import WarmRunner
 
 
 @dataclass
@@ -35,7 +36,8 @@ def build_context(settings: Settings, celery: Celery | None = None) -> WorkerCon
     engine = make_engine(settings.database_url, sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
     store = make_object_store(settings.storage, local_root=str(settings.storage_root))
     celery = celery or make_celery(settings)
-    return WorkerContext(settings, make_sessionmaker(engine), store, SubprocessRunner(), celery)
+    runner = WarmRunner() if settings.limits.warm_runners else SubprocessRunner()
+    return WorkerContext(settings, make_sessionmaker(engine), store, runner, celery)
 
 
 def get_context(settings: Settings, celery: Celery) -> WorkerContext:

@@ -53,3 +53,33 @@ def network(request: StageRequest) -> StageResult:
     except OSError as exc:
         outcome = f"{type(exc).__name__}: {exc.strerror or exc}"
     return StageResult(info={"network": outcome, "pid": os.getpid()})
+
+
+# Module state a stage may leave behind: under a warm runner the next stage must not see it.
+_LEAKED: list[str] = []
+
+
+def leak(request: StageRequest) -> StageResult:
+    """Change what a careless stage could change in its process, and report what it found there
+    first: a module global, an environment variable, the working directory, a file in the cwd."""
+    found = {
+        "leaked": list(_LEAKED),
+        "env": os.environ.get("MODELPORT_SELFTEST_LEAK"),
+        "cwd": os.getcwd(),
+        "stray_file": os.path.exists("stray.txt"),
+        "tmpdir": __import__("tempfile").gettempdir(),
+    }
+    _LEAKED.append(str(os.getpid()))
+    os.environ["MODELPORT_SELFTEST_LEAK"] = "set by an earlier stage"
+    with open("stray.txt", "w") as handle:
+        handle.write("left behind")
+    os.chdir("/")
+    return StageResult(info={**found, "pid": os.getpid()})
+
+
+def spawn(request: StageRequest) -> StageResult:
+    """Start a process in a session of its own that outlives the stage; report its pid."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    return StageResult(info={"orphan": child.pid})
