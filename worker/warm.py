@@ -29,6 +29,7 @@ from typing import IO, Any
 import structlog
 
 from domain.toolchains import get_toolchain
+from stages.kit.codes import StageCode
 from worker.runner import (
     RunLimits,
     RunOutcome,
@@ -206,17 +207,21 @@ class WarmRunner(SubprocessRunner):
         tail = log_tail(log_path)
         if done is None:  # the parent died under the stage, which died with it (PDEATHSIG)
             server.close()
-            raise StageFailure("stage_crashed", "the stage's warm parent process died while the stage ran", tail)
+            raise StageFailure(
+                StageCode.STAGE_CRASHED, "the stage's warm parent process died while the stage ran", tail
+            )
         peak_rss = max(watch.peak_rss, int(done.get("maxrss_kib", 0)) * 1024)
         if watch.reason == "cancelled":
             raise StageCancelled()
         if watch.reason == "timeout":
             raise StageFailure(
-                "timeout", f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped", tail
+                StageCode.TIMEOUT,
+                f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
+                tail,
             )
         if watch.reason == "memory":
             raise StageFailure(
-                "resource_exhausted",
+                StageCode.RESOURCE_EXHAUSTED,
                 f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
                 tail,
             )
@@ -227,7 +232,7 @@ class WarmRunner(SubprocessRunner):
                 message = f"the stage process was killed by {signal.Signals(-returncode).name}"
             else:
                 message = f"the stage process exited with status {returncode} without a result"
-            raise StageFailure("stage_crashed", message, tail)
+            raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
         isolation = ["warm_fork", "process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
         if sandboxed:
             isolation = [*server.sandbox, *isolation]
