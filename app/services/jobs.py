@@ -22,7 +22,6 @@ from domain.models import Job, StageRun
 from domain.models.base import utcnow
 from stages.kit.spec import PlanSpec
 
-FINAL_STATUSES = FINAL  # the job statuses that change no more
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
 
 
@@ -223,7 +222,7 @@ def outcome_sentence(job: Job) -> str:
 
     Says whether waiting helps: a finished job will produce nothing more.
     """
-    if job.status not in FINAL_STATUSES:
+    if job.status not in FINAL:
         return f"The job is {job.status}: its files appear as its stages finish."
     verb = "was cancelled" if job.status == JobStatus.CANCELLED else job.status
     failure = f" with {job.error_code} at stage {job.error_stage}" if job.error_code else ""
@@ -261,7 +260,7 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    if job.status in FINAL_STATUSES:
+    if job.status in FINAL:
         raise Conflict(f"job is already {job.status}", code="job_finished")
     job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from domain.jobs import names
 from domain.jobs.entries import build_artifacts, stage_of_failing
+from domain.jobs.plan import CONVERTERS
 from domain.jobs.records import NOTHING, Records
 from domain.jobs.selection import choose, collect
 from domain.jobs.states import JobStatus, StageState
@@ -79,7 +80,7 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
         info = convert.convert
         check = candidate.metrics
         out = convert.output("tflite_float32")
-        via_onnx = names.slug(candidate.name) != "litert_torch"
+        via_onnx = CONVERTERS[candidate.name].source == "onnx"  # the export's provenance applies
         if chosen is not None and candidate.name == chosen.name:
             outcome = "chosen"
         elif (ended := _outcome(convert_run, runs.get(names.validate(candidate.name)))) is not None:

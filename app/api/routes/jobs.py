@@ -18,7 +18,7 @@ from app.schemas.report import Report
 from app.services import jobs, submission
 from domain.config import Settings
 from domain.db import after_commit, session_scope
-from domain.jobs.states import UNFINISHED
+from domain.jobs.states import FINAL, UNFINISHED
 from domain.models.base import as_utc
 from domain.storage import ObjectStore
 from worker.enqueue import enqueue_stage
@@ -240,7 +240,7 @@ def get_report(job_id: str, caller: CallerDep, session: SessionDep, store: Store
             expired_at=as_utc(job.expired_at).isoformat() if job.expired_at else None,
         )
     if not job.report_key:
-        if job.status in jobs.FINAL_STATUSES:
+        if job.status in FINAL:
             # A final answer: a client waiting for the report must stop waiting.
             raise NotFound(
                 f"no report was produced: {jobs.outcome_sentence(job)}",
@@ -270,7 +270,7 @@ def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDe
         raise NotFound(f"this job has no stage {stage!r}; its stages are: {names}", code="log_not_found")
     if run.log_key and store.exists(run.log_key):
         return Response(store.read_bytes(run.log_key), media_type="text/plain; charset=utf-8")
-    if job.status not in jobs.FINAL_STATUSES and run.state in UNFINISHED:
+    if job.status not in FINAL and run.state in UNFINISHED:
         raise Conflict(
             f"stage {stage!r} is {run.state}: its log is stored when it ends; retry later",
             code="log_not_ready",
