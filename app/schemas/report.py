@@ -62,6 +62,13 @@ class OutputCheck(_Open):
     scale: float | None = None
 
 
+class ToleranceRule(_Open):
+    """The pass rule an artifact was judged by, e.g. ``max_abs/scale`` at most ``value``."""
+
+    metric: str
+    value: float
+
+
 class ArtifactEntry(_Open):
     """A produced artifact and its check (docs/report.md lists the extra fields per kind)."""
 
@@ -74,7 +81,7 @@ class ArtifactEntry(_Open):
     runtime: str
     verdict: Verdict
     reasons: list[str]
-    tolerance: float | None
+    tolerance: ToleranceRule | None
     samples: int | None
     outputs: dict[str, OutputCheck]
     seconds: float | None

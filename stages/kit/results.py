@@ -88,7 +88,7 @@ class Check:
 
     verdict: str = "fail"
     reasons: list[str] | None = None
-    tolerance: float | None = None
+    tolerance: dict[str, Any] | None = None  # the pass rule: {"metric": "max_abs/scale", "value": 1e-4}
     samples: int | None = None
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float | None = None
