@@ -29,7 +29,7 @@ from domain.jobs.states import JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
 from domain.toolchains import get_toolchain
-from stages.kit.results import StageOutcome, StageReply, StoredFile
+from stages.kit.results import ConvertInfo, StageOutcome, StageReply, StoredFile
 from worker.context import WorkerContext
 from worker.runner import RunLimits, StageFailure, log_tail
 
@@ -157,7 +157,7 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
     elif definition.role != "validate":
         return {}
     convert = claim.previous.convert(candidate) if candidate else None
-    transposes = convert.convert.input_transposes if convert is not None else None
+    transposes = convert.info_as(ConvertInfo).input_transposes if convert is not None else None
     return {"input_transposes": transposes} if transposes else {}
 
 

@@ -25,7 +25,7 @@ from domain.jobs.selection import auto_satisfied, choose
 from domain.jobs.states import FINAL, STAGE_OVER, WAITING, JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import as_utc, utcnow
-from stages.kit.results import RunNote, StageOutcome
+from stages.kit.results import ExportInfo, RunNote, StageOutcome
 from worker.context import WorkerContext
 from worker.enqueue import enqueue_stage
 from worker.execute import Claim, execute, heartbeat
@@ -212,7 +212,7 @@ def _skip_reason(job: Job, plan: Plan, definition: StageDef, records: Records) -
         keeps_saved_model = definition.name == names.convert("onnx-tf") and "saved_model" in spec.targets
         if not keeps_saved_model:
             return "auto: an earlier candidate already passed with builtin ops only"
-    export = records.export.export
+    export = records.export.info_as(ExportInfo)
     if definition.candidate == "onnx-tf" and export.onnx_tf_compatible is False:
         return f"onnx-tf cannot read this ONNX file: {export.onnx_tf_reason}"
     if definition.role == "validate":

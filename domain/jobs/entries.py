@@ -11,7 +11,7 @@ from typing import Any
 from domain.jobs import names
 from domain.jobs.records import Records
 from domain.jobs.selection import choose
-from stages.kit.results import Check, StoredFile
+from stages.kit.results import Check, ConvertInfo, ExportInfo, QuantizeInfo, StoredFile, ValidateInfo
 from stages.kit.spec import PlanSpec
 
 TFLITE_EXTRA = (
@@ -70,13 +70,7 @@ def artifact_entry(
 
 
 def tflite_entry(
-    name: str,
-    precision: str,
-    toolchain: str,
-    output: StoredFile,
-    check: Check | None,
-    runtime: str,
-    extra: dict[str, Any] | None = None,
+    name: str, precision: str, toolchain: str, output: StoredFile, check: Check | None, runtime: str
 ) -> dict[str, Any]:
     """A .tflite entry: the common fields, then its operators, latency and the quantizer's notes."""
     checked = check or Check()
@@ -85,7 +79,7 @@ def tflite_entry(
     fields.update(checked.present(TFLITE_DETAILS))
     if checked.calibration_warning:  # synthetic calibration: accuracy on real data is unknown
         fields["warnings"] = [*(checked.warnings or []), checked.calibration_warning]
-    return artifact_entry("tflite", name, precision, toolchain, output, check, runtime, {**fields, **(extra or {})})
+    return artifact_entry("tflite", name, precision, toolchain, output, check, runtime, fields)
 
 
 def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, Any], str]]:
@@ -94,7 +88,7 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
     export = records.export
     out = export.output("onnx")
     if "onnx" in spec.targets and out is not None:
-        provenance = export.export
+        provenance = export.info_as(ExportInfo)
         versions = provenance.versions
         runtime = f"onnxruntime {versions['onnxruntime'] if 'onnxruntime' in versions else '?'}"
         extra = {"opset": provenance.opset, "exporter": provenance.exporter}
@@ -103,7 +97,7 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
     onnx_tf = records.convert("onnx-tf")
     out = onnx_tf.output("saved_model") if onnx_tf is not None else None
     if "saved_model" in spec.targets and onnx_tf is not None and out is not None:
-        versions = onnx_tf.convert.versions
+        versions = onnx_tf.info_as(ConvertInfo).versions
         runtime = f"tensorflow {versions['tensorflow'] if 'tensorflow' in versions else '?'} (serving_default)"
         check = onnx_tf.check("saved_model")
         entry = artifact_entry("saved_model", "saved_model.zip", "float32", "onnx-tf", out, check, runtime)
@@ -114,12 +108,12 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
     if chosen is not None:
         convert = records.convert(chosen.name)
         assert convert is not None  # a chosen candidate was validated, so converted
-        validate = records.validation(chosen.name).validate
+        validate = records.validation(chosen.name).info_as(ValidateInfo)
         out = convert.outputs["tflite_float32"]
         signature = {
             "inputs": validate.tflite_inputs,
             "outputs": validate.tflite_outputs,
-            "layout": convert.convert.layout if "layout" in convert.info else spec.layout,
+            "layout": convert.info_as(ConvertInfo).layout if "layout" in convert.info else spec.layout,
         }
         runtime = validate.runtime or "ai-edge-litert"
         entry = tflite_entry("model_float32.tflite", "float32", chosen.name, out, chosen.metrics, runtime)
@@ -130,7 +124,7 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
         out = quantize.output(key)
         if out is None:
             continue
-        runtime = quantize.quantize.runtime or "ai-edge-litert"
+        runtime = quantize.info_as(QuantizeInfo).runtime or "ai-edge-litert"
         check = quantize.check(key)
         toolchain = (check.toolchain if check is not None else None) or (chosen.name if chosen else None)
         entry = tflite_entry(f"model_{precision}.tflite", precision, toolchain or "?", out, check, runtime)

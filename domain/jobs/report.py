@@ -24,7 +24,7 @@ from domain.jobs.states import JobStatus, StageState
 from domain.models import Artifact, Job, StageRun
 from domain.models.base import utcnow
 from domain.storage import ObjectStore
-from stages.kit.results import RunNote
+from stages.kit.results import ConvertInfo, ExportInfo, QuantizeInfo, RunNote, ValidateInfo
 from stages.kit.spec import PlanSpec
 
 REPORT_VERSION = 2
@@ -70,14 +70,14 @@ def _outcome(run: StageRun | None, validate_run: StageRun | None) -> str | None:
 
 def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]]:
     """Every TFLite candidate: its provenance, numbers, and why it won, lost or failed."""
-    provenance = records.export.export
+    provenance = records.export.info_as(ExportInfo)
     chosen = choose(spec, records)
     runs = {s.name: s for s in job.stages}
     attempts = []
     for candidate in collect(spec, records):
         convert_run = runs.get(names.convert(candidate.name))
         convert = records.convert(candidate.name) or NOTHING
-        info = convert.convert
+        info = convert.info_as(ConvertInfo)
         check = candidate.metrics
         out = convert.output("tflite_float32")
         via_onnx = CONVERTERS[candidate.name].source == "onnx"  # the export's provenance applies
@@ -101,7 +101,7 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
                 "verdict": candidate.verdict if check else None,
                 "requires_flex": candidate.requires_flex if check else None,
                 "latency_ms": check.latency_ms if check else None,
-                "runtime": records.validation(candidate.name).validate.runtime,
+                "runtime": records.validation(candidate.name).info_as(ValidateInfo).runtime,
                 "max_abs_over_scale": _finite(candidate.error) if check else None,
                 "size": out.size if out is not None else None,
                 "operators": check.operators if check else None,
@@ -124,7 +124,7 @@ def _precisions(
 ) -> dict[str, PrecisionState]:
     by_precision = {e["precision"]: e for e in artifacts if e["kind"] == "tflite"}
     quantize_run = next((s for s in job.stages if s.name == names.QUANTIZE), None)
-    failed = records.quantize.quantize.failed
+    failed = records.quantize.info_as(QuantizeInfo).failed
     states: dict[str, PrecisionState] = {}
     for precision in spec.quantization:
         entry = by_precision[precision] if precision in by_precision else None
@@ -169,7 +169,7 @@ def _report(
 ) -> dict[str, Any]:
     reasons = _reasons(spec, artifacts, precisions)
     export = records.export
-    info = export.export
+    info = export.info_as(ExportInfo)
     check = export.check("onnx")
     samples_source = "uploaded" if job.inputs_key else f"synthetic (seed {spec.seed})"
     return {

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 
 def _object(raw: Any) -> dict[str, Any]:
@@ -230,12 +230,15 @@ class QuantizeInfo:
         return cls(runtime=raw.get("runtime"), failed=_object(raw.get("failed")))
 
 
+InfoT = TypeVar("InfoT", ExportInfo, ConvertInfo, ValidateInfo, QuantizeInfo)
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     """A succeeded stage's recorded result (see the module docstring).
 
-    ``metrics`` and ``info`` are kept as recorded; read them through ``check`` and the
-    role's info (``export``, ``convert``, ``validate``, ``quantize``).
+    ``metrics`` and ``info`` are kept as recorded; read them through ``check`` and
+    ``info_as`` (``ExportInfo``, ``ConvertInfo``, ``ValidateInfo``, ``QuantizeInfo``).
     """
 
     outputs: dict[str, StoredFile] = field(default_factory=dict)
@@ -280,21 +283,9 @@ class StageOutcome:
         raw = self.metrics.get(name)
         return Check.from_json(raw) if isinstance(raw, dict) and raw else None
 
-    @property
-    def export(self) -> ExportInfo:
-        return ExportInfo.from_json(self.info)
-
-    @property
-    def convert(self) -> ConvertInfo:
-        return ConvertInfo.from_json(self.info)
-
-    @property
-    def validate(self) -> ValidateInfo:
-        return ValidateInfo.from_json(self.info)
-
-    @property
-    def quantize(self) -> QuantizeInfo:
-        return QuantizeInfo.from_json(self.info)
+    def info_as(self, kind: type[InfoT]) -> InfoT:
+        """The info read as the role's type, e.g. ``outcome.info_as(ExportInfo).opset``."""
+        return kind.from_json(self.info)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from domain.jobs import names
 from domain.jobs.plan import Plan
 from domain.jobs.records import Records
 from domain.jobs.states import FINAL, STAGE_OVER, JobStatus, StageState
-from stages.kit.results import Check, RunNote, StageOutcome, StageReply
+from stages.kit.results import Check, ConvertInfo, RunNote, StageOutcome, StageReply, ValidateInfo
 
 
 def test_the_api_shows_the_states_the_domain_defines() -> None:
@@ -74,8 +74,8 @@ def test_a_recorded_result_reads_back_byte_for_byte() -> None:
     assert check.worst_error == 0.002 / 4.0
     assert check.present(("size_bytes", "operators")) == {"size_bytes": 10}
     assert outcome.check("saved_model") is None
-    assert outcome.convert.input_transposes == {"x": [0, 2, 3, 1]}
-    assert outcome.validate.runtime == "ai-edge-litert 1.0"
+    assert outcome.info_as(ConvertInfo).input_transposes == {"x": [0, 2, 3, 1]}
+    assert outcome.info_as(ValidateInfo).runtime == "ai-edge-litert 1.0"
     # A check without numbers is unknown: infinitely bad, never "perfect".
     assert Check.from_json({"outputs": {"y": {"scale": 1.0}}}).worst_error == float("inf")
 
@@ -84,7 +84,7 @@ def test_records_pick_the_flex_validation_when_there_is_one() -> None:
     stock = {"metrics": {"tflite_float32": {"verdict": "pass", "requires_flex": True}}}
     flex = {"metrics": {"tflite_float32": {"verdict": "degraded"}}, "info": {"runtime": "tensorflow"}}
     records = Records.of({"validate_onnx_tf": stock, "validate_flex_onnx_tf": flex})
-    assert records.validation("onnx-tf").validate.runtime == "tensorflow"
+    assert records.validation("onnx-tf").info_as(ValidateInfo).runtime == "tensorflow"
     assert Records.of({"validate_onnx_tf": stock}).validation("onnx-tf").check("tflite_float32").requires_flex
     assert records.validation("onnx2tf").check("tflite_float32") is None
 
