@@ -138,7 +138,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     bound.info("job.stage.started")
     started = time.monotonic()
     failure: StageFailure | None = None
-    result = StageOutcome()
+    result: StageOutcome | None = None  # a control stage records nothing of its own
     try:
         if claimed.definition.toolchain != CONTROL:
             with heartbeat(ctx, job_id, stage):
@@ -160,14 +160,13 @@ def record_outcome(
     ctx: WorkerContext,
     job_id: str,
     definition: StageDef,
-    result: StageOutcome | Mapping[str, Any],
+    result: StageOutcome | Mapping[str, Any] | None,
     seconds: float,
     failure: StageFailure | None,
 ) -> list[StageDef]:
     """Record the stage's end and return the stages it released (none: the job ended or
-    waits for another stage). ``result`` is the stage's outcome, or its JSON."""
-    if not isinstance(result, StageOutcome):
-        result = StageOutcome.from_json(dict(result))
+    waits for another stage). ``result`` is the stage's outcome, or its JSON (stored as given)."""
+    recorded = result.to_json() if isinstance(result, StageOutcome) else dict(result or {})
     with session_scope(ctx.sessions) as session:
         job = lock_job(session, job_id)
         if job is None or job.status in FINAL:
@@ -176,8 +175,8 @@ def record_outcome(
         assert run is not None
         run.seconds, run.finished_at = seconds, utcnow()
         if failure is None:
-            run.state, run.result = StageState.SUCCEEDED, result.to_json()
-            run.log_key = result.log_key or run.log_key
+            run.state, run.result = StageState.SUCCEEDED, recorded
+            run.log_key = StageOutcome.from_json(recorded).log_key or run.log_key
         else:
             run.log_key = f"jobs/{job_id}/logs/{definition.name}.log" if failure.log_tail else None
             if definition.role not in TOLERANT_ROLES:
