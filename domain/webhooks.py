@@ -39,12 +39,12 @@ from standardwebhooks import Webhook
 
 from domain.config import WebhookSettings
 from domain.db import session_scope
+from domain.jobs.states import FINAL
 from domain.models import Job, WebhookDelivery, WebhookSecret
 from domain.models.base import as_utc, utcnow
 
 log = structlog.get_logger()
 
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 OPEN_STATES = ("waiting", "pending")
 USER_AGENT = "ModelPort-Webhooks/1"
 
@@ -207,7 +207,7 @@ def due(session: Session, now: datetime, limit: int = 50) -> list[str]:
         .join(Job, Job.id == WebhookDelivery.job_id)
         .where(
             WebhookDelivery.state.in_(OPEN_STATES),
-            Job.status.in_(FINAL_STATUSES),
+            Job.status.in_(FINAL),
             or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= now),
         )
         .order_by(WebhookDelivery.created_at)
@@ -225,7 +225,7 @@ def claim(session: Session, delivery_id: str, now: datetime, hold: float) -> Mes
     if delivery.next_attempt_at is not None and as_utc(delivery.next_attempt_at) > now:
         return None
     job = session.get(Job, delivery.job_id)
-    if job is None or job.status not in FINAL_STATUSES:
+    if job is None or job.status not in FINAL:
         return None
     delivery.state = "pending"
     delivery.next_attempt_at = now + timedelta(seconds=hold)

@@ -21,12 +21,16 @@ import structlog
 from sqlalchemy import update
 
 from domain.db import session_scope
-from domain.jobs.plan import StageDef, onnx_consumers, slug
+from domain.jobs import names
+from domain.jobs.plan import Plan, StageDef
+from domain.jobs.records import Records
 from domain.jobs.selection import choose
+from domain.jobs.states import JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
 from domain.toolchains import get_toolchain
 from stages.kit.codes import StageCode
+from stages.kit.results import ConvertInfo, StageOutcome, StageReply, StoredFile
 from worker.context import WorkerContext
 from worker.runner import RunLimits, StageFailure, log_tail
 
@@ -36,21 +40,23 @@ log = structlog.get_logger()
 @dataclass
 class Claim:
     definition: StageDef
-    spec: dict[str, Any]
+    plan: Plan
     model_key: str
     inputs_key: str | None
     calibration_key: str | None
-    previous: dict[str, dict[str, Any]]  # earlier stages' recorded results, by stage name
+    previous: Records  # earlier stages' recorded results, by stage name
 
 
 def _input_key(claim: Claim, source: str, name: str) -> str | None:
     if source == "upload":
-        return {"model": claim.model_key, "inputs": claim.inputs_key, "calibration": claim.calibration_key}.get(name)
+        uploads = {"model": claim.model_key, "inputs": claim.inputs_key, "calibration": claim.calibration_key}
+        return uploads[name] if name in uploads else None
     if source == "chosen":
-        chosen = choose(claim.spec, claim.previous)
-        source = f"convert_{slug(chosen.name)}" if chosen else ""
-    output = claim.previous.get(source, {}).get("outputs", {}).get(name)
-    return output["key"] if output else None
+        chosen = choose(claim.plan.spec, claim.previous)
+        source = names.convert(chosen.name) if chosen else ""
+    earlier = claim.previous.stage(source)
+    output = earlier.output(name) if earlier is not None else None
+    return output.key if output else None
 
 
 def _suffix_for(path: Path) -> str:
@@ -59,7 +65,7 @@ def _suffix_for(path: Path) -> str:
     return ".npy" if magic == b"\x93NUMPY" else ".npz" if magic.startswith(b"PK") else ""
 
 
-def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
+def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> StageOutcome:
     definition = claim.definition
     assert definition.entry is not None
     settings = ctx.settings
@@ -83,11 +89,10 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
             if logical in ("samples", "calibration") and source == "upload":
                 local = local.rename(local.with_suffix(_suffix_for(local)))
             inputs[logical] = str(local)
-        spec = claim.spec
+        spec = claim.plan.spec.to_json()
         if definition.role == "export":
             # The ONNX file must be readable by every converter that will consume it.
-            consumers = onnx_consumers(spec)
-            spec = {**spec, "onnx_consumers": consumers}
+            spec = {**spec, "onnx_consumers": claim.plan.onnx_consumers}
         request = {
             "stage": definition.entry,
             "inputs": inputs,
@@ -120,39 +125,28 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> dict[str, Any]:
         finally:
             if (workdir / "stage.log").exists():
                 ctx.store.put_file(log_key, workdir / "stage.log")
-        result = outcome.result
-        if not result.get("ok"):
-            error = result.get("error") or {}
-            raise StageFailure(
-                StageCode(error.get("code", StageCode.STAGE_FAILED)),
-                error.get("message", "the stage failed"),
-                log_tail(workdir / "stage.log"),
-            )
-        outputs: dict[str, dict[str, Any]] = {}
-        for logical, relative in result.get("outputs", {}).items():
+        reply = StageReply.from_json(outcome.result)
+        if not reply.ok:
+            raise StageFailure(StageCode(reply.error_code), reply.error_message, log_tail(workdir / "stage.log"))
+        outputs: dict[str, StoredFile] = {}
+        for logical, relative in reply.outputs.items():
             path = (workdir / "out" / relative).resolve()
             if not path.is_relative_to(workdir / "out") or not path.is_file():
                 raise StageFailure(
                     StageCode.STAGE_CRASHED, f"stage output {logical!r} is missing or outside its folder"
                 )
             stored = ctx.store.put_file(f"jobs/{job_id}/stages/{definition.name}/{path.name}", path)
-            outputs[logical] = {
-                "key": stored.key,
-                "size": stored.size,
-                "sha256": stored.sha256,
-                "file": path.name,
-            }
-        toolchain = get_toolchain(definition.toolchain)
-        return {
-            "outputs": outputs,
-            "metrics": result.get("metrics", {}),
-            "info": result.get("info", {}),
-            "process_seconds": round(outcome.seconds, 3),
-            "peak_rss_bytes": outcome.peak_rss_bytes,
-            "isolation": outcome.isolation,
-            "lock_sha256": toolchain.lock_hash,
-            "log_key": log_key,
-        }
+            outputs[logical] = StoredFile(stored.key, stored.size, stored.sha256, path.name)
+        return StageOutcome(
+            outputs=outputs,
+            metrics=reply.metrics,
+            info=reply.info,
+            process_seconds=round(outcome.seconds, 3),
+            peak_rss_bytes=outcome.peak_rss_bytes,
+            isolation=outcome.isolation,
+            lock_sha256=get_toolchain(definition.toolchain).lock_hash,
+            log_key=log_key,
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -161,14 +155,12 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
     """What a validation must know about the file it checks (e.g. channel-last inputs)."""
     candidate = definition.candidate
     if definition.role == "quantize":
-        chosen = choose(claim.spec, claim.previous)
+        chosen = choose(claim.plan.spec, claim.previous)
         candidate = chosen.name if chosen else None
     elif definition.role != "validate":
         return {}
-    if not candidate:
-        return {}
-    info = claim.previous.get(f"convert_{slug(candidate)}", {}).get("info", {})
-    transposes = (info.get("signature") or {}).get("input_transposes")
+    convert = claim.previous.convert(candidate) if candidate else None
+    transposes = convert.info_as(ConvertInfo).input_transposes if convert is not None else None
     return {"input_transposes": transposes} if transposes else {}
 
 
@@ -199,9 +191,9 @@ def _check_in(ctx: WorkerContext, job_id: str, stage: str) -> bool:
     with session_scope(ctx.sessions) as session:
         session.execute(
             update(StageRun)
-            .where(StageRun.job_id == job_id, StageRun.name == stage, StageRun.state == "running")
+            .where(StageRun.job_id == job_id, StageRun.name == stage, StageRun.state == StageState.RUNNING)
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         job = session.get(Job, job_id)
-        return job is None or job.status == "cancelled"
+        return job is None or job.status == JobStatus.CANCELLED

@@ -8,6 +8,7 @@ stage twice and never revives a finished job.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -16,21 +17,22 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from domain.db import session_scope
-from domain.jobs.plan import CONTROL, StageDef, dependencies, plan_stages, slug, stage_def
+from domain.jobs import names
+from domain.jobs.plan import CONTROL, Plan, StageDef
+from domain.jobs.records import Records
 from domain.jobs.report import finish_job
 from domain.jobs.selection import auto_satisfied, choose
+from domain.jobs.states import FINAL, STAGE_OVER, WAITING, JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import as_utc, utcnow
 from stages.kit.codes import StageCode
+from stages.kit.results import ExportInfo, RunNote, StageOutcome
 from worker.context import WorkerContext
 from worker.execute import Claim, execute, heartbeat
 from worker.runner import StageCancelled, StageFailure
 
 log = structlog.get_logger()
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
-STAGE_OVER = frozenset({"succeeded", "failed", "skipped"})
-WAITING = frozenset({"pending", "queued"})  # queued: released to the broker, not yet claimed
 TOLERANT_ROLES = frozenset({"convert", "validate", "quantize"})  # failures the report lists
 MAX_ATTEMPTS = 2  # a stage whose worker died this many times fails the job as worker_lost
 
@@ -41,15 +43,15 @@ def _stage_run(job: Job, name: str) -> StageRun | None:
 
 def fail_job(job: Job, run: StageRun | None, code: str, message: str, tail: str = "") -> None:
     now = utcnow()
-    job.status, job.finished_at = "failed", now
+    job.status, job.finished_at = JobStatus.FAILED, now
     job.error_code, job.error_message, job.error_stage = code, message, run.name if run else job.stage
     job.error_log_tail = tail[-8000:] if tail else None
     if run is not None:
-        run.state, run.finished_at = "failed", now
+        run.state, run.finished_at = StageState.FAILED, now
         run.error_code, run.error_message = code, message
     for other in job.stages:
         if other.state in WAITING:
-            other.state = "skipped"
+            other.state = StageState.SKIPPED
 
 
 def lock_job(session: Session, job_id: str) -> Job | None:
@@ -80,18 +82,18 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef]
         run = _stage_run(job, stage)
         if run is None:
             return None
-        definition = stage_def(job.spec, stage)
+        plan = Plan.of(job.spec)
+        definition = plan.stage(stage)
         if run.state in STAGE_OVER:
             # What this stage released may never have reached the broker: send every
             # queued stage again (a claim ignores a copy of a stage that runs or ran).
-            advance(session, ctx, job)
-            return [stage_def(job.spec, s.name) for s in job.stages if s.state == "queued"]
-        states = {s.name: s.state for s in job.stages}
-        if any(states.get(name, "succeeded") not in STAGE_OVER for name in dependencies(job.spec, stage)):
+            advance(session, ctx, job, plan)
+            return [plan.stage(s.name) for s in job.stages if s.state == StageState.QUEUED]
+        if not _ready(job, plan, stage):
             # A stray copy of a stage not yet released (its inputs are not there yet).
             log.info("job.stage.early", job_id=job_id, stage=stage)
             return None
-        if run.state == "running" and _alive(run, ctx.settings.queue.heartbeat_stale):
+        if run.state == StageState.RUNNING and _alive(run, ctx.settings.queue.heartbeat_stale):
             # A duplicate message while the stage runs elsewhere: not a redelivery.
             log.info("job.stage.duplicate", job_id=job_id, stage=stage)
             return None
@@ -110,16 +112,16 @@ def claim(ctx: WorkerContext, job_id: str, stage: str) -> Claim | list[StageDef]
         claimed = session.execute(
             update(StageRun)
             .where(StageRun.id == run.id, StageRun.state == run.state, StageRun.attempts == run.attempts)
-            .values(state="running", attempts=run.attempts + 1, started_at=now, heartbeat_at=now)
+            .values(state=StageState.RUNNING, attempts=run.attempts + 1, started_at=now, heartbeat_at=now)
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             return None
         session.refresh(run)
-        job.status, job.stage = "running", stage
+        job.status, job.stage = JobStatus.RUNNING, stage
         job.started_at = job.started_at or now
-        previous = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
-        return Claim(definition, dict(job.spec), job.model_key, job.inputs_key, job.calibration_key, previous)
+        previous = Records.of_runs(job.stages)
+        return Claim(definition, plan, job.model_key, job.inputs_key, job.calibration_key, previous)
 
 
 def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | None = None) -> None:
@@ -136,7 +138,7 @@ def run_stage(ctx: WorkerContext, job_id: str, stage: str, request_id: str | Non
     bound.info("job.stage.started")
     started = time.monotonic()
     failure: StageFailure | None = None
-    result: dict[str, Any] = {}
+    result: StageOutcome | None = None  # a control stage records nothing of its own
     try:
         if claimed.definition.toolchain != CONTROL:
             with heartbeat(ctx, job_id, stage):
@@ -158,12 +160,13 @@ def record_outcome(
     ctx: WorkerContext,
     job_id: str,
     definition: StageDef,
-    result: dict[str, Any],
+    result: StageOutcome | Mapping[str, Any] | None,
     seconds: float,
     failure: StageFailure | None,
 ) -> list[StageDef]:
     """Record the stage's end and return the stages it released (none: the job ended or
-    waits for another stage)."""
+    waits for another stage). ``result`` is the stage's outcome, or its JSON (stored as given)."""
+    recorded = result.to_json() if isinstance(result, StageOutcome) else dict(result or {})
     with session_scope(ctx.sessions) as session:
         job = lock_job(session, job_id)
         if job is None or job.status in FINAL:
@@ -172,71 +175,76 @@ def record_outcome(
         assert run is not None
         run.seconds, run.finished_at = seconds, utcnow()
         if failure is None:
-            run.state, run.result = "succeeded", result
-            run.log_key = result.get("log_key") or run.log_key
+            run.state, run.result = StageState.SUCCEEDED, recorded
+            run.log_key = StageOutcome.from_json(recorded).log_key or run.log_key
         else:
             run.log_key = f"jobs/{job_id}/logs/{definition.name}.log" if failure.log_tail else None
             if definition.role not in TOLERANT_ROLES:
                 fail_job(job, run, failure.code, failure.message, failure.log_tail)
                 return []
             # One candidate failing is a finding for the report, not the job's end.
-            run.state, run.error_code, run.error_message = "failed", failure.code, failure.message
-            run.result = {"log_tail": failure.log_tail[-4000:]}
+            run.state, run.error_code, run.error_message = StageState.FAILED, failure.code, failure.message
+            run.result = RunNote(log_tail=failure.log_tail[-4000:]).to_json()
         session.flush()
         return advance(session, ctx, job)
 
 
-def _skip_reason(job: Job, definition: StageDef, results: dict[str, dict[str, Any]]) -> str | None:
+def _ready(job: Job, plan: Plan, stage: str) -> bool:
+    """Every stage ``stage`` waits for is over (a stage the job lacks counts as over)."""
+    states = {s.name: s.state for s in job.stages}
+    return all(states[name] in STAGE_OVER for name in plan.dependencies(stage) if name in states)
+
+
+def _skip_reason(job: Job, plan: Plan, definition: StageDef, records: Records) -> str | None:
     # The most telling reason first: auto's choice, then what the file allows, then a
     # conversion that produced nothing to validate.
-    spec = job.spec
-    if definition.name.startswith("validate_flex_"):
-        stock = results.get(f"validate_{slug(definition.candidate or '')}")
-        if stock is not None and not stock.get("metrics", {}).get("tflite_float32", {}).get("requires_flex"):
+    spec = plan.spec
+    candidate = definition.candidate or ""
+    if names.is_validate_flex(definition.name):
+        stock = records.stage(names.validate(candidate))
+        check = stock.check("tflite_float32") if stock is not None else None
+        if stock is not None and not (check is not None and check.requires_flex):
             return "builtin ops only: stock LiteRT validated it"
-        if stock is not None and not auto_satisfied(spec, results):
+        if stock is not None and not auto_satisfied(spec, records):
             return None  # needs flex ops: TensorFlow's interpreter validates it
-    if definition.role in ("convert", "validate") and auto_satisfied(spec, results):
-        keeps_saved_model = definition.name == "convert_onnx_tf" and "saved_model" in spec.get("targets", [])
+    if definition.role in ("convert", "validate") and auto_satisfied(spec, records):
+        keeps_saved_model = definition.name == names.convert("onnx-tf") and "saved_model" in spec.targets
         if not keeps_saved_model:
             return "auto: an earlier candidate already passed with builtin ops only"
-    export_info = results.get("export_onnx", {}).get("info", {})
-    if definition.candidate == "onnx-tf" and export_info.get("onnx_tf_compatible") is False:
-        return f"onnx-tf cannot read this ONNX file: {export_info.get('onnx_tf_reason', 'opset above 15')}"
+    export = records.export.info_as(ExportInfo)
+    if definition.candidate == "onnx-tf" and export.onnx_tf_compatible is False:
+        return f"onnx-tf cannot read this ONNX file: {export.onnx_tf_reason}"
     if definition.role == "validate":
-        convert = _stage_run(job, f"convert_{slug(definition.candidate or '')}")
-        if convert is None or convert.state != "succeeded":
+        convert = _stage_run(job, names.convert(candidate))
+        if convert is None or convert.state != StageState.SUCCEEDED:
             return "its conversion did not produce a .tflite"
-        if definition.name.startswith("validate_flex_"):
+        if names.is_validate_flex(definition.name):
             return "its .tflite was not validated in stock LiteRT"
-    if definition.role == "quantize" and choose(spec, results) is None:
+    if definition.role == "quantize" and choose(spec, records) is None:
         return "no float32 .tflite passed validation to quantize"
     return None
 
 
-def advance(session: Session, ctx: WorkerContext, job: Job) -> list[StageDef]:
+def advance(session: Session, ctx: WorkerContext, job: Job, plan: Plan | None = None) -> list[StageDef]:
     """Release every pending stage whose dependencies are over (skipping those that need
     not run), marking them queued; finish the job when every stage is over."""
-    results = {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
-    states = {s.name: s.state for s in job.stages}
+    plan = plan or Plan.of(job.spec)
+    records = Records.of_runs(job.stages)
     released: list[StageDef] = []
     # Plan order: a stage's dependencies come before it, so a skip here can release a
     # later stage in the same pass.
-    for definition in plan_stages(job.spec):
+    for definition in plan.stages:
         run = _stage_run(job, definition.name)
-        if run is None or run.state != "pending":
+        if run is None or run.state != StageState.PENDING or not _ready(job, plan, definition.name):
             continue
-        if any(states.get(name, "succeeded") not in STAGE_OVER for name in dependencies(job.spec, definition.name)):
-            continue
-        reason = _skip_reason(job, definition, results)
+        reason = _skip_reason(job, plan, definition, records)
         if reason is None:
-            run.state = states[run.name] = "queued"
+            run.state = StageState.QUEUED
             released.append(definition)
         else:
-            run.state, run.result = "skipped", {"skipped_reason": reason}
-            states[run.name] = "skipped"
+            run.state, run.result = StageState.SKIPPED, RunNote(skipped_reason=reason).to_json()
     session.flush()
-    if all(state in STAGE_OVER for state in states.values()):
+    if all(s.state in STAGE_OVER for s in job.stages):
         finish_job(session, ctx.store, job)
     return released
 

@@ -21,11 +21,11 @@ from redis import Redis
 from sqlalchemy import select
 
 from domain.db import session_scope
-from domain.jobs.plan import StageDef, plan_stages
+from domain.jobs.plan import Plan, StageDef
+from domain.jobs.states import FINAL, JobStatus, StageState
 from domain.models import Job
 from domain.models.base import as_utc, utcnow
 from worker.context import WorkerContext
-from worker.pipeline import FINAL
 
 log = structlog.get_logger()
 
@@ -77,28 +77,30 @@ def reconcile(ctx: WorkerContext, queues: list[str], grace: timedelta) -> list[t
     now = utcnow()
     resend: list[tuple[str, str, str, str | None]] = []
     with session_scope(ctx.sessions) as session:
-        for job in session.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
+        for job in session.scalars(select(Job).where(Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))):
             if job.status in FINAL or job.id in waiting:
                 continue
             held = job.id in in_broker  # by a worker: only a stale heartbeat says it is lost
             runs = {s.name: s for s in job.stages}
             quiet = now - _last_change(job, now) > grace
             lost: list[StageDef] = []
-            for definition in plan_stages(job.spec):
+            plan = Plan.of(job.spec)
+            for definition in plan.stages:
                 run = runs.get(definition.name)
                 if run is None:
                     continue
-                if run.state == "running":
+                if run.state == StageState.RUNNING:
                     beat = run.heartbeat_at
                     if beat is None or now - as_utc(beat) > stale:
                         lost.append(definition)
-                elif run.state == "queued" and quiet and not held:
+                elif run.state == StageState.QUEUED and quiet and not held:
                     lost.append(definition)
-            if not lost and quiet and not held and not any(s.state in ("queued", "running") for s in job.stages):
+            busy = any(s.state in (StageState.QUEUED, StageState.RUNNING) for s in job.stages)
+            if not lost and quiet and not held and not busy:
                 # Nothing released yet (the submission's first message was lost): the
                 # first stage still waiting is the one to send.
                 first = next(
-                    (d for d in plan_stages(job.spec) if runs.get(d.name) and runs[d.name].state == "pending"), None
+                    (d for d in plan.stages if d.name in runs and runs[d.name].state == StageState.PENDING), None
                 )
                 lost = [first] if first is not None else []
             resend += [(job.id, d.name, d.toolchain, job.request_id) for d in lost]

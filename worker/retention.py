@@ -20,10 +20,10 @@ import structlog
 from sqlalchemy import func, select, update
 
 from domain.db import session_scope
+from domain.jobs.states import FINAL
 from domain.models import Artifact, Job
 from domain.models.base import utcnow
 from worker.context import WorkerContext
-from worker.pipeline import FINAL
 
 log = structlog.get_logger()
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, joinedload, lazyload, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.api.presenters import job_out
-from app.services import jobs
+from domain.jobs.states import FINAL
 from domain.models import Job
 from modelport.schemas.job import JobOut
 
@@ -71,7 +71,7 @@ async def stream(
     yield frame("job", last, sent)
     current: JobOut | None = first
     quiet = 0.0
-    while current is not None and current.status not in jobs.FINAL_STATUSES:
+    while current is not None and current.status not in FINAL:
         await asyncio.sleep(poll)
         try:
             read = await run_in_threadpool(_read, sessions, tenant, first.id)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from domain import webhooks
+from domain.jobs.states import StageState
 from domain.models import Artifact, Job
 from modelport.schemas.job import ArtifactOut, JobError, JobLinks, JobOut, StageOut, WebhookOut
+from stages.kit.results import RunNote
 
 
 def job_out(job: Job) -> JobOut:
@@ -30,7 +32,7 @@ def job_out(job: Job) -> JobOut:
                 attempts=s.attempts,
                 started_at=s.started_at,
                 finished_at=s.finished_at,
-                skipped_reason=(s.result or {}).get("skipped_reason") if s.state == "skipped" else None,
+                skipped_reason=RunNote.from_json(s.result).skipped_reason if s.state == StageState.SKIPPED else None,
                 error=JobError(code=s.error_code, message=s.error_message or "", stage=s.name)
                 if s.error_code
                 else None,

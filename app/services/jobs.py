@@ -16,13 +16,14 @@ from sqlalchemy.orm import Session
 from app.core.codes import ErrorCode
 from app.core.errors import Conflict, InvalidRequest, NotFound
 from domain.config import Settings
-from domain.jobs.plan import CONVERTERS, candidates, plan_stages
+from domain.jobs.plan import CONVERTERS, Plan, SpecLike, candidates
+from domain.jobs.states import FINAL, UNFINISHED, JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
 from domain.webhooks import CallbackRefused, check_callback_url
 from modelport.schemas.spec import JobSpec
+from stages.kit.spec import PlanSpec
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 IMPLEMENTED_FORMATS = ("state_dict", "torchscript", "exported_program", "pickled_module", "onnx")
 
 
@@ -90,8 +91,9 @@ def resolve_format(declared: str, sniffed: str | None, *, pickled_module_enabled
     return actual
 
 
-def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str, Any]:
-    """Everything that can be known before the job runs; returns the normalized spec."""
+def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> PlanSpec:
+    """Everything that can be known before the job runs; returns the normalized spec
+    (stored as its ``to_json()``)."""
     if model_format == "state_dict":
         if spec.architecture is None:
             raise InvalidRequest(
@@ -119,7 +121,7 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
             code=ErrorCode.TOOLCHAIN_UNAVAILABLE,
         )
     if "tflite" in spec.targets and not candidates(
-        {"toolchain": spec.toolchain, "model_format": model_format, "available_toolchains": available}
+        PlanSpec(toolchain=spec.toolchain, model_format=model_format, available_toolchains=tuple(available))
     ):
         raise InvalidRequest(
             f"toolchain {spec.toolchain!r} cannot convert {model_format!r} uploads to TFLite here "
@@ -152,7 +154,7 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> dict[str
         )
     normalized = spec.model_dump(mode="json")
     normalized.update(model_format=model_format, tolerance=spec.effective_tolerance(), available_toolchains=available)
-    return normalized
+    return PlanSpec.from_json(normalized)
 
 
 def request_hash(spec_text: str, digests: dict[str, str]) -> str:
@@ -165,20 +167,22 @@ def create_job(
     *,
     job_id: str,
     tenant: str,
-    spec: dict[str, Any],
+    spec: SpecLike,
     model: dict[str, Any],
     inputs_key: str | None,
     calibration_key: str | None,
     idempotency_key: str | None,
     req_hash: str | None,
 ) -> Job:
+    """A queued job with a pending run per stage of its plan; ``spec`` is stored as its JSON."""
+    plan = Plan.of(spec)
     job = Job(
         id=job_id,
         tenant=tenant,
-        status="queued",
+        status=JobStatus.QUEUED,
         stage=None,
-        spec=spec,
-        model_filename=model.get("filename"),
+        spec=plan.spec.to_json() if isinstance(spec, PlanSpec) else dict(spec),
+        model_filename=model["filename"] if "filename" in model else None,
         model_key=model["key"],
         model_size=model["size"],
         model_sha256=model["sha256"],
@@ -188,8 +192,8 @@ def create_job(
         request_hash=req_hash,
     )
     job.stages = [
-        StageRun(position=i, name=s.name, toolchain=s.toolchain, state="pending", attempts=0)
-        for i, s in enumerate(plan_stages(spec))
+        StageRun(position=i, name=s.name, toolchain=s.toolchain, state=StageState.PENDING, attempts=0)
+        for i, s in enumerate(plan.stages)
     ]
     session.add(job)
     session.flush()
@@ -223,9 +227,9 @@ def outcome_sentence(job: Job) -> str:
 
     Says whether waiting helps: a finished job will produce nothing more.
     """
-    if job.status not in FINAL_STATUSES:
+    if job.status not in FINAL:
         return f"The job is {job.status}: its files appear as its stages finish."
-    verb = "was cancelled" if job.status == "cancelled" else job.status
+    verb = "was cancelled" if job.status == JobStatus.CANCELLED else job.status
     failure = f" with {job.error_code} at stage {job.error_stage}" if job.error_code else ""
     return f"The job {verb}{failure} and will produce nothing more; see GET /v1/jobs/{job.id}."
 
@@ -261,12 +265,12 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    if job.status in FINAL_STATUSES:
+    if job.status in FINAL:
         raise Conflict(f"job is already {job.status}", code=ErrorCode.JOB_FINISHED)
-    job.status = "cancelled"
+    job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()
     for stage in job.stages:
-        if stage.state in ("pending", "queued", "running"):
-            stage.state = "cancelled"
+        if stage.state in UNFINISHED:
+            stage.state = StageState.CANCELLED
     session.flush()
     return job

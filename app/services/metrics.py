@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.services import monitor
 from domain.config import Settings
+from domain.jobs.states import StageState
 from domain.models import Job, StageRun
 from modelport.schemas.job import JobStatus
 from modelport.schemas.spec import ToolchainChoice
@@ -35,7 +36,7 @@ log = structlog.get_logger()
 # Upper bounds (seconds) of the stage duration buckets: from the report (under a second)
 # to the default stage limit (30 minutes).
 STAGE_BUCKETS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
-FINISHED_STAGE_STATES = ("succeeded", "failed")
+FINISHED_STAGE_STATES = (StageState.SUCCEEDED, StageState.FAILED)
 
 
 class ServiceCollector(Collector):

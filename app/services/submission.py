@@ -118,7 +118,7 @@ def accept(
             session,
             job_id=job_id,
             tenant=tenant,
-            spec=normalized,
+            spec=normalized,  # stored as normalized.to_json()
             model={
                 "key": model.stored.key,
                 "size": model.stored.size,

@@ -14,8 +14,13 @@ skipped once one passes with builtin ops only; under ``best`` all run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from domain.jobs import names
+from stages.kit.spec import PlanSpec
 
 CONTROL = "control"  # runs in the worker process itself: no framework
 FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
@@ -61,25 +66,21 @@ class StageDef:
     role: str = "other"  # "export", "convert", "validate", "quantize", "report"
 
 
-def slug(converter: str) -> str:
-    return converter.replace("-", "_")
-
-
 EXPORT = StageDef(
-    "export_onnx",
+    names.EXPORT,
     "torch",
     "export.prepare",
     {"model": ("upload", "model"), "samples": ("upload", "inputs")},
     role="export",
 )
-REPORT = StageDef("report", CONTROL, None, role="report")
-COMMON = {"samples": ("export_onnx", "samples"), "reference": ("export_onnx", "reference")}
+REPORT = StageDef(names.REPORT, CONTROL, None, role="report")
+COMMON = {"samples": (names.EXPORT, "samples"), "reference": (names.EXPORT, "reference")}
 
 
 def convert_stage(converter: Converter) -> StageDef:
-    source = {"onnx": ("export_onnx", "onnx")} if converter.source == "onnx" else {"model": ("upload", "model")}
+    source = {"onnx": (names.EXPORT, "onnx")} if converter.source == "onnx" else {"model": ("upload", "model")}
     return StageDef(
-        f"convert_{slug(converter.name)}",
+        names.convert(converter.name),
         converter.env,
         converter.entry,
         {**source, **COMMON},
@@ -90,10 +91,10 @@ def convert_stage(converter: Converter) -> StageDef:
 
 def validate_stage(converter: Converter) -> StageDef:
     return StageDef(
-        f"validate_{slug(converter.name)}",
+        names.validate(converter.name),
         "torch",
         "validate.tflite",
-        {"tflite": (f"convert_{slug(converter.name)}", "tflite_float32"), **COMMON},
+        {"tflite": (names.convert(converter.name), "tflite_float32"), **COMMON},
         {"precision": "float32"},
         candidate=converter.name,
         role="validate",
@@ -103,7 +104,7 @@ def validate_stage(converter: Converter) -> StageDef:
 def validate_flex_stage(converter: Converter) -> StageDef:
     plain = validate_stage(converter)
     return StageDef(
-        f"validate_flex_{slug(converter.name)}",
+        names.validate_flex(converter.name),
         FLEX_ENV,
         plain.entry,
         plain.inputs,
@@ -113,77 +114,111 @@ def validate_flex_stage(converter: Converter) -> StageDef:
     )
 
 
-def candidates(spec: dict[str, Any]) -> list[str]:
+SpecLike = PlanSpec | Mapping[str, Any]
+
+
+def as_spec(spec: SpecLike) -> PlanSpec:
+    """A ``PlanSpec``, from itself or from its stored JSON."""
+    return spec if isinstance(spec, PlanSpec) else PlanSpec.from_json(dict(spec))
+
+
+def candidates(spec: SpecLike) -> list[str]:
     """The TFLite converters this job tries, in order."""
-    order = PRIORITY.get(spec.get("model_format", "state_dict"), PRIORITY["state_dict"])
-    chosen = spec.get("toolchain", "auto")
-    if chosen in CONVERTERS:
-        return [chosen] if chosen in order else []
-    available = spec.get("available_toolchains") or list(CONVERTERS)
+    spec = as_spec(spec)
+    order = PRIORITY.get(spec.model_format, PRIORITY["state_dict"])
+    if spec.toolchain in CONVERTERS:
+        return [spec.toolchain] if spec.toolchain in order else []
+    available = spec.available_toolchains or tuple(CONVERTERS)
     return [name for name in order if name in available]
 
 
-def plan_stages(spec: dict[str, Any]) -> list[StageDef]:
+def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
     """The chain for a normalized spec: only what its targets need."""
-    targets = set(spec.get("targets", []))
     stages = [EXPORT]
-    tflite = "tflite" in targets
+    tflite = "tflite" in spec.targets
     converters = candidates(spec) if tflite else []
-    if "saved_model" in targets and "onnx-tf" not in converters:
+    if "saved_model" in spec.targets and "onnx-tf" not in converters:
         stages.append(convert_stage(CONVERTERS["onnx-tf"]))
-    flex = FLEX_ENV in (spec.get("available_toolchains") or list(CONVERTERS))
+    flex = FLEX_ENV in (spec.available_toolchains or tuple(CONVERTERS))
     for name in converters:
         stages += [convert_stage(CONVERTERS[name]), validate_stage(CONVERTERS[name])]
         if flex:
             stages.append(validate_flex_stage(CONVERTERS[name]))
-    quantized = [p for p in spec.get("quantization", ["float32"]) if p != "float32"]
-    if tflite and quantized:
+    if tflite and spec.quantized:
         stages.append(
             StageDef(
-                "quantize",
+                names.QUANTIZE,
                 "torch",
                 "quantize.litert",
                 {"tflite": ("chosen", "tflite_float32"), "calibration": ("upload", "calibration"), **COMMON},
-                {"precisions": quantized},
+                {"precisions": list(spec.quantized)},
                 role="quantize",
             )
         )
     stages.append(REPORT)
-    return stages
+    return tuple(stages)
 
 
-def onnx_consumers(spec: dict[str, Any]) -> list[str]:
-    """The converters of this plan that read the exported ONNX file."""
-    names = {s.candidate for s in plan_stages(spec) if s.role == "convert" and s.candidate}
-    return sorted(n for n in names if CONVERTERS[n].source == "onnx")
+@dataclass(frozen=True)
+class Plan:
+    """A job's stages, built once from its spec, with the lookups the worker makes."""
+
+    spec: PlanSpec
+    stages: tuple[StageDef, ...]
+
+    @classmethod
+    def of(cls, spec: SpecLike) -> Plan:
+        spec = as_spec(spec)
+        return cls(spec, _stages(spec))
+
+    @cached_property
+    def _by_name(self) -> dict[str, int]:
+        return {definition.name: i for i, definition in enumerate(self.stages)}
+
+    def stage(self, name: str) -> StageDef:
+        try:
+            return self.stages[self._by_name[name]]
+        except KeyError:
+            raise KeyError(f"stage {name!r} is not part of this job's plan") from None
+
+    @cached_property
+    def candidates(self) -> list[str]:
+        """The TFLite converters this job tries, in order (none without a tflite target)."""
+        return candidates(self.spec)
+
+    @cached_property
+    def onnx_consumers(self) -> list[str]:
+        """The converters of this plan that read the exported ONNX file."""
+        found = {s.candidate for s in self.stages if s.role == "convert" and s.candidate}
+        return sorted(n for n in found if CONVERTERS[n].source == "onnx")
+
+    def dependencies(self, name: str) -> list[str]:
+        """The stages that must be over (succeeded, failed or skipped) before ``name`` runs.
+
+        Under ``best`` only what a stage consumes, so the candidates convert and validate at
+        the same time on their own queues; otherwise every earlier stage, because ``auto``
+        decides after each candidate whether the next one runs at all.
+        """
+        index = self._by_name[name]
+        earlier, definition = self.stages[:index], self.stages[index]
+        if self.spec.toolchain != "best" or definition.role == "report":
+            return [s.name for s in earlier]
+        needed: set[str] = set()
+        for source, _ in definition.inputs.values():
+            if source == "chosen":  # the winner is known once every candidate is validated
+                needed |= {s.name for s in earlier if s.role in ("convert", "validate")}
+            elif source != "upload":
+                needed.add(source)
+        if names.is_validate_flex(definition.name):
+            needed.add(names.validate(definition.candidate or ""))
+        return [s.name for s in earlier if s.name in needed]
 
 
-def stage_def(spec: dict[str, Any], name: str) -> StageDef:
-    for definition in plan_stages(spec):
-        if definition.name == name:
-            return definition
-    raise KeyError(f"stage {name!r} is not part of this job's plan")
+def plan_stages(spec: SpecLike) -> list[StageDef]:
+    """The chain for a normalized spec: only what its targets need."""
+    return list(Plan.of(spec).stages)
 
 
-def dependencies(spec: dict[str, Any], name: str) -> list[str]:
-    """The stages that must be over (succeeded, failed or skipped) before ``name`` runs.
-
-    Under ``best`` only what a stage consumes, so the candidates convert and validate at
-    the same time on their own queues; otherwise every earlier stage, because ``auto``
-    decides after each candidate whether the next one runs at all.
-    """
-    stages = plan_stages(spec)
-    names = [s.name for s in stages]
-    earlier = stages[: names.index(name)]
-    definition = stages[names.index(name)]
-    if spec.get("toolchain", "auto") != "best" or definition.role == "report":
-        return [s.name for s in earlier]
-    needed: set[str] = set()
-    for source, _ in definition.inputs.values():
-        if source == "chosen":  # the winner is known once every candidate is validated
-            needed |= {s.name for s in earlier if s.role in ("convert", "validate")}
-        elif source != "upload":
-            needed.add(source)
-    if definition.name.startswith("validate_flex_"):
-        needed.add(f"validate_{slug(definition.candidate or '')}")
-    return [s.name for s in earlier if s.name in needed]
+def dependencies(spec: SpecLike, name: str) -> list[str]:
+    """``Plan.dependencies`` for one lookup."""
+    return Plan.of(spec).dependencies(name)

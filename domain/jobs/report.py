@@ -1,23 +1,32 @@
 """The accuracy report and the job's final verdict, assembled from the stages' results.
 
-No framework here: the stages measured everything; this module arranges their numbers,
-applies the rules of DESIGN's "Verdicts", registers the artifacts and ends the job.
+No framework here: the stages measured everything; this module arranges their numbers
+(the artifact entries in ``domain.jobs.entries``), applies the rules of DESIGN's
+"Verdicts", registers the artifacts and ends the job. docs/report.md describes the JSON;
+``modelport.schemas.report.Report`` is its model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.jobs.plan import slug
-from domain.jobs.selection import choose, collect, validation
-from domain.models import Artifact, Job
+from domain.jobs import names
+from domain.jobs.entries import build_artifacts, stage_of_failing
+from domain.jobs.plan import CONVERTERS
+from domain.jobs.records import NOTHING, Records
+from domain.jobs.selection import choose, collect
+from domain.jobs.states import JobStatus, StageState
+from domain.models import Artifact, Job, StageRun
 from domain.models.base import utcnow
 from domain.storage import ObjectStore
 from stages.kit.codes import StageCode
+from stages.kit.results import ConvertInfo, ExportInfo, QuantizeInfo, RunNote, ValidateInfo
+from stages.kit.spec import PlanSpec
 
 REPORT_VERSION = 2
 MEDIA_TYPES = {
@@ -27,181 +36,62 @@ MEDIA_TYPES = {
 }
 
 
-def _stage_results(job: Job) -> dict[str, dict[str, Any]]:
-    return {s.name: dict(s.result or {}) for s in job.stages if s.state == "succeeded"}
+@dataclass(frozen=True)
+class PrecisionState:
+    """A requested precision: ``produced`` (its artifact and verdict), ``not_produced`` (a
+    code and reason) or ``not_requested`` (a reason)."""
 
+    status: str
+    artifact: str | None = None
+    verdict: str | None = None
+    code: str | None = None
+    reason: str | None = None
 
-def _artifact_entry(
-    kind: str,
-    name: str,
-    precision: str,
-    toolchain: str,
-    output: dict[str, Any],
-    metrics: dict[str, Any] | None,
-    runtime: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    metrics = metrics or {}
-    entry = {
-        "name": name,
-        "kind": kind,
-        "precision": precision,
-        "toolchain": toolchain,
-        "size": output["size"],
-        "sha256": output["sha256"],
-        "runtime": runtime,
-        "verdict": metrics.get("verdict", "fail"),
-        "reasons": metrics.get("reasons", ["not validated"] if not metrics else []),
-        "tolerance": metrics.get("tolerance"),
-        "samples": metrics.get("samples"),
-        "outputs": metrics.get("outputs", {}),
-        "seconds": metrics.get("seconds"),
-    }
-    entry.update(extra or {})
-    return entry
-
-
-TFLITE_EXTRA = (
-    "operators",
-    "operator_counts",
-    "transpose_count",
-    "latency_ms",
-    "requires_flex",
-    "size_bytes",
-    "dynamic_batch",
-)
-
-
-def _tflite_entry(
-    name: str,
-    precision: str,
-    toolchain: str,
-    output: dict[str, Any],
-    metrics: dict[str, Any] | None,
-    runtime: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    checked = metrics or {}
-    fields = {key: checked.get(key) for key in TFLITE_EXTRA if key in checked}
-    fields["requires_flex"] = bool(checked.get("requires_flex"))
-    quantized = ("min_cosine", "top1_agreement", "size_ratio_vs_float32")
-    for key in ("vs_float32", "quantizer", "calibration", "advisory", "notes", "signature", "warnings", *quantized):
-        if key in checked:
-            fields[key] = checked[key]
-    calibration_warning = (checked.get("calibration") or {}).get("warning")
-    if calibration_warning:  # synthetic calibration: accuracy on real data is unknown
-        fields["warnings"] = [*(fields.get("warnings") or []), calibration_warning]
-    return _artifact_entry("tflite", name, precision, toolchain, output, metrics, runtime, {**fields, **(extra or {})})
-
-
-def build_artifacts(job: Job, results: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-    """Report entries for the requested targets, each with the object key it is stored under."""
-    targets = set(job.spec.get("targets", []))
-    export = results.get("export_onnx", {})
-    entries: list[tuple[dict[str, Any], str]] = []
-    export_info = export.get("info", {})
-    if "onnx" in targets and "onnx" in export.get("outputs", {}):
-        out = export["outputs"]["onnx"]
-        runtime = f"onnxruntime {export_info.get('versions', {}).get('onnxruntime', '?')}"
-        extra = {"opset": export_info.get("opset"), "exporter": export_info.get("exporter")}
-        entries.append(
-            (
-                _artifact_entry(
-                    "onnx", "model.onnx", "float32", "torch", out, export.get("metrics", {}).get("onnx"), runtime, extra
-                ),
-                out["key"],
-            )
-        )
-    onnx_tf = results.get("convert_onnx_tf", {})
-    if "saved_model" in targets and "saved_model" in onnx_tf.get("outputs", {}):
-        out = onnx_tf["outputs"]["saved_model"]
-        tf_version = onnx_tf.get("info", {}).get("versions", {}).get("tensorflow", "?")
-        entries.append(
-            (
-                _artifact_entry(
-                    "saved_model",
-                    "saved_model.zip",
-                    "float32",
-                    "onnx-tf",
-                    out,
-                    onnx_tf.get("metrics", {}).get("saved_model"),
-                    f"tensorflow {tf_version} (serving_default)",
-                ),
-                out["key"],
-            )
-        )
-    if "tflite" not in targets:
-        return entries
-    chosen = choose(job.spec, results)
-    if chosen is not None:
-        convert = results[f"convert_{slug(chosen.name)}"]
-        validate = validation(results, chosen.name)
-        out = convert["outputs"]["tflite_float32"]
-        runtime = validate.get("info", {}).get("runtime", "ai-edge-litert")
-        signature = {
-            "inputs": validate.get("info", {}).get("tflite_inputs"),
-            "outputs": validate.get("info", {}).get("tflite_outputs"),
-            "layout": convert.get("info", {}).get("layout", job.spec.get("layout", "nchw")),
-        }
-        entry = _tflite_entry("model_float32.tflite", "float32", chosen.name, out, chosen.metrics, runtime)
-        entries.append(({**entry, "signature": signature}, out["key"]))
-    quantize = results.get("quantize", {})
-    for precision in job.spec.get("quantization", []):
-        key = f"tflite_{precision}"
-        if precision == "float32" or key not in quantize.get("outputs", {}):
-            continue
-        out = quantize["outputs"][key]
-        runtime = quantize.get("info", {}).get("runtime", "ai-edge-litert")
-        toolchain = (quantize.get("metrics", {}).get(key) or {}).get("toolchain") or (chosen.name if chosen else None)
-        entries.append(
-            (
-                _tflite_entry(
-                    f"model_{precision}.tflite",
-                    precision,
-                    toolchain or "?",
-                    out,
-                    quantize.get("metrics", {}).get(key),
-                    runtime,
-                ),
-                out["key"],
-            )
-        )
-    return entries
+    def to_json(self) -> dict[str, Any]:
+        if self.status == "produced":
+            return {"status": self.status, "artifact": self.artifact, "verdict": self.verdict}
+        if self.status == "not_produced":
+            return {"status": self.status, "code": self.code, "reason": self.reason}
+        return {"status": self.status, "reason": self.reason}
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _outcome(run: StageRun | None, validate_run: StageRun | None) -> str | None:
+    """A candidate that failed or was skipped: ``failed: code: message``, ``skipped: why``."""
+    if run is not None and run.state == StageState.FAILED:
+        return f"failed: {run.error_code}: {run.error_message}"
+    skipped = next((r for r in (validate_run, run) if r is not None and r.state == StageState.SKIPPED), None)
+    if skipped is not None:
+        return f"skipped: {RunNote.from_json(skipped.result).skipped_reason or ''}"
+    return None
+
+
+def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]]:
     """Every TFLite candidate: its provenance, numbers, and why it won, lost or failed."""
-    spec = job.spec
-    export = results.get("export_onnx", {})
-    chosen = choose(spec, results)
+    provenance = records.export.info_as(ExportInfo)
+    chosen = choose(spec, records)
     runs = {s.name: s for s in job.stages}
     attempts = []
-    for candidate in collect(spec, results):
-        convert_run = runs.get(f"convert_{slug(candidate.name)}")
-        validate_run = runs.get(f"validate_{slug(candidate.name)}")
-        convert = results.get(f"convert_{slug(candidate.name)}", {})
-        info = convert.get("info", {})
+    for candidate in collect(spec, records):
+        convert_run = runs.get(names.convert(candidate.name))
+        convert = records.convert(candidate.name) or NOTHING
+        info = convert.info_as(ConvertInfo)
+        check = candidate.metrics
+        out = convert.output("tflite_float32")
+        via_onnx = CONVERTERS[candidate.name].source == "onnx"  # the export's provenance applies
         if chosen is not None and candidate.name == chosen.name:
             outcome = "chosen"
-        elif convert_run is not None and convert_run.state == "failed":
-            outcome = f"failed: {convert_run.error_code}: {convert_run.error_message}"
-        elif (
-            convert_run is not None
-            and convert_run.state == "skipped"
-            or (validate_run is not None and validate_run.state == "skipped")
-        ):
-            skipped = validate_run if validate_run is not None and validate_run.state == "skipped" else convert_run
-            outcome = f"skipped: {(skipped.result or {}).get('skipped_reason', '')}" if skipped else "skipped"
-        elif candidate.metrics is None:
+        elif (ended := _outcome(convert_run, runs.get(names.validate(candidate.name)))) is not None:
+            outcome = ended
+        elif check is None:
             outcome = "not validated"
         elif candidate.requires_flex:
             outcome = "lost: needs Select-TF (flex) ops, which stock LiteRT cannot run"
         elif candidate.verdict != "pass":
-            outcome = "lost: " + "; ".join(candidate.metrics.get("reasons") or [candidate.verdict])
+            outcome = "lost: " + "; ".join(check.reasons or [candidate.verdict])
         else:
             outcome = "lost: ranked lower (verdict, builtin-only, latency, error)"
         attempts.append(
@@ -209,47 +99,80 @@ def _attempts(job: Job, results: dict[str, dict[str, Any]]) -> list[dict[str, An
                 "toolchain": candidate.name,
                 "outcome": outcome,
                 "chosen": outcome == "chosen",
-                "verdict": candidate.verdict if candidate.metrics else None,
-                "requires_flex": candidate.requires_flex if candidate.metrics else None,
-                "latency_ms": (candidate.metrics or {}).get("latency_ms"),
-                "runtime": validation(results, candidate.name).get("info", {}).get("runtime"),
-                "max_abs_over_scale": _finite(candidate.error) if candidate.metrics else None,
-                "size": (convert.get("outputs", {}).get("tflite_float32") or {}).get("size"),
-                "operators": (candidate.metrics or {}).get("operators"),
-                "transpose_count": (candidate.metrics or {}).get("transpose_count"),
+                "verdict": candidate.verdict if check else None,
+                "requires_flex": candidate.requires_flex if check else None,
+                "latency_ms": check.latency_ms if check else None,
+                "runtime": records.validation(candidate.name).info_as(ValidateInfo).runtime,
+                "max_abs_over_scale": _finite(candidate.error) if check else None,
+                "size": out.size if out is not None else None,
+                "operators": check.operators if check else None,
+                "transpose_count": check.transpose_count if check else None,
                 "convert_seconds": convert_run.seconds if convert_run else None,
-                "converter": info.get("converter"),
-                "exporter": export.get("info", {}).get("exporter") if slug(candidate.name) != "litert_torch" else None,
-                "opset": export.get("info", {}).get("opset") if slug(candidate.name) != "litert_torch" else None,
-                "export_attempts": export.get("info", {}).get("export_attempts"),
-                "seed": spec.get("seed", 0),
-                "versions": {**export.get("info", {}).get("versions", {}), **info.get("versions", {})},
-                "lock_sha256": convert.get("lock_sha256"),
+                "converter": info.converter,
+                "exporter": provenance.exporter if via_onnx else None,
+                "opset": provenance.opset if via_onnx else None,
+                "export_attempts": provenance.export_attempts,
+                "seed": spec.seed,
+                "versions": {**provenance.versions, **info.versions},
+                "lock_sha256": convert.lock_sha256,
             }
         )
     return attempts
 
 
-def build_report(job: Job) -> dict[str, Any]:
-    results = _stage_results(job)
-    export = results.get("export_onnx", {})
-    info = export.get("info", {})
-    spec = job.spec
-    artifacts = [entry for entry, _ in build_artifacts(job, results)]
+def _precisions(
+    job: Job, spec: PlanSpec, records: Records, artifacts: list[dict[str, Any]]
+) -> dict[str, PrecisionState]:
+    by_precision = {e["precision"]: e for e in artifacts if e["kind"] == "tflite"}
+    quantize_run = next((s for s in job.stages if s.name == names.QUANTIZE), None)
+    failed = records.quantize.info_as(QuantizeInfo).failed
+    states: dict[str, PrecisionState] = {}
+    for precision in spec.quantization:
+        entry = by_precision[precision] if precision in by_precision else None
+        if entry is not None:
+            states[precision] = PrecisionState("produced", artifact=entry["name"], verdict=entry["verdict"])
+        elif precision in failed:
+            why = failed[precision]
+            states[precision] = PrecisionState("not_produced", code=why["code"], reason=why["reason"])
+        elif quantize_run is not None and quantize_run.state == StageState.FAILED:
+            states[precision] = PrecisionState(
+                "not_produced", code=quantize_run.error_code, reason=quantize_run.error_message
+            )
+        elif quantize_run is not None and quantize_run.state == StageState.SKIPPED:
+            reason = RunNote.from_json(quantize_run.result).skipped_reason
+            states[precision] = PrecisionState("not_produced", code=StageCode.NO_FLOAT32_CANDIDATE, reason=reason)
+        elif "tflite" not in spec.targets:
+            states[precision] = PrecisionState("not_requested", reason="the targets do not include tflite")
+        else:
+            states[precision] = PrecisionState(
+                "not_produced", code=StageCode.PRECISION_UNAVAILABLE, reason=f"no {precision} artifact was produced"
+            )
+    return states
+
+
+def _reasons(spec: PlanSpec, artifacts: list[dict[str, Any]], precisions: dict[str, PrecisionState]) -> list[str]:
+    """Why the job fails (none: it passes)."""
     reasons: list[str] = []
     produced = {entry["kind"] for entry in artifacts if entry["precision"] == "float32"}
-    for target in spec.get("targets", []):
-        if target not in produced:
-            reasons.append(f"target {target!r} was not produced at float32")
+    reasons += [f"target {target!r} was not produced at float32" for target in spec.targets if target not in produced]
     for entry in artifacts:
         if entry["precision"] == "float32" and entry["verdict"] != "pass":
             reasons.append(f"{entry['name']}: " + "; ".join(entry["reasons"] or [entry["verdict"]]))
-    precisions = _precisions(job, results, artifacts)
-    if spec.get("strict"):
+    if spec.strict:
         for precision, state in precisions.items():
-            if state["status"] == "not_produced" or state.get("verdict") == "fail":
-                reasons.append(f"{precision}: {state.get('reason') or state.get('verdict')} (strict)")
-    samples_source = "uploaded" if job.inputs_key else f"synthetic (seed {spec.get('seed', 0)})"
+            if state.status == "not_produced" or state.verdict == "fail":
+                reasons.append(f"{precision}: {state.reason or state.verdict} (strict)")
+    return reasons
+
+
+def _report(
+    job: Job, spec: PlanSpec, records: Records, artifacts: list[dict[str, Any]], precisions: dict[str, PrecisionState]
+) -> dict[str, Any]:
+    reasons = _reasons(spec, artifacts, precisions)
+    export = records.export
+    info = export.info_as(ExportInfo)
+    check = export.check("onnx")
+    samples_source = "uploaded" if job.inputs_key else f"synthetic (seed {spec.seed})"
     return {
         "report_version": REPORT_VERSION,
         "job_id": job.id,
@@ -257,27 +180,24 @@ def build_report(job: Job) -> dict[str, Any]:
         "verdict": "pass" if not reasons else "fail",
         "reasons": reasons,
         "model": {
-            "format": spec.get("model_format"),
+            "format": spec.model_format,
             "filename": job.model_filename,
             "size": job.model_size,
             "sha256": job.model_sha256,
-            "architecture": spec.get("architecture"),
-            "parameters": info.get("parameters"),
+            "architecture": spec.architecture.to_json() if spec.architecture is not None else None,
+            "parameters": info.parameters,
         },
-        "reference": {
-            "runtime": info.get("reference_runtime", "pytorch"),
-            "versions": info.get("versions", {}),
-        },
+        "reference": {"runtime": info.reference_runtime, "versions": info.versions},
         "validation": {
-            "samples": (export.get("metrics", {}).get("onnx") or {}).get("samples"),
+            "samples": check.samples if check is not None else None,
             "source": samples_source,
-            "tolerance": spec.get("tolerance"),
+            "tolerance": spec.tolerance,
         },
         # The spec's inputs, else those the export read from the upload (an ONNX graph's, a program's).
-        "inputs": spec.get("inputs") or info.get("inputs") or [],
-        "outputs": _outputs(info),
+        "inputs": [item.to_json() for item in spec.inputs] or info.inputs or [],
+        "outputs": info.outputs(),
         "artifacts": artifacts,
-        "precisions": precisions,
+        "precisions": {precision: state.to_json() for precision, state in precisions.items()},
         "stages": [
             {
                 "name": s.name,
@@ -285,70 +205,38 @@ def build_report(job: Job) -> dict[str, Any]:
                 "state": s.state,
                 "seconds": s.seconds,
                 "attempts": s.attempts,
-                "peak_rss_bytes": (s.result or {}).get("peak_rss_bytes"),
-                "isolation": (s.result or {}).get("isolation"),
+                "peak_rss_bytes": RunNote.from_json(s.result).peak_rss_bytes,
+                "isolation": RunNote.from_json(s.result).isolation,
             }
             for s in job.stages
         ],
-        "attempts": _attempts(job, results),
+        "attempts": _attempts(job, spec, records),
     }
 
 
-def _precisions(
-    job: Job, results: dict[str, dict[str, Any]], artifacts: list[dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    by_precision = {e["precision"]: e for e in artifacts if e["kind"] == "tflite"}
-    quantize_run = next((s for s in job.stages if s.name == "quantize"), None)
-    failed = (results.get("quantize", {}).get("info") or {}).get("failed") or {}
-    states: dict[str, dict[str, Any]] = {}
-    for precision in job.spec.get("quantization", ["float32"]):
-        entry = by_precision.get(precision)
-        if entry is not None:
-            states[precision] = {"status": "produced", "artifact": entry["name"], "verdict": entry["verdict"]}
-        elif precision in failed:
-            states[precision] = {"status": "not_produced", **failed[precision]}
-        elif quantize_run is not None and quantize_run.state == "failed":
-            states[precision] = {
-                "status": "not_produced",
-                "code": quantize_run.error_code,
-                "reason": quantize_run.error_message,
-            }
-        elif quantize_run is not None and quantize_run.state == "skipped":
-            states[precision] = {
-                "status": "not_produced",
-                "code": StageCode.NO_FLOAT32_CANDIDATE,
-                "reason": (quantize_run.result or {}).get("skipped_reason"),
-            }
-        elif "tflite" not in job.spec.get("targets", []):
-            states[precision] = {"status": "not_requested", "reason": "the targets do not include tflite"}
-        else:
-            states[precision] = {
-                "status": "not_produced",
-                "code": StageCode.PRECISION_UNAVAILABLE,
-                "reason": f"no {precision} artifact was produced",
-            }
-    return states
-
-
-def _outputs(info: dict[str, Any]) -> list[dict[str, Any]]:
-    shapes = info.get("output_shapes") or {}
-    names = info.get("output_names") or []
-    if isinstance(shapes, dict):
-        return [{"name": name, "shape": shapes.get(name)} for name in names]
-    return [{"name": name, "shape": shape} for name, shape in zip(names, shapes, strict=False)]
+def build_report(job: Job) -> dict[str, Any]:
+    """The report of a job whose stages are over (see docs/report.md)."""
+    spec = PlanSpec.from_json(job.spec)
+    records = Records.of_runs(job.stages)
+    artifacts = [entry for entry, _ in build_artifacts(spec, records)]
+    return _report(job, spec, records, artifacts, _precisions(job, spec, records, artifacts))
 
 
 def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
     """Write the report, register the artifacts, and give the job its final status."""
-    results = _stage_results(job)
-    report = build_report(job)
+    spec = PlanSpec.from_json(job.spec)
+    records = Records.of_runs(job.stages)
+    entries = build_artifacts(spec, records)
+    artifacts = [entry for entry, _ in entries]
+    precisions = _precisions(job, spec, records, artifacts)
+    report = _report(job, spec, records, artifacts, precisions)
     key = f"jobs/{job.id}/report.json"
     writer = store.open_writer(key)
     writer.write(json.dumps(report, indent=2, allow_nan=False).encode())
     writer.commit()
     job.report_key = key
     existing = {a.name for a in job.artifacts}
-    for entry, object_key in build_artifacts(job, results):
+    for entry, object_key in entries:
         if entry["name"] in existing:
             continue  # a redelivered report stage must not register twice
         job.artifacts.append(
@@ -365,10 +253,10 @@ def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
     now = utcnow()
     job.finished_at, job.stage = now, None
     if report["verdict"] == "pass":
-        job.status = "succeeded"
+        job.status = JobStatus.SUCCEEDED
     else:
-        job.status = "failed"
-        job.error_code, job.error_stage, tail, cause = _job_error(job, report)
+        job.status = JobStatus.FAILED
+        job.error_code, job.error_stage, tail, cause = _job_error(job, spec, artifacts, precisions)
         job.error_log_tail = tail or job.error_log_tail
         job.error_message = (
             cause
@@ -378,7 +266,9 @@ def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
     session.flush()
 
 
-def _job_error(job: Job, report: dict[str, Any]) -> tuple[str, str, str | None, str]:
+def _job_error(
+    job: Job, spec: PlanSpec, artifacts: list[dict[str, Any]], precisions: dict[str, PrecisionState]
+) -> tuple[str, str, str | None, str]:
     """Why a job whose report failed failed: ``(code, stage, log tail, cause)``, where
     ``cause`` is the failed stage's own message to put before the report's reasons.
 
@@ -387,26 +277,22 @@ def _job_error(job: Job, report: dict[str, Any]) -> tuple[str, str, str | None, 
     ``target_missing``); a quantized precision that ``strict`` requires (its own
     not-produced code, or ``accuracy_check_failed`` when it was produced and failed).
     """
-    artifacts = report["artifacts"]
     failing = next((a for a in artifacts if a["verdict"] != "pass" and a["precision"] == "float32"), None)
     if failing is not None:
-        stage = {"onnx": "export_onnx", "saved_model": "convert_onnx_tf"}.get(
-            failing["kind"], f"validate_{slug(failing['toolchain'])}"
-        )
-        return StageCode.ACCURACY_CHECK_FAILED, stage, None, ""
+        return StageCode.ACCURACY_CHECK_FAILED, stage_of_failing(failing), None, ""
     produced = {a["kind"] for a in artifacts if a["precision"] == "float32"}
-    if any(target not in produced for target in job.spec.get("targets", [])):
-        failed_stage = next((s for s in job.stages if s.state == "failed"), None)
+    if any(target not in produced for target in spec.targets):
+        failed_stage = next((s for s in job.stages if s.state == StageState.FAILED), None)
         if failed_stage is None:
-            return StageCode.TARGET_MISSING, "report", None, ""
-        tail = (failed_stage.result or {}).get("log_tail")
+            return StageCode.TARGET_MISSING, names.REPORT, None, ""
+        tail = RunNote.from_json(failed_stage.result).log_tail
         cause = f"{failed_stage.name}: {failed_stage.error_message}. "
         return failed_stage.error_code or StageCode.STAGE_FAILED, failed_stage.name, tail, cause
-    for state in report["precisions"].values():
-        if state["status"] == "produced" and state.get("verdict") == "fail":
-            return StageCode.ACCURACY_CHECK_FAILED, "quantize", None, ""
-        if state["status"] == "not_produced":
-            quantize = next((s for s in job.stages if s.name == "quantize"), None)
-            tail = ((quantize.result or {}).get("log_tail") if quantize is not None else None) or None
-            return state.get("code") or StageCode.PRECISION_UNAVAILABLE, "quantize", tail, ""
-    return StageCode.TARGET_MISSING, "report", None, ""
+    for state in precisions.values():
+        if state.status == "produced" and state.verdict == "fail":
+            return StageCode.ACCURACY_CHECK_FAILED, names.QUANTIZE, None, ""
+        if state.status == "not_produced":
+            quantize = next((s for s in job.stages if s.name == names.QUANTIZE), None)
+            tail = (RunNote.from_json(quantize.result).log_tail if quantize is not None else None) or None
+            return state.code or StageCode.PRECISION_UNAVAILABLE, names.QUANTIZE, tail, ""
+    return StageCode.TARGET_MISSING, names.REPORT, None, ""

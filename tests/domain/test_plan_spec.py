@@ -54,3 +54,18 @@ def test_defaults_match_the_api_schema():
     bare = PlanSpec.from_json({"model_format": "onnx"}).to_json()
     del stored["available_toolchains"]
     assert bare == stored
+
+
+def test_check_spec_returns_the_plan_spec_it_stores():
+    from app.services.jobs import check_spec
+    from domain.config import Settings
+    from domain.jobs.plan import CONVERTERS
+
+    settings = Settings()
+    spec = JobSpec.model_validate(
+        {"architecture": {"name": "torchvision.models.resnet18"}, "inputs": [{"name": "x", "shape": [1, 3, 8, 8]}]}
+    )
+    checked = check_spec(spec, "state_dict", settings)
+    assert isinstance(checked, PlanSpec)
+    available = [name for name in CONVERTERS if name in settings.conversion.enabled_toolchains]
+    assert json.dumps(checked.to_json()) == json.dumps(_normalized(spec, "state_dict", available))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modelport.schemas.report import Report
 from tests.support.stack import Service, running_service
 from tests.support.toolchain import tf_script, torch_script
 
@@ -177,6 +178,33 @@ def test_failed_stage_is_named_and_the_worker_goes_on(service: Service, mobilene
     assert [o["name"] for o in report["outputs"]] == ["output"]
     assert report["inputs"][0]["name"] == "image"
     assert report["outputs"][0]["shape"] == [1, 7]
+
+
+def test_the_report_is_served_as_stored_and_matches_its_model(service: Service, mobilenet_pth: Path) -> None:
+    spec = {**MOBILENET, "targets": ["onnx", "tflite"], "toolchain": "onnx2tf"}
+    job = service.wait(service.submit(mobilenet_pth, spec)["id"])
+    assert job["status"] == "succeeded", job["error"]
+    served = service.client.get(f"/v1/jobs/{job['id']}/report")
+    assert served.status_code == 200, served.text
+    stored = (service.stack.data_dir / "objects" / "jobs" / job["id"] / "report.json").read_bytes()
+    assert served.content == stored
+    raw = json.loads(stored)
+    report = Report.model_validate(raw)
+    # The model reads every field and keeps the ones it does not name.
+    assert report.model_dump(mode="json", exclude_unset=True) == raw
+    assert report.verdict == "pass"
+    assert report.job_id == job["id"]
+    assert [(a.name, a.toolchain, a.verdict) for a in report.artifacts] == [
+        ("model.onnx", "torch", "pass"),
+        ("model_float32.tflite", "onnx2tf", "pass"),
+    ]
+    assert report.artifacts[1].signature is not None
+    assert report.artifacts[1].signature["layout"] == "nchw"
+    assert report.artifacts[0].outputs["output"].max_abs is not None
+    assert [(a.toolchain, a.outcome) for a in report.attempts] == [("onnx2tf", "chosen")]
+    assert report.precisions["float32"].status == "produced"
+    assert [s.name for s in report.stages][0] == "export_onnx"
+    assert report.stages[-1].name == "report"
 
 
 def test_code_in_a_pickle_never_runs(service: Service, tmp_path: Path) -> None:

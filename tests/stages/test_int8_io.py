@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from domain.jobs.report import _tflite_entry
+from domain.jobs.entries import tflite_entry
+from stages.kit.results import Check, StoredFile
 from stages.kit.tflite_boundary import Boundary, Port
 from stages.quantize.int8_io import int8_io_gaps
 from tests.stages.conftest import StageRun, run_stage, toolchain_python
@@ -93,12 +94,12 @@ def test_the_boundary_is_described_with_its_quantization(runs: dict[str, StageRu
     # Calibrated ranges: standard-normal images span several units, so one step is ~0.01-0.1.
     assert 0.005 < signature["inputs"]["image"]["quantization"]["scale"] < 0.2
     # The report's artifact entry carries it.
-    entry = _tflite_entry(
+    entry = tflite_entry(
         "model_int8.tflite",
         "int8",
         "ai-edge-quantizer",
-        {"size": 1, "sha256": "-"},
-        int8(runs["int8_io"]),
+        StoredFile(size=1, sha256="-"),
+        Check.from_json(int8(runs["int8_io"])),
         "ai-edge-litert",
     )
     assert entry["signature"] == signature

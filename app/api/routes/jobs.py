@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -19,9 +19,11 @@ from app.core.errors import Conflict, Expired, NotFound
 from app.services import jobs, submission
 from domain.config import Settings
 from domain.db import after_commit, session_scope
+from domain.jobs.states import FINAL, UNFINISHED
 from domain.models.base import as_utc
 from domain.storage import ObjectStore
 from modelport.schemas.job import ArtifactOut, JobOut, JobPage, JobStatus
+from modelport.schemas.report import Report
 from worker.celery_app import enqueue_stage
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -220,12 +222,12 @@ def download_artifact(
 
 @router.get(
     "/{job_id}/report",
+    response_model=Report,
     responses=problem_responses(401, 404, 409, 422, 410),
     summary="The accuracy and performance report (JSON)",
 )
-def get_report(
-    job_id: str, caller: CallerDep, session: SessionDep, store: StoreDep, settings: SettingsDep
-) -> JSONResponse:
+def get_report(job_id: str, caller: CallerDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> Response:
+    """The stored report, byte for byte (``Report`` documents it; docs/report.md explains it)."""
     job = jobs.get_job(session, caller.tenant, job_id)
     if job.expired_at is not None or (job.report_key and not store.exists(job.report_key)):
         raise Expired(
@@ -234,7 +236,7 @@ def get_report(
             expired_at=as_utc(job.expired_at).isoformat() if job.expired_at else None,
         )
     if not job.report_key:
-        if job.status in jobs.FINAL_STATUSES:
+        if job.status in FINAL:
             # A final answer: a client waiting for the report must stop waiting.
             raise NotFound(
                 f"no report was produced: {jobs.outcome_sentence(job)}",
@@ -247,7 +249,7 @@ def get_report(
             code=ErrorCode.REPORT_NOT_READY,
             job_status=job.status,
         )
-    return Response(store.read_bytes(job.report_key), media_type="application/json")  # type: ignore[return-value]
+    return Response(store.read_bytes(job.report_key), media_type="application/json")
 
 
 @router.get(
@@ -264,7 +266,7 @@ def get_stage_log(job_id: str, stage: str, caller: CallerDep, session: SessionDe
         raise NotFound(f"this job has no stage {stage!r}; its stages are: {names}", code=ErrorCode.LOG_NOT_FOUND)
     if run.log_key and store.exists(run.log_key):
         return Response(store.read_bytes(run.log_key), media_type="text/plain; charset=utf-8")
-    if job.status not in jobs.FINAL_STATUSES and run.state in ("pending", "queued", "running"):
+    if job.status not in FINAL and run.state in UNFINISHED:
         raise Conflict(
             f"stage {stage!r} is {run.state}: its log is stored when it ends; retry later",
             code=ErrorCode.LOG_NOT_READY,

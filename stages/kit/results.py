@@ -1,0 +1,314 @@
+"""What the worker records of a stage and reads back: frozen stdlib dataclasses.
+
+A stage process writes ``{"ok", "outputs", "metrics", "info"}`` (``stages.kit.contract``);
+the worker stores its files and records, as the stage run's ``result``::
+
+    {"outputs": {"onnx": {"key", "size", "sha256", "file"}, ...},
+     "metrics": {"onnx": {...a Check...}, ...},   # per artifact, by logical name
+     "info": {...},                                # per role: ExportInfo, ConvertInfo, ...
+     "process_seconds", "peak_rss_bytes", "isolation", "lock_sha256", "log_key"}
+
+A failed tolerant stage records ``{"log_tail"}`` and a skipped one ``{"skipped_reason"}``
+(``RunNote``). ``from_json`` reads a recorded result once (every key optional, as in
+results recorded before these types existed); ``to_json`` writes the same JSON, key for
+key. The fields the report copies verbatim stay in ``raw`` (a ``Check``'s or an info's
+source object), so a number a stage adds reaches the report without a change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+
+def _object(raw: Any) -> dict[str, Any]:
+    return dict(raw) if isinstance(raw, dict) else {}
+
+
+@dataclass(frozen=True)
+class StageReply:
+    """A stage process's result file as the worker reads it (``stages.kit.contract``):
+    ``outputs`` are file names in its output folder by logical name; a stage that refused
+    has ``ok`` false and an error code and message."""
+
+    ok: bool
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    error_code: str = "stage_failed"
+    error_message: str = "the stage failed"
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StageReply:
+        error = _object(raw.get("error"))
+        return cls(
+            ok=bool(raw.get("ok")),
+            outputs=_object(raw.get("outputs")),
+            metrics=_object(raw.get("metrics")),
+            info=_object(raw.get("info")),
+            error_code=error.get("code", "stage_failed"),
+            error_message=error.get("message", "the stage failed"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.ok:
+            return {"ok": False, "error": {"code": self.error_code, "message": self.error_message}}
+        return {"ok": True, "outputs": self.outputs, "metrics": self.metrics, "info": self.info}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A stage output in the object store: ``key``, ``size`` in bytes, hex ``sha256``, file name."""
+
+    key: str = ""
+    size: int = 0
+    sha256: str = ""
+    file: str = ""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StoredFile:
+        return cls(
+            key=raw.get("key", ""), size=raw.get("size", 0), sha256=raw.get("sha256", ""), file=raw.get("file", "")
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "size": self.size, "sha256": self.sha256, "file": self.file}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One artifact's validation against the PyTorch reference (``metrics[<artifact>]``).
+
+    ``verdict`` is ``pass``, ``degraded`` or ``fail`` (``fail`` when the stage wrote none);
+    ``reasons`` is None when the stage wrote none; ``outputs`` maps each output name to its
+    numbers (``max_abs``, ``scale``, ``cosine``, ...); ``latency_ms`` holds
+    ``median_1_thread`` and friends in milliseconds. ``raw`` is the object as recorded.
+    """
+
+    verdict: str = "fail"
+    reasons: list[str] | None = None
+    tolerance: dict[str, Any] | None = None  # the pass rule: {"metric": "max_abs/scale", "value": 1e-4}
+    samples: int | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float | None = None
+    requires_flex: bool = False
+    latency_ms: dict[str, Any] | None = None
+    operators: Any = None
+    transpose_count: int | None = None
+    toolchain: str | None = None  # quantize: the library that made the file
+    warnings: list[str] | None = None
+    calibration_warning: str | None = None  # quantize: synthetic calibration, accuracy unknown
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Check:
+        return cls(
+            verdict=raw.get("verdict", "fail"),
+            reasons=raw.get("reasons"),
+            tolerance=raw.get("tolerance"),
+            samples=raw.get("samples"),
+            outputs=_object(raw.get("outputs")),
+            seconds=raw.get("seconds"),
+            requires_flex=bool(raw.get("requires_flex")),
+            latency_ms=raw.get("latency_ms"),
+            operators=raw.get("operators"),
+            transpose_count=raw.get("transpose_count"),
+            toolchain=raw.get("toolchain"),
+            warnings=raw.get("warnings"),
+            calibration_warning=_object(raw.get("calibration")).get("warning"),
+            raw=dict(raw),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+    def present(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The recorded values of those of ``keys`` the stage wrote, in ``keys``' order."""
+        return {key: self.raw[key] for key in keys if key in self.raw}
+
+    @property
+    def latency(self) -> float:
+        """The single-thread median latency in milliseconds; infinite when unmeasured."""
+        return float(_object(self.latency_ms).get("median_1_thread") or float("inf"))
+
+    @property
+    def worst_error(self) -> float:
+        """The largest ``max_abs / scale`` over the outputs; a missing ``max_abs`` is
+        unknown, so infinite (an exact 0.0 is perfect, not missing)."""
+        worst = 0.0
+        for output in self.outputs.values():
+            scale = output.get("scale") or 1.0
+            max_abs = output.get("max_abs")
+            worst = max(worst, float("inf") if max_abs is None else float(max_abs) / scale)
+        return worst
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """``export_onnx``'s info: the reference and the ONNX file's provenance."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    opset: int | None = None
+    exporter: str | None = None
+    export_attempts: Any = None
+    parameters: int | None = None
+    reference_runtime: str = "pytorch"
+    inputs: list[dict[str, Any]] | None = None  # the signature read from an ONNX graph or a program
+    output_names: list[str] = field(default_factory=list)
+    output_shapes: dict[str, Any] | list[Any] = field(default_factory=dict)
+    onnx_tf_compatible: bool | None = None
+    onnx_tf_reason: str = "opset above 15"
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ExportInfo:
+        return cls(
+            versions=_object(raw.get("versions")),
+            opset=raw.get("opset"),
+            exporter=raw.get("exporter"),
+            export_attempts=raw.get("export_attempts"),
+            parameters=raw.get("parameters"),
+            reference_runtime=raw.get("reference_runtime", "pytorch"),
+            inputs=raw.get("inputs"),
+            output_names=raw.get("output_names") or [],
+            output_shapes=raw.get("output_shapes") or {},
+            onnx_tf_compatible=raw.get("onnx_tf_compatible"),
+            onnx_tf_reason=raw.get("onnx_tf_reason", "opset above 15"),
+        )
+
+    def outputs(self) -> list[dict[str, Any]]:
+        """The model's outputs as ``[{"name", "shape"}]`` in PyTorch's flattened order."""
+        shapes = self.output_shapes
+        if isinstance(shapes, dict):
+            return [{"name": name, "shape": shapes.get(name)} for name in self.output_names]
+        return [{"name": name, "shape": shape} for name, shape in zip(self.output_names, shapes, strict=False)]
+
+
+@dataclass(frozen=True)
+class ConvertInfo:
+    """A converter's info: its flags, versions, layout and the inputs it moved to channel-last."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    converter: Any = None
+    layout: str | None = None
+    input_transposes: Any = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ConvertInfo:
+        return cls(
+            versions=_object(raw.get("versions")),
+            converter=raw.get("converter"),
+            layout=raw.get("layout"),
+            input_transposes=_object(raw.get("signature")).get("input_transposes"),
+        )
+
+
+@dataclass(frozen=True)
+class ValidateInfo:
+    """A validation's info: the interpreter that ran the file and the file's signature."""
+
+    runtime: str | None = None
+    tflite_inputs: Any = None
+    tflite_outputs: Any = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ValidateInfo:
+        return cls(
+            runtime=raw.get("runtime"), tflite_inputs=raw.get("tflite_inputs"), tflite_outputs=raw.get("tflite_outputs")
+        )
+
+
+@dataclass(frozen=True)
+class QuantizeInfo:
+    """The quantizer's info: its runtime and, per precision it could not make, ``{code, reason}``."""
+
+    runtime: str | None = None
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> QuantizeInfo:
+        return cls(runtime=raw.get("runtime"), failed=_object(raw.get("failed")))
+
+
+InfoT = TypeVar("InfoT", ExportInfo, ConvertInfo, ValidateInfo, QuantizeInfo)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """A succeeded stage's recorded result (see the module docstring).
+
+    ``metrics`` and ``info`` are kept as recorded; read them through ``check`` and
+    ``info_as`` (``ExportInfo``, ``ConvertInfo``, ``ValidateInfo``, ``QuantizeInfo``).
+    """
+
+    outputs: dict[str, StoredFile] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    process_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    isolation: Any = None
+    lock_sha256: str | None = None
+    log_key: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> StageOutcome:
+        return cls(
+            outputs={name: StoredFile.from_json(out) for name, out in _object(raw.get("outputs")).items()},
+            metrics=_object(raw.get("metrics")),
+            info=_object(raw.get("info")),
+            process_seconds=raw.get("process_seconds"),
+            peak_rss_bytes=raw.get("peak_rss_bytes"),
+            isolation=raw.get("isolation"),
+            lock_sha256=raw.get("lock_sha256"),
+            log_key=raw.get("log_key"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outputs": {name: out.to_json() for name, out in self.outputs.items()},
+            "metrics": self.metrics,
+            "info": self.info,
+            "process_seconds": self.process_seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "isolation": self.isolation,
+            "lock_sha256": self.lock_sha256,
+            "log_key": self.log_key,
+        }
+
+    def output(self, name: str) -> StoredFile | None:
+        return self.outputs.get(name)
+
+    def check(self, name: str) -> Check | None:
+        """The validation of the artifact ``name``; None when the stage recorded none."""
+        raw = self.metrics.get(name)
+        return Check.from_json(raw) if isinstance(raw, dict) and raw else None
+
+    def info_as(self, kind: type[InfoT]) -> InfoT:
+        """The info read as the role's type, e.g. ``outcome.info_as(ExportInfo).opset``."""
+        return kind.from_json(self.info)
+
+
+@dataclass(frozen=True)
+class RunNote:
+    """What a stage run that did not succeed records: the log's tail of a failed stage
+    (at most 4,000 characters), or why a stage was skipped. Also the rusage of a run."""
+
+    skipped_reason: str | None = None
+    log_tail: str | None = None
+    peak_rss_bytes: int | None = None
+    isolation: Any = None
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any] | None) -> RunNote:
+        raw = raw or {}
+        return cls(
+            skipped_reason=raw.get("skipped_reason"),
+            log_tail=raw.get("log_tail"),
+            peak_rss_bytes=raw.get("peak_rss_bytes"),
+            isolation=raw.get("isolation"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if self.skipped_reason is not None:
+            return {"skipped_reason": self.skipped_reason}
+        return {"log_tail": self.log_tail}
