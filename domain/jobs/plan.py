@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stages import registry
+
 CONTROL = "control"  # runs in the worker process itself: no framework
 FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
 
@@ -31,9 +33,9 @@ class Converter:
 
 
 CONVERTERS: dict[str, Converter] = {
-    "onnx-tf": Converter("onnx-tf", "onnx-tf", "convert.onnx_tf", "onnx", saved_model=True),
-    "onnx2tf": Converter("onnx2tf", "onnx2tf", "convert.onnx2tf", "onnx"),
-    "litert-torch": Converter("litert-torch", "torch", "convert.litert_torch", "model"),
+    "onnx-tf": Converter("onnx-tf", "onnx-tf", registry.entry("convert", "onnx-tf"), "onnx", saved_model=True),
+    "onnx2tf": Converter("onnx2tf", "onnx2tf", registry.entry("convert", "onnx2tf"), "onnx"),
+    "litert-torch": Converter("litert-torch", "torch", registry.entry("convert", "litert-torch"), "model"),
 }
 
 # Priority per input format under `auto` (see docs/benchmarks.md for the measurements):
@@ -68,7 +70,7 @@ def slug(converter: str) -> str:
 EXPORT = StageDef(
     "export_onnx",
     "torch",
-    "export.prepare",
+    registry.entry("export"),
     {"model": ("upload", "model"), "samples": ("upload", "inputs")},
     role="export",
 )
@@ -92,7 +94,7 @@ def validate_stage(converter: Converter) -> StageDef:
     return StageDef(
         f"validate_{slug(converter.name)}",
         "torch",
-        "validate.tflite",
+        registry.entry("validate"),
         {"tflite": (f"convert_{slug(converter.name)}", "tflite_float32"), **COMMON},
         {"precision": "float32"},
         candidate=converter.name,
@@ -142,7 +144,7 @@ def plan_stages(spec: dict[str, Any]) -> list[StageDef]:
             StageDef(
                 "quantize",
                 "torch",
-                "quantize.litert",
+                registry.entry("quantize"),
                 {"tflite": ("chosen", "tflite_float32"), "calibration": ("upload", "calibration"), **COMMON},
                 {"precisions": quantized},
                 role="quantize",

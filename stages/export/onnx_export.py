@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.export.model import first_line
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
+from stages.kit.spec import PlanSpec
 
 # The highest opset the downstream toolchain reads; None means no limit.
 OPSET_LIMITS: dict[str, int] = {"onnx-tf": 15}
@@ -51,13 +52,13 @@ class Attempt:
         return {"exporter": self.exporter, "ok": self.ok, "error": self.error, "opset": self.opset}
 
 
-def choose_opset(spec: dict[str, Any]) -> int:
+def choose_opset(spec: PlanSpec) -> int:
     """The opset every converter that reads the file can take (``onnx_consumers``, set by
     the worker from the job's plan; else the spec's toolchain)."""
     consumers = onnx_consumers(spec)
     limits = [OPSET_LIMITS[c] for c in consumers if c in OPSET_LIMITS]
     toolchain = min(consumers, key=lambda c: OPSET_LIMITS.get(c, 10**6))
-    requested = spec.get("opset")
+    requested = spec.opset
     limit = min(limits) if limits else None
     if requested is None:
         return min([DEFAULT_OPSETS.get(c, DEFAULT_OPSET) for c in consumers])
@@ -72,11 +73,11 @@ def choose_opset(spec: dict[str, Any]) -> int:
     return requested
 
 
-def onnx_consumers(spec: dict[str, Any]) -> list[str]:
-    return [str(c) for c in spec.get("onnx_consumers") or [spec.get("toolchain") or "auto"]]
+def onnx_consumers(spec: PlanSpec) -> list[str]:
+    return list(spec.onnx_consumers or [spec.toolchain])
 
 
-def may_keep_higher_opset(spec: dict[str, Any]) -> bool:
+def may_keep_higher_opset(spec: PlanSpec) -> bool:
     """Whether a file above the limit of some consumer (onnx-tf) is still worth keeping.
 
     True when the opset was not asked for explicitly and another consumer reads any
@@ -84,13 +85,13 @@ def may_keep_higher_opset(spec: dict[str, Any]) -> bool:
     false) instead of the whole job failing. False when every consumer needs the
     lower opset: then not reaching it is the job's error.
     """
-    if spec.get("opset") is not None:
+    if spec.opset is not None:
         return False
     return any(c not in OPSET_LIMITS for c in onnx_consumers(spec))
 
 
-def exporter_order(spec: dict[str, Any]) -> tuple[str, ...]:
-    exporter = str(spec.get("exporter") or "auto")
+def exporter_order(spec: PlanSpec) -> tuple[str, ...]:
+    exporter = spec.exporter
     try:
         return EXPORTER_ORDER[exporter]
     except KeyError:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from stages.export.formats import Loaded
-from stages.export.model import first_line
 from stages.export.onnx_export import (
     DEFAULT_OPSET,
     Attempt,
@@ -37,6 +36,8 @@ from stages.export.onnx_export import (
 from stages.export.onnx_file import convert_opset, rename_dims
 from stages.kit import samples as sample_io
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
+from stages.kit.spec import PlanSpec
 
 
 def export_program_best(
@@ -48,7 +49,7 @@ def export_program_best(
     opset: int,
     exporters: tuple[str, ...],
     declared: dict[str, list[int | str]] | None,
-    spec: dict[str, Any],
+    spec: PlanSpec,
     validate: Callable[[Path], dict[str, Any]],
 ) -> Exported:
     input_names = [item["name"] for item in loaded.inputs]
@@ -101,14 +102,14 @@ def export_program_best(
     if native_metrics is not None:
         wanted = (
             f"spec.opset is {opset}"
-            if spec.get("opset") is not None
+            if spec.opset is not None
             else (f"{', '.join(onnx_consumers(spec))} read(s) opsets up to {opset}")
         )
         raise StageError(
             "opset_not_supported",
             f"the ExportedProgram exports at opset {native}, but {wanted}, and no way to opset {opset} "
             f"worked: {tried_text}. Choose a toolchain that reads opset {native} (onnx2tf)"
-            + (", or leave spec.opset null" if spec.get("opset") is not None else ""),
+            + (", or leave spec.opset null" if spec.opset is not None else ""),
         )
     raise StageError(
         "export_failed",

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.kit.spec import PlanSpec
+
 EXIT_STAGE_ERROR = 3
 # The most elements one input's validation sample may have: the control plane refuses
 # larger spec shapes at submission (app/schemas/spec.py, the same number); a stage refuses
@@ -53,22 +55,36 @@ class StageError(Exception):
 
 @dataclass
 class StageRequest:
+    """A request file, read: ``spec`` typed (``PlanSpec``), ``options`` as the worker wrote
+    them (each stage role reads them into its own options dataclass)."""
+
     stage: str
     inputs: dict[str, str]
-    spec: dict[str, Any]
+    spec: PlanSpec
     options: dict[str, Any]
     output_dir: Path
 
     @classmethod
     def read(cls, path: Path) -> StageRequest:
+        """The request at ``path``; ``invalid_spec`` for a spec that is not a job spec's shape."""
         raw = json.loads(path.read_text())
+        try:
+            spec = PlanSpec.from_json(raw["spec"] or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageError(
+                "invalid_spec", f"the request's spec cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
         return cls(
             stage=raw["stage"],
-            inputs=dict(raw.get("inputs", {})),
-            spec=dict(raw.get("spec", {})),
-            options=dict(raw.get("options", {})),
+            inputs=dict(raw["inputs"]),
+            spec=spec,
+            options=dict(raw["options"]),
             output_dir=Path(raw["output_dir"]),
         )
+
+    def optional_input(self, name: str) -> Path | None:
+        """The local path of input ``name``, None when the job has none (uploaded samples)."""
+        return Path(self.inputs[name]) if name in self.inputs else None
 
     def input_path(self, name: str) -> Path:
         try:
