@@ -148,7 +148,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
             f"this one holds a {kind}{hint}",
         )
     config = getattr(loaded, "config", None)
-    if getattr(config, "use_cache", None) is True:
+    if config is not None and getattr(config, "use_cache", None) is True:
         config.use_cache = False  # causal language models export without a KV cache, as when built
     return loaded.eval()
 

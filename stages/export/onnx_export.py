@@ -320,6 +320,33 @@ class ExportFailed(StageError):
         self.attempts = attempts
 
 
+def validate_attempt(
+    attempt: Attempt,
+    path: Path,
+    declared: dict[str, list[int | str]] | None,
+    validate: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """``validate(path)``'s metrics (with their ``seconds``), the output shapes declared first.
+
+    None when onnxruntime refuses the file: the attempt then failed and the file is
+    removed. A file that runs but disagrees with PyTorch stays ``ok``, with the reasons
+    in ``attempt.error``.
+    """
+    if declared:
+        declare_output_shapes(path, declared)
+    started = time.monotonic()
+    try:
+        metrics = validate(path)
+    except Exception as exc:  # a file onnxruntime refuses is a failed attempt
+        attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
+        path.unlink(missing_ok=True)
+        return None
+    metrics["seconds"] = round(time.monotonic() - started, 3)
+    if metrics["verdict"] != "pass":
+        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    return metrics
+
+
 def export_best(
     exporters: tuple[str, ...],
     wrapper: Any,
@@ -344,24 +371,14 @@ def export_best(
         candidate = out / f"model.{exporter}.onnx"
         attempt = export(exporter, wrapper, example, candidate, input_names, output_names, dynamic, opset)
         attempts.append(attempt)
-        if not attempt.ok:
+        metrics = validate_attempt(attempt, candidate, declared, validate) if attempt.ok else None
+        if metrics is None:
             continue
-        if declared:
-            declare_output_shapes(candidate, declared)
-        started = time.monotonic()
-        try:
-            metrics = validate(candidate)
-        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
-            attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
-            candidate.unlink()
-            continue
-        metrics["seconds"] = round(time.monotonic() - started, 3)
         if chosen is None or metrics["verdict"] == "pass":
             candidate.replace(out / "model.onnx")
             chosen = (exporter, metrics)
         if metrics["verdict"] == "pass":
             break
-        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
     for exporter in exporters:
         (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
     if chosen is None:

@@ -16,7 +16,6 @@ renamed after the signature's) at opset 18 or newer. When a consumer reads less
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,15 @@ from stages.export.onnx_export import (
     Attempt,
     Exported,
     ExportFailed,
-    declare_output_shapes,
     export_best,
     export_program,
     may_keep_higher_opset,
     onnx_consumers,
+    validate_attempt,
 )
 from stages.export.onnx_file import convert_opset, rename_dims
 from stages.kit import samples as sample_io
 from stages.kit.contract import StageError
-from stages.kit.failures import first_line
 from stages.kit.spec import PlanSpec
 
 
@@ -126,16 +124,4 @@ def _validated(
     validate: Callable[[Path], dict[str, Any]],
 ) -> dict[str, Any] | None:
     rename_dims(path, loaded.dim_names)
-    if declared:
-        declare_output_shapes(path, declared)
-    started = time.monotonic()
-    try:
-        metrics = validate(path)
-    except Exception as exc:  # a file onnxruntime refuses is a failed attempt
-        attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
-        path.unlink(missing_ok=True)
-        return None
-    metrics["seconds"] = round(time.monotonic() - started, 3)
-    if metrics["verdict"] != "pass":
-        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
-    return metrics
+    return validate_attempt(attempt, path, declared, validate)
