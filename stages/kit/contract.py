@@ -8,7 +8,7 @@ Request (JSON object)::
 
     {"stage": "export.prepare",
      "inputs": {"model": "/abs/path/model.bin", ...},   # local files, by logical name
-     "spec": {...},                                       # the normalized job spec
+     "spec": {...},                                       # the normalized job spec (PlanSpec.to_json())
      "options": {...},                                    # operator settings (allow-list, ...)
      "output_dir": "/abs/path/out"}                       # where the stage writes files
 
@@ -22,6 +22,9 @@ Result (JSON object), written by the stage process before it exits::
 or, for an error the user can act on::
 
     {"ok": false, "error": {"code": "export_failed", "message": "..."}}
+
+A stage reads ``spec`` as a ``stages.kit.spec.PlanSpec`` (``StageRequest.spec``) and
+``options`` into its role's dataclass (``stages.kit.options``); the JSON stays as it was.
 
 Exit codes: 0 with ``ok: true``; ``EXIT_STAGE_ERROR`` with ``ok: false``; anything
 else (a signal, an uncaught exception without a result file) is a crash, which the
