@@ -20,6 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from domain.jobs import names
+from stages import registry
 from stages.kit.spec import PlanSpec
 
 CONTROL = "control"  # runs in the worker process itself: no framework
@@ -36,9 +37,9 @@ class Converter:
 
 
 CONVERTERS: dict[str, Converter] = {
-    "onnx-tf": Converter("onnx-tf", "onnx-tf", "convert.onnx_tf", "onnx", saved_model=True),
-    "onnx2tf": Converter("onnx2tf", "onnx2tf", "convert.onnx2tf", "onnx"),
-    "litert-torch": Converter("litert-torch", "torch", "convert.litert_torch", "model"),
+    "onnx-tf": Converter("onnx-tf", "onnx-tf", registry.entry("convert", "onnx-tf"), "onnx", saved_model=True),
+    "onnx2tf": Converter("onnx2tf", "onnx2tf", registry.entry("convert", "onnx2tf"), "onnx"),
+    "litert-torch": Converter("litert-torch", "torch", registry.entry("convert", "litert-torch"), "model"),
 }
 
 # Priority per input format under `auto` (see docs/benchmarks.md for the measurements):
@@ -69,7 +70,7 @@ class StageDef:
 EXPORT = StageDef(
     names.EXPORT,
     "torch",
-    "export.prepare",
+    registry.entry("export"),
     {"model": ("upload", "model"), "samples": ("upload", "inputs")},
     role="export",
 )
@@ -93,7 +94,7 @@ def validate_stage(converter: Converter) -> StageDef:
     return StageDef(
         names.validate(converter.name),
         "torch",
-        "validate.tflite",
+        registry.entry("validate"),
         {"tflite": (names.convert(converter.name), "tflite_float32"), **COMMON},
         {"precision": "float32"},
         candidate=converter.name,
@@ -149,7 +150,7 @@ def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
             StageDef(
                 names.QUANTIZE,
                 "torch",
-                "quantize.litert",
+                registry.entry("quantize"),
                 {"tflite": ("chosen", "tflite_float32"), "calibration": ("upload", "calibration"), **COMMON},
                 {"precisions": list(spec.quantized)},
                 role="quantize",

@@ -33,10 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from stages.export.formats import unpickle_module
-from stages.export.model import DEFAULT_ALLOWED, apply_state_dict, build_model, first_line, load_state_dict
+from stages.export.model import DEFAULT_ALLOWED, apply_state_dict, build_model, load_state_dict
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.failures import first_line
+from stages.kit.options import OperatorOptions, read_options
+from stages.kit.spec import PlanSpec
+from stages.kit.versions import versions
 
 SUPPORTED_FORMATS = ("state_dict", "exported_program", "pickled_module")
 TARGET = "model_float32.tflite"
@@ -58,8 +62,8 @@ CONVERTER_FLAGS: dict[str, Any] = {
 def run(request: StageRequest) -> StageResult:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    spec, options = request.spec, request.options
-    layout = str(spec.get("layout") or "nchw")
+    spec, options = request.spec, read_options(OperatorOptions, request.options)
+    layout = spec.layout
     if layout != "nchw":
         raise StageError(
             StageCode.INVALID_SPEC,
@@ -76,8 +80,8 @@ def run(request: StageRequest) -> StageResult:
 
     import torch
 
-    torch.set_num_threads(int(options.get("threads") or 1))
-    torch.manual_seed(int(spec.get("seed") or 0))
+    torch.set_num_threads(int(options.threads or 1))
+    torch.manual_seed(spec.seed)
 
     started = time.monotonic()
     model = _load_model(request, spec, options)
@@ -113,7 +117,7 @@ def run(request: StageRequest) -> StageResult:
         outputs={"tflite_float32": TARGET},
         metrics={},
         info={
-            "versions": _versions(),
+            "versions": versions("litert-torch", "torch", "torchvision", "ai-edge-litert", "litert-converter", "numpy"),
             "converter": {
                 "tool": "litert-torch",
                 "api": "litert_torch.convert(module, sample_kwargs={input name: first sample}, **flags).export(path)",
@@ -135,18 +139,18 @@ def run(request: StageRequest) -> StageResult:
     )
 
 
-def _model_format(spec: dict[str, Any]) -> str:
-    model_format = str(spec.get("model_format") or "auto")
+def _model_format(spec: PlanSpec) -> str:
+    model_format = spec.model_format
     # "auto" is resolved by the control plane's sniffing; here it can only mean a state dict.
     return "state_dict" if model_format == "auto" else model_format
 
 
-def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, Any]) -> Any:
+def _load_model(request: StageRequest, spec: PlanSpec, options: OperatorOptions) -> Any:
     model_format = _model_format(spec)
     path = request.input_path("model")
     if model_format == "state_dict":
         state = load_state_dict(path)
-        model = build_model(spec.get("architecture") or {}, options.get("allowed_architectures") or DEFAULT_ALLOWED)
+        model = build_model(spec.architecture, options.allowed_architectures or DEFAULT_ALLOWED)
         apply_state_dict(model, state)
         return model.eval()
     if model_format == "exported_program":
@@ -160,7 +164,7 @@ def _load_model(request: StageRequest, spec: dict[str, Any], options: dict[str, 
             ) from None
     if model_format == "pickled_module":
         # Runs the pickle's code: this stage is sandboxed like export.prepare.
-        return unpickle_module(path, bool(options.get("enable_pickled_module")))
+        return unpickle_module(path, options.enable_pickled_module)
     raise StageError(
         StageCode.FORMAT_NOT_SUPPORTED,
         f"model_format {model_format!r} cannot be converted by litert-torch "
@@ -187,7 +191,7 @@ def _identifiers(names: list[str]) -> dict[str, str]:
 def _keyword_module(model: Any, keys: dict[str, str], output_names: list[str]) -> Any:
     import torch
 
-    from stages.export.prepare import flat_module
+    from stages.export.outputs import flat_module
 
     flat = flat_module(model)
     flat.training = False  # not .eval(): an ExportedProgram's module refuses it
@@ -267,7 +271,7 @@ def _signature(target: Path, inputs: list[dict[str, Any]], output_names: list[st
     narrowed = {
         item["name"]: ins[item["name"]].dtype
         for item in inputs
-        if item.get("dtype") in ("int64", "float64") and ins[item["name"]].dtype != item.get("dtype")
+        if item["dtype"] in ("int64", "float64") and ins[item["name"]].dtype != item["dtype"]
     }
     return {
         "signature_key": boundary.signature_key,
@@ -281,15 +285,3 @@ def _signature(target: Path, inputs: list[dict[str, Any]], output_names: list[st
         "input_transposes": {},
         "narrowed_dtypes": narrowed,
     }
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {}
-    for package in ("litert-torch", "torch", "torchvision", "ai-edge-litert", "litert-converter", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions

@@ -47,8 +47,10 @@ from typing import Any
 from stages.convert import onnx2tf_boundary as boundary
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
+from stages.kit.child import signal_name
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.versions import versions
 
 LAYOUTS = ("nchw", "nhwc")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -64,10 +66,10 @@ FLOAT16_NOT_KEPT = (
 
 
 def run(request: StageRequest) -> StageResult:
-    layout = str(request.spec.get("layout") or "nchw")
+    layout = request.spec.layout
     if layout not in LAYOUTS:
         raise StageError(StageCode.INVALID_SPEC, f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
-    tolerance = float((request.spec.get("tolerance") or {}).get("float32", 1e-4))
+    tolerance = request.spec.tolerance["float32"]
     samples = sample_io.load(request.input_path("samples"))
     reference = sample_io.load(request.input_path("reference"))
     target = request.output_dir / "model_float32.tflite"
@@ -114,7 +116,9 @@ def run(request: StageRequest) -> StageResult:
         )
     final = boundary_io.read(target)
     info: dict[str, Any] = {
-        "versions": _versions(),
+        "versions": versions(
+            "onnx2tf", "onnx", "onnxruntime", "onnxsim", "numpy", "ai-edge-litert", "flatbuffers", python=True
+        ),
         "converter": {
             "tool": "onnx2tf",
             "backend": "flatbuffer_direct (onnx2tf's default; no TensorFlow)",
@@ -182,8 +186,9 @@ def _run_onnx2tf(work: Path, arguments: list[str]) -> str:
     log = ANSI.sub("", proc.stdout)
     print(log, flush=True)
     if proc.returncode < 0:
-        signal_name = boundary.signal_name(-proc.returncode)
-        raise StageError(StageCode.CONVERSION_FAILED, f"onnx2tf was killed by signal {signal_name}. {ADVICE}")
+        raise StageError(
+            StageCode.CONVERSION_FAILED, f"onnx2tf was killed by signal {signal_name(-proc.returncode)}. {ADVICE}"
+        )
     if proc.returncode != 0 or not (work / "out" / "model_float32.tflite").is_file():
         raise StageError(
             StageCode.CONVERSION_FAILED,
@@ -222,16 +227,3 @@ def _last_error(log: str, limit: int = 500) -> str:
     pattern = re.compile(r"^(ERROR:|[\w.]*(Error|Exception|Exit)\b)")
     line = next((line for line in reversed(lines) if pattern.match(line)), lines[-1] if lines else "no output")
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _versions() -> dict[str, str | None]:
-    import platform
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("onnx2tf", "onnx", "onnxruntime", "onnxsim", "numpy", "ai-edge-litert", "flatbuffers"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions

@@ -17,25 +17,21 @@ file can crash the runtime. Its numbers are for the record: the verdict belongs 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.kit import child
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
+from stages.kit.child import RuntimeJob
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
 from stages.kit.naming import match_names
 from stages.kit.tflite_boundary import channel_first_perm, channel_last_perm, permute, shape_fits
 
 CHILD_TIMEOUT = 600
-LOG_TAIL = 2000
 
 
 @dataclass
@@ -176,52 +172,17 @@ def first_sample(
 def run_litert(
     tflite: Path, feed: dict[str, Any], output_keys: list[str], work: Path
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """``feed`` (keyed by the file's input keys) through ``stages.kit.litert_child``.
+    """``feed`` (keyed by the file's input keys) through ``stages.kit.litert_child``, once.
 
     Returns the outputs keyed by ``output_keys`` (or None) and the failure, if any.
     """
     job_dir = Path(tempfile.mkdtemp(prefix="litert-", dir=work))
     sample_io.save(job_dir / "samples.npz", feed)
-    job = {
-        "tflite": str(tflite),
-        "samples": str(job_dir / "samples.npz"),
-        "work_dir": str(job_dir),
-        "input_names": list(feed),
-        "output_names": output_keys,
-        "warmup": 0,
-        "runs": 1,
-        "threads_all": 1,
-        "xnnpack": True,
-    }
-    (job_dir / "job.json").write_text(json.dumps(job))
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "stages.kit.litert_child", str(job_dir / "job.json")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=CHILD_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return None, "the runtime timed out"
-    log = proc.stdout + proc.stderr
-    print(log[-LOG_TAIL:], file=sys.stderr, flush=True)
-    report = json.loads((job_dir / "child.json").read_text()) if (job_dir / "child.json").is_file() else {}
-    if proc.returncode < 0:
-        return None, f"the runtime crashed with signal {signal_name(-proc.returncode)}"
-    if report.get("mapping_error"):
-        return None, str(report["mapping_error"])
-    if proc.returncode != 0 or not (job_dir / "outputs.npz").is_file():
-        lines = [line for line in log.strip().splitlines() if line.strip()]
-        return None, f"the runtime failed: {lines[-1][:500] if lines else f'exit code {proc.returncode}'}"
-    return sample_io.load(job_dir / "outputs.npz"), None
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
+    job = RuntimeJob(
+        tflite, job_dir / "samples.npz", list(feed), output_keys, warmup=0, runs=1, timeout_seconds=CHILD_TIMEOUT
+    )
+    ran = child.run_litert(job, job_dir)
+    if ran.failure is None and ran.outputs is not None:
+        return ran.outputs, None
+    reason = ran.failure or "runtime failed: it wrote no outputs"
+    return None, f"the {reason}" if reason.startswith("runtime") else reason

@@ -26,6 +26,8 @@ from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.naming import match_names
+from stages.kit.options import OperatorOptions, read_options
+from stages.kit.versions import versions
 
 ONNX_TF_MAX_OPSET = 15
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
@@ -38,10 +40,10 @@ def run(request: StageRequest) -> StageResult:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    threads = int(request.options.get("threads") or 1)
+    threads = int(read_options(OperatorOptions, request.options).threads or 1)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    tolerance = float((request.spec.get("tolerance") or {}).get("float32", 1e-4))
+    tolerance = request.spec.tolerance["float32"]
     samples = sample_io.load(request.input_path("samples"))
     reference = sample_io.load(request.input_path("reference"))
     out = request.output_dir
@@ -64,7 +66,7 @@ def run(request: StageRequest) -> StageResult:
     shutil.rmtree(saved_model_dir, ignore_errors=True)
 
     info: dict[str, Any] = {
-        "versions": _versions(),
+        "versions": {"tensorflow": tf.__version__, **versions("onnx", ("onnx_tf", "onnx-tf"), "numpy")},
         "converter": flags,
         "requires_flex": requires_flex,
         "builtin_only_error": builtin_error,
@@ -225,17 +227,3 @@ def _last_line(exc: BaseException, limit: int = 500) -> str:
     kind = type(exc).__name__
     text = last if last.startswith(f"{kind}:") else f"{kind}: {last}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    import tensorflow as tf
-
-    versions: dict[str, str | None] = {"tensorflow": tf.__version__}
-    for name, package in (("onnx", "onnx"), ("onnx_tf", "onnx-tf"), ("numpy", "numpy")):
-        try:
-            versions[name] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions

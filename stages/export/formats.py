@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.export.model import first_line
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
+from stages.kit.spec import PlanSpec
 
 TORCH_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 INPUTS_EXAMPLE = '[{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]'
@@ -54,10 +55,10 @@ class Loaded:
     dim_names: dict[str, str] = field(default_factory=dict)  # program symbol -> spec dimension name
 
 
-def require_inputs(spec: dict[str, Any], model_format: str) -> list[dict[str, Any]]:
+def require_inputs(spec: PlanSpec, model_format: str) -> list[dict[str, Any]]:
     from stages.kit import samples as sample_io
 
-    if not spec.get("inputs"):
+    if not spec.inputs:
         raise StageError(
             StageCode.INPUTS_REQUIRED,
             f"a {model_format} upload carries no input signature: give spec.inputs in call order, e.g. "
@@ -66,7 +67,7 @@ def require_inputs(spec: dict[str, Any], model_format: str) -> list[dict[str, An
     return sample_io.input_specs(spec)
 
 
-def load_torchscript(path: Path, spec: dict[str, Any]) -> Loaded:
+def load_torchscript(path: Path, spec: PlanSpec) -> Loaded:
     import torch
 
     inputs = require_inputs(spec, "TorchScript")
@@ -83,7 +84,7 @@ def load_torchscript(path: Path, spec: dict[str, Any]) -> Loaded:
     return Loaded(module, inputs, "spec", int(sum(p.numel() for p in module.parameters())))
 
 
-def load_pickled_module(path: Path, spec: dict[str, Any], enabled: bool) -> Loaded:
+def load_pickled_module(path: Path, spec: PlanSpec, enabled: bool) -> Loaded:
     inputs = require_inputs(spec, "pickled_module")
     module = unpickle_module(path, enabled)
     vocab = getattr(getattr(module, "config", None), "vocab_size", None)
@@ -148,7 +149,7 @@ def unpickle_module(path: Path, enabled: bool) -> Any:
             f"this one holds a {kind}{hint}",
         )
     config = getattr(loaded, "config", None)
-    if getattr(config, "use_cache", None) is True:
+    if config is not None and getattr(config, "use_cache", None) is True:
         config.use_cache = False  # causal language models export without a KV cache, as when built
     return loaded.eval()
 
@@ -168,14 +169,14 @@ def _isolation_seen() -> dict[str, Any]:
     return seen
 
 
-def load_exported_program(path: Path, spec: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> Loaded:
+def load_exported_program(path: Path, spec: PlanSpec, allowed: list[str] | tuple[str, ...]) -> Loaded:
 
     program = _load_program(path, allowed)
     placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
     user_inputs = list(program.graph_signature.user_inputs)
     values = [placeholders[name].meta.get("val") if name in placeholders else None for name in user_inputs]
     examples = _example_leaves(program)
-    if spec.get("inputs"):
+    if spec.inputs:
         inputs = _spec_inputs_for_program(spec, user_inputs, values, examples)
         source = "spec"
     else:
@@ -322,7 +323,7 @@ def _program_inputs(user_inputs: list[str], values: list[Any], examples: list[An
 
 
 def _spec_inputs_for_program(
-    spec: dict[str, Any], user_inputs: list[str], values: list[Any], examples: list[Any] | None
+    spec: PlanSpec, user_inputs: list[str], values: list[Any], examples: list[Any] | None
 ) -> list[dict[str, Any]]:
     import torch
 

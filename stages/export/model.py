@@ -25,6 +25,8 @@ from typing import Any
 
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
+from stages.kit.spec import ArchitectureSpec
 
 DEFAULT_ALLOWED = ("torchvision.models.", "transformers.")
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
@@ -150,14 +152,15 @@ def resolve_architecture(name: str, allowed: list[str] | tuple[str, ...]) -> Cal
     return target  # type: ignore[no-any-return]
 
 
-def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> Any:
+def build_model(architecture: ArchitectureSpec | None, allowed: list[str] | tuple[str, ...]) -> Any:
     import torch
 
-    constructor = resolve_architecture(architecture.get("name", ""), allowed)
-    kwargs = dict(architecture.get("kwargs") or {})
+    chosen = architecture or ArchitectureSpec("")
+    constructor = resolve_architecture(chosen.name, allowed)
+    kwargs = dict(chosen.kwargs)
     try:
-        if architecture.get("config") is not None:
-            model = _build_from_config(constructor, dict(architecture["config"]), kwargs)
+        if chosen.config is not None:
+            model = _build_from_config(constructor, dict(chosen.config), kwargs)
         else:
             model = constructor(**_without_downloads(constructor, kwargs))
     except StageError:
@@ -165,12 +168,12 @@ def build_model(architecture: dict[str, Any], allowed: list[str] | tuple[str, ..
     except Exception as exc:  # the constructor is user-chosen code
         raise StageError(
             StageCode.ARCHITECTURE_FAILED,
-            f"{architecture.get('name')}(**{kwargs}) failed: {first_line(exc)}; check architecture.kwargs",
+            f"{chosen.name}(**{kwargs}) failed: {first_line(exc)}; check architecture.kwargs",
         ) from None
     if not isinstance(model, torch.nn.Module):
         raise StageError(
             StageCode.ARCHITECTURE_FAILED,
-            f"{architecture.get('name')} returned {type(model).__name__}, not a torch.nn.Module",
+            f"{chosen.name} returned {type(model).__name__}, not a torch.nn.Module",
         )
     return model
 
@@ -213,25 +216,6 @@ def apply_state_dict(model: Any, state: dict[str, Any]) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise StageError(StageCode.STATE_DICT_MISMATCH, first_line(exc)) from None
-
-
-def first_line(exc: BaseException, limit: int = 400) -> str:
-    """A short, single-line description of an exception and its causes.
-
-    Framework messages can carry a whole graph dump; the first line of each link of
-    the cause chain is what tells the user what went wrong.
-    """
-    parts: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(parts) < 3:
-        seen.add(id(current))
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(current)).strip()
-        line = text.splitlines()[0].strip() if text else ""
-        parts.append(f"{type(current).__name__}: {line}" if line else type(current).__name__)
-        current = current.__cause__ or current.__context__
-    message = " <- ".join(parts)
-    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _under(dotted: str, allowed: list[str] | tuple[str, ...]) -> bool:

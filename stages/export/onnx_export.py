@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.export.model import first_line
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
+from stages.kit.spec import PlanSpec
 
 # The highest opset the downstream toolchain reads; None means no limit.
 OPSET_LIMITS: dict[str, int] = {"onnx-tf": 15}
@@ -52,13 +53,13 @@ class Attempt:
         return {"exporter": self.exporter, "ok": self.ok, "error": self.error, "opset": self.opset}
 
 
-def choose_opset(spec: dict[str, Any]) -> int:
+def choose_opset(spec: PlanSpec) -> int:
     """The opset every converter that reads the file can take (``onnx_consumers``, set by
     the worker from the job's plan; else the spec's toolchain)."""
     consumers = onnx_consumers(spec)
     limits = [OPSET_LIMITS[c] for c in consumers if c in OPSET_LIMITS]
     toolchain = min(consumers, key=lambda c: OPSET_LIMITS.get(c, 10**6))
-    requested = spec.get("opset")
+    requested = spec.opset
     limit = min(limits) if limits else None
     if requested is None:
         return min([DEFAULT_OPSETS.get(c, DEFAULT_OPSET) for c in consumers])
@@ -73,11 +74,11 @@ def choose_opset(spec: dict[str, Any]) -> int:
     return requested
 
 
-def onnx_consumers(spec: dict[str, Any]) -> list[str]:
-    return [str(c) for c in spec.get("onnx_consumers") or [spec.get("toolchain") or "auto"]]
+def onnx_consumers(spec: PlanSpec) -> list[str]:
+    return list(spec.onnx_consumers or [spec.toolchain])
 
 
-def may_keep_higher_opset(spec: dict[str, Any]) -> bool:
+def may_keep_higher_opset(spec: PlanSpec) -> bool:
     """Whether a file above the limit of some consumer (onnx-tf) is still worth keeping.
 
     True when the opset was not asked for explicitly and another consumer reads any
@@ -85,13 +86,13 @@ def may_keep_higher_opset(spec: dict[str, Any]) -> bool:
     false) instead of the whole job failing. False when every consumer needs the
     lower opset: then not reaching it is the job's error.
     """
-    if spec.get("opset") is not None:
+    if spec.opset is not None:
         return False
     return any(c not in OPSET_LIMITS for c in onnx_consumers(spec))
 
 
-def exporter_order(spec: dict[str, Any]) -> tuple[str, ...]:
-    exporter = str(spec.get("exporter") or "auto")
+def exporter_order(spec: PlanSpec) -> tuple[str, ...]:
+    exporter = spec.exporter
     try:
         return EXPORTER_ORDER[exporter]
     except KeyError:
@@ -320,6 +321,33 @@ class ExportFailed(StageError):
         self.attempts = attempts
 
 
+def validate_attempt(
+    attempt: Attempt,
+    path: Path,
+    declared: dict[str, list[int | str]] | None,
+    validate: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any] | None:
+    """``validate(path)``'s metrics (with their ``seconds``), the output shapes declared first.
+
+    None when onnxruntime refuses the file: the attempt then failed and the file is
+    removed. A file that runs but disagrees with PyTorch stays ``ok``, with the reasons
+    in ``attempt.error``.
+    """
+    if declared:
+        declare_output_shapes(path, declared)
+    started = time.monotonic()
+    try:
+        metrics = validate(path)
+    except Exception as exc:  # a file onnxruntime refuses is a failed attempt
+        attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
+        path.unlink(missing_ok=True)
+        return None
+    metrics["seconds"] = round(time.monotonic() - started, 3)
+    if metrics["verdict"] != "pass":
+        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
+    return metrics
+
+
 def export_best(
     exporters: tuple[str, ...],
     wrapper: Any,
@@ -344,24 +372,14 @@ def export_best(
         candidate = out / f"model.{exporter}.onnx"
         attempt = export(exporter, wrapper, example, candidate, input_names, output_names, dynamic, opset)
         attempts.append(attempt)
-        if not attempt.ok:
+        metrics = validate_attempt(attempt, candidate, declared, validate) if attempt.ok else None
+        if metrics is None:
             continue
-        if declared:
-            declare_output_shapes(candidate, declared)
-        started = time.monotonic()
-        try:
-            metrics = validate(candidate)
-        except Exception as exc:  # a file onnxruntime refuses is a failed attempt
-            attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
-            candidate.unlink()
-            continue
-        metrics["seconds"] = round(time.monotonic() - started, 3)
         if chosen is None or metrics["verdict"] == "pass":
             candidate.replace(out / "model.onnx")
             chosen = (exporter, metrics)
         if metrics["verdict"] == "pass":
             break
-        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
     for exporter in exporters:
         (out / f"model.{exporter}.onnx").unlink(missing_ok=True)
     if chosen is None:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stages.export.model import first_line
 from stages.export.onnx_export import Attempt
+from stages.kit.failures import first_line
 
 ONNX_TF_MAX_OPSET = 15
 

@@ -156,7 +156,7 @@ def check_spec_inputs(given: list[dict[str, Any]], graph: list[dict[str, Any]], 
         want = by_name.get(item["name"])
         if want is None:
             continue
-        dtype = item.get("dtype", "float32")
+        dtype = item["dtype"]
         if dtype != want["dtype"]:
             problems.append(f"{item['name']!r} is {dtype} in the spec, {want['dtype']} in the graph")
         if want["shape"] is not None and not _shape_fits(item["shape"], want["shape"]):

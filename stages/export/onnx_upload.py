@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.export.model import first_line
 from stages.export.onnx_export import OPSET_LIMITS, choose_opset, may_keep_higher_opset, onnx_consumers, onnx_io
 from stages.export.onnx_file import convert_opset, file_opset, input_dims, onnx_tf_fields, run_samples, session
 from stages.export.onnx_file import validate as validate_onnx
@@ -39,15 +38,18 @@ from stages.export.tokens import integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
+from stages.kit.failures import first_line
+from stages.kit.options import OperatorOptions, read_options
+from stages.kit.spec import PlanSpec
+from stages.kit.versions import versions
 
 
 def prepare_onnx(request: StageRequest) -> StageResult:
     import onnx
 
-    spec, options = request.spec, request.options
-    threads = int(options.get("threads") or 1)
-    seed = int(spec.get("seed") or 0)
-    uploaded = request.inputs.get("samples")
+    spec = request.spec
+    threads = int(read_options(OperatorOptions, request.options).threads or 1)
+    uploaded = request.optional_input("samples")
 
     started = time.monotonic()
     model = _read(request.input_path("model"))
@@ -62,7 +64,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     if not uploaded:
         tables = gather_tables(model, integer_inputs(inputs))
         inputs, ranges = with_ranges(inputs, tables, None)
-    samples = sample_io.build({**spec, "inputs": inputs}, Path(uploaded) if uploaded else None)
+    samples = sample_io.build(inputs, spec, uploaded)
     input_names = [item["name"] for item in inputs]
 
     started = time.monotonic()
@@ -95,7 +97,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     source_file = out / "model.source.onnx"
     onnx.save(model, str(source_file))
 
-    tolerance = float((spec.get("tolerance") or {}).get("float32", 1e-4))
+    tolerance = spec.tolerance["float32"]
 
     def validate(path: Path) -> dict[str, Any]:
         return validate_onnx(path, samples, reference, tolerance, threads)
@@ -113,7 +115,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
         if step.ok:
             opset, metrics = target, step.metrics
             source_file.unlink()
-        elif spec.get("opset") is None and may_keep_higher_opset(spec):
+        elif spec.opset is None and may_keep_higher_opset(spec):
             reason = step.error
         else:
             raise StageError(
@@ -139,7 +141,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
         info={
             "model_format": "onnx",
             "input_names": input_names,
-            "inputs": [{k: item[k] for k in ("name", "shape", "dtype", "range") if k in item} for item in inputs],
+            "inputs": sample_io.public_inputs(inputs),
             "inputs_source": inputs_source,
             "onnx_input_names": onnx_inputs,
             "onnx_input_shapes": input_dims(out / "model.onnx"),
@@ -151,7 +153,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             "source_opset": source_opset,
             "opset_conversion": conversion,
             **onnx_tf_fields(opset, reason),
-            "versions": _versions(),
+            "versions": versions("onnx", "onnxruntime", "numpy"),
             "reference_runtime": "onnxruntime",
             "parameters": parameter_count(model),
             "export_attempts": attempts,
@@ -160,7 +162,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
                 samples,
                 uploaded=bool(uploaded),
                 ranges=ranges,
-                seed=seed,
+                seed=spec.seed,
                 threads=threads,
                 seconds={"load": load_seconds, "reference": reference_seconds, "export_and_validate": export_seconds},
             ),
@@ -196,24 +198,24 @@ def _read(path: Path) -> Any:
     return model
 
 
-def _target_opset(spec: dict[str, Any], source: int) -> int:
+def _target_opset(spec: PlanSpec, source: int) -> int:
     """The file's own opset, unless asked for another or a consumer reads less."""
-    if spec.get("opset") is not None:
+    if spec.opset is not None:
         return choose_opset(spec)  # checks the value against the consumers' limits
     limits = [OPSET_LIMITS[c] for c in onnx_consumers(spec) if c in OPSET_LIMITS]
     return min([source, *limits])
 
 
-def _readers(spec: dict[str, Any], target: int) -> str:
+def _readers(spec: PlanSpec, target: int) -> str:
     limited = [c for c in onnx_consumers(spec) if c in OPSET_LIMITS]
-    if spec.get("opset") is not None:
+    if spec.opset is not None:
         return f"spec.opset asks for {target}"
     return f"{', '.join(limited)} read(s) opsets up to {target}"
 
 
-def _inputs(spec: dict[str, Any], model: Any) -> tuple[list[dict[str, Any]], str]:
+def _inputs(spec: PlanSpec, model: Any) -> tuple[list[dict[str, Any]], str]:
     graph = graph_inputs(model)
-    if spec.get("inputs"):
+    if spec.inputs:
         given = sample_io.input_specs(spec)
         initializers = {init.name for init in model.graph.initializer}
         optional = {value.name for value in model.graph.input if value.name in initializers}
@@ -227,15 +229,3 @@ def _inputs(spec: dict[str, Any], model: Any) -> tuple[list[dict[str, Any]], str
             "(names, shapes, dtypes)",
         )
     return graph, "graph"
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    found: dict[str, str | None] = {}
-    for package in ("onnx", "onnxruntime", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found

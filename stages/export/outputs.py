@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from stages.export.model import first_line
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.failures import first_line
 
 
 class _Flatten:

@@ -59,6 +59,9 @@ from stages.export.tokens import embedding_tables, integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
+from stages.kit.options import OperatorOptions, read_options
+from stages.kit.spec import PlanSpec
+from stages.kit.versions import versions
 
 __all__ = ["SUPPORTED_FORMATS", "Referenced", "flat_module", "load_reference", "run"]
 
@@ -72,7 +75,7 @@ def run(request: StageRequest) -> StageResult:
     # "auto" is normally resolved by the control plane's sniffing; here it can only
     # mean a state dict, and loading stays weights-only either way: only an explicit
     # "pickled_module" unpickles code.
-    model_format = request.spec.get("model_format") or "auto"
+    model_format = request.spec.model_format
     if model_format == "onnx":
         from stages.export.onnx_upload import prepare_onnx
 
@@ -104,13 +107,13 @@ def load_reference(request: StageRequest, model_format: str) -> Referenced:
     The first half of ``export.prepare``, before any export. Raises ``StageError`` with
     the upload's code (``empty_model``, ``invalid_model``, ``state_dict_mismatch``...).
     """
-    spec, options = request.spec, request.options
+    spec, options = request.spec, read_options(OperatorOptions, request.options)
     check_upload(request.input_path("model"))
     import torch
 
-    torch.set_num_threads(int(options.get("threads") or 1))
-    torch.manual_seed(int(spec.get("seed") or 0))
-    uploaded = request.inputs.get("samples")
+    torch.set_num_threads(int(options.threads or 1))
+    torch.manual_seed(spec.seed)
+    uploaded = request.optional_input("samples")
 
     started = time.monotonic()
     loaded = _load(request, model_format)
@@ -122,7 +125,7 @@ def load_reference(request: StageRequest, model_format: str) -> Referenced:
     if not uploaded:
         tables = embedding_tables(loaded.model, inputs) if integer_inputs(inputs) else {}
         inputs, ranges = with_ranges(inputs, tables, loaded.vocab_size)
-    samples = sample_io.build({**spec, "inputs": inputs}, Path(uploaded) if uploaded else None)
+    samples = sample_io.build(inputs, spec, uploaded)
 
     started = time.monotonic()
     output_names, ref = reference(loaded.model, samples, [item["name"] for item in inputs])
@@ -131,12 +134,11 @@ def load_reference(request: StageRequest, model_format: str) -> Referenced:
 
 
 def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
-    spec, options = request.spec, request.options
+    spec = request.spec
     opset = choose_opset(spec)
     exporters = _exporters(spec, model_format)
-    threads = int(options.get("threads") or 1)
-    seed = int(spec.get("seed") or 0)
-    uploaded = request.inputs.get("samples")
+    threads = int(read_options(OperatorOptions, request.options).threads or 1)
+    uploaded = request.optional_input("samples")
     done = load_reference(request, model_format)
     import torch
 
@@ -150,7 +152,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
 
     wrapper = flat_module(loaded.model).eval()
     example = tuple(torch.from_numpy(samples[name][0]) for name in input_names)
-    tolerance = float((spec.get("tolerance") or {}).get("float32", 1e-4))
+    tolerance = spec.tolerance["float32"]
 
     def validate(path: Path) -> dict[str, Any]:
         return validate_onnx(path, samples, ref, tolerance, threads)
@@ -177,7 +179,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
         info={
             "model_format": model_format,
             "input_names": input_names,
-            "inputs": [_public(item) for item in inputs],
+            "inputs": sample_io.public_inputs(inputs),
             "inputs_source": loaded.inputs_source,
             "onnx_input_names": onnx_inputs,
             "onnx_input_shapes": input_dims(onnx_path),
@@ -187,7 +189,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "opset": exported.opset,
             "opset_conversion": exported.conversion,
             **onnx_tf_fields(exported.opset, exported.onnx_tf_reason),
-            "versions": versions(),
+            "versions": versions("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy"),
             "reference_runtime": "pytorch",
             "parameters": loaded.parameters,
             **({"unpickled": loaded.unpickled} if loaded.unpickled else {}),
@@ -197,7 +199,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
                 samples,
                 uploaded=bool(uploaded),
                 ranges=ranges,
-                seed=seed,
+                seed=spec.seed,
                 threads=threads,
                 seconds={**done.seconds, "export_and_validate": export_seconds},
             ),
@@ -205,11 +207,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
     )
 
 
-def _public(item: dict[str, Any]) -> dict[str, Any]:
-    return {key: item[key] for key in ("name", "shape", "dtype", "range") if key in item}
-
-
-def _exporters(spec: dict[str, Any], model_format: str) -> tuple[str, ...]:
+def _exporters(spec: PlanSpec, model_format: str) -> tuple[str, ...]:
     exporters = exporter_order(spec)
     if model_format == "torchscript":
         if "torchscript" not in exporters:
@@ -224,18 +222,18 @@ def _exporters(spec: dict[str, Any], model_format: str) -> tuple[str, ...]:
 
 
 def _load(request: StageRequest, model_format: str) -> Loaded:
-    spec, options = request.spec, request.options
-    allowed = options.get("allowed_architectures") or DEFAULT_ALLOWED
+    spec, options = request.spec, read_options(OperatorOptions, request.options)
+    allowed = options.allowed_architectures or DEFAULT_ALLOWED
     path = request.input_path("model")
     if model_format == "torchscript":
         return load_torchscript(path, spec)
     if model_format == "exported_program":
         return load_exported_program(path, spec, allowed)
     if model_format == "pickled_module":
-        return load_pickled_module(path, spec, bool(options.get("enable_pickled_module")))
+        return load_pickled_module(path, spec, options.enable_pickled_module)
     inputs = sample_io.input_specs(spec)
     state = load_state_dict(path)
-    model = build_model(spec.get("architecture") or {}, allowed)
+    model = build_model(spec.architecture, allowed)
     apply_state_dict(model, state)
     del state
     model.eval()
@@ -250,7 +248,7 @@ def _load(request: StageRequest, model_format: str) -> Loaded:
 
 
 def _export_with_fallback(
-    spec: dict[str, Any],
+    spec: PlanSpec,
     exporters: tuple[str, ...],
     wrapper: Any,
     example: tuple[Any, ...],
@@ -279,15 +277,3 @@ def _export_with_fallback(
     )
     reason = f"no exporter reached opset {opset} (" + "; ".join(f"{a.exporter}: {a.error}" for a in failed) + ")"
     return Exported(exporter, metrics, [*failed, *attempts], DEFAULT_OPSET, onnx_tf_reason=reason)
-
-
-def versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    found: dict[str, str | None] = {}
-    for package in ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "transformers", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found

@@ -16,28 +16,27 @@ renamed after the signature's) at opset 18 or newer. When a consumer reads less
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stages.export.formats import Loaded
-from stages.export.model import first_line
 from stages.export.onnx_export import (
     DEFAULT_OPSET,
     Attempt,
     Exported,
     ExportFailed,
-    declare_output_shapes,
     export_best,
     export_program,
     may_keep_higher_opset,
     onnx_consumers,
+    validate_attempt,
 )
 from stages.export.onnx_file import convert_opset, rename_dims
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.spec import PlanSpec
 
 
 def export_program_best(
@@ -49,7 +48,7 @@ def export_program_best(
     opset: int,
     exporters: tuple[str, ...],
     declared: dict[str, list[int | str]] | None,
-    spec: dict[str, Any],
+    spec: PlanSpec,
     validate: Callable[[Path], dict[str, Any]],
 ) -> Exported:
     input_names = [item["name"] for item in loaded.inputs]
@@ -102,14 +101,14 @@ def export_program_best(
     if native_metrics is not None:
         wanted = (
             f"spec.opset is {opset}"
-            if spec.get("opset") is not None
+            if spec.opset is not None
             else (f"{', '.join(onnx_consumers(spec))} read(s) opsets up to {opset}")
         )
         raise StageError(
             StageCode.OPSET_NOT_SUPPORTED,
             f"the ExportedProgram exports at opset {native}, but {wanted}, and no way to opset {opset} "
             f"worked: {tried_text}. Choose a toolchain that reads opset {native} (onnx2tf)"
-            + (", or leave spec.opset null" if spec.get("opset") is not None else ""),
+            + (", or leave spec.opset null" if spec.opset is not None else ""),
         )
     raise StageError(
         StageCode.EXPORT_FAILED,
@@ -126,16 +125,4 @@ def _validated(
     validate: Callable[[Path], dict[str, Any]],
 ) -> dict[str, Any] | None:
     rename_dims(path, loaded.dim_names)
-    if declared:
-        declare_output_shapes(path, declared)
-    started = time.monotonic()
-    try:
-        metrics = validate(path)
-    except Exception as exc:  # a file onnxruntime refuses is a failed attempt
-        attempt.ok, attempt.error = False, f"onnxruntime could not run the file: {first_line(exc)}"
-        path.unlink(missing_ok=True)
-        return None
-    metrics["seconds"] = round(time.monotonic() - started, 3)
-    if metrics["verdict"] != "pass":
-        attempt.error = "exported, but onnxruntime disagrees with PyTorch: " + "; ".join(metrics["reasons"])
-    return metrics
+    return validate_attempt(attempt, path, declared, validate)

@@ -33,7 +33,7 @@ def integer_inputs(inputs: list[dict[str, Any]]) -> list[str]:
 def _is_integer(item: dict[str, Any]) -> bool:
     import numpy as np
 
-    return bool(np.dtype(sample_io.DTYPES[item.get("dtype", "float32")]).kind in "iu")
+    return bool(np.dtype(sample_io.DTYPES[item["dtype"]]).kind in "iu")
 
 
 def with_ranges(
@@ -75,7 +75,7 @@ def embedding_tables(model: Any, inputs: list[dict[str, Any]]) -> dict[str, int]
     args = []
     storages: dict[int, str] = {}
     for item in inputs:
-        dtype = getattr(torch, item.get("dtype", "float32"))
+        dtype = getattr(torch, item["dtype"])
         tensor = torch.zeros(sample_io.sample_shape(item), dtype=dtype)
         if item["name"] in wanted:
             storages[tensor.untyped_storage().data_ptr()] = item["name"]

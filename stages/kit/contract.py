@@ -8,7 +8,7 @@ Request (JSON object)::
 
     {"stage": "export.prepare",
      "inputs": {"model": "/abs/path/model.bin", ...},   # local files, by logical name
-     "spec": {...},                                       # the normalized job spec
+     "spec": {...},                                       # the normalized job spec (PlanSpec.to_json())
      "options": {...},                                    # operator settings (allow-list, ...)
      "output_dir": "/abs/path/out"}                       # where the stage writes files
 
@@ -23,6 +23,9 @@ or, for an error the user can act on::
 
     {"ok": false, "error": {"code": "export_failed", "message": "..."}}
 
+A stage reads ``spec`` as a ``stages.kit.spec.PlanSpec`` (``StageRequest.spec``) and
+``options`` into its role's dataclass (``stages.kit.options``); the JSON stays as it was.
+
 Exit codes: 0 with ``ok: true``; ``EXIT_STAGE_ERROR`` with ``ok: false``; anything
 else (a signal, an uncaught exception without a result file) is a crash, which the
 worker reports as ``stage_crashed`` with the tail of the stage's log.
@@ -36,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from stages.kit.codes import StageCode
+from stages.kit.spec import PlanSpec
 
 EXIT_STAGE_ERROR = 3
 # The most elements one input's validation sample may have: the control plane refuses
-# larger spec shapes at submission (modelport/schemas/spec.py, the same number); a stage refuses
+# larger spec shapes at submission (app/schemas/spec.py, the same number); a stage refuses
 # a larger shape a model declares itself before it allocates anything for it.
 MAX_INPUT_ELEMENTS = 256 * 1024 * 1024
 
@@ -55,22 +59,36 @@ class StageError(Exception):
 
 @dataclass
 class StageRequest:
+    """A request file, read: ``spec`` typed (``PlanSpec``), ``options`` as the worker wrote
+    them (each stage role reads them into its own options dataclass)."""
+
     stage: str
     inputs: dict[str, str]
-    spec: dict[str, Any]
+    spec: PlanSpec
     options: dict[str, Any]
     output_dir: Path
 
     @classmethod
     def read(cls, path: Path) -> StageRequest:
+        """The request at ``path``; ``invalid_spec`` for a spec that is not a job spec's shape."""
         raw = json.loads(path.read_text())
+        try:
+            spec = PlanSpec.from_json(raw["spec"] or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StageError(
+                StageCode.INVALID_SPEC, f"the request's spec cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
         return cls(
             stage=raw["stage"],
-            inputs=dict(raw.get("inputs", {})),
-            spec=dict(raw.get("spec", {})),
-            options=dict(raw.get("options", {})),
+            inputs=dict(raw["inputs"]),
+            spec=spec,
+            options=dict(raw["options"]),
             output_dir=Path(raw["output_dir"]),
         )
+
+    def optional_input(self, name: str) -> Path | None:
+        """The local path of input ``name``, None when the job has none (uploaded samples)."""
+        return Path(self.inputs[name]) if name in self.inputs else None
 
     def input_path(self, name: str) -> Path:
         try:

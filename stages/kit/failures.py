@@ -4,7 +4,7 @@ A stage raises ``StageError`` for what it foresaw. Anything else (a converter's 
 bug, a SavedModel that cannot run, a framework assertion) reaches ``python -m stages``,
 which prints the traceback to the stage log and reports ``unexpected(stage, exc)``:
 the code of the stage's role (``conversion_failed`` for a converter, ``export_failed``
-for ``export.prepare``...; see ``registry.UNEXPECTED``), naming the tool that failed and
+for ``export.prepare``...; see ``stages.registry``), naming the tool that failed and
 the one line of the exception that says why. Framework messages are long: TensorFlow's
 ``InvalidArgumentError`` starts with "Graph execution error:" and a stack of the graph's
 Python frames before its reason and the node it failed at, which is what is kept.
@@ -59,3 +59,22 @@ def _reason(message: str) -> str:
 def unexpected(code: StageCode, actor: str, advice: str, exc: BaseException) -> StageError:
     """The ``StageError`` for an exception nobody foresaw in a stage run by ``actor``."""
     return StageError(code, f"{actor} failed unexpectedly: {summary(exc)}. {advice}; the traceback is in the stage log")
+
+
+def first_line(exc: BaseException, limit: int = 400) -> str:
+    """A short, single-line description of an exception and its causes.
+
+    Framework messages can carry a whole graph dump; the first line of each link of
+    the cause chain is what tells the user what went wrong.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 3:
+        seen.add(id(current))
+        text = ANSI.sub("", str(current)).strip()
+        line = text.splitlines()[0].strip() if text else ""
+        parts.append(f"{type(current).__name__}: {line}" if line else type(current).__name__)
+        current = current.__cause__ or current.__context__
+    message = " <- ".join(parts)
+    return message if len(message) <= limit else message[: limit - 3] + "..."

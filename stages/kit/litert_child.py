@@ -1,6 +1,7 @@
 """Child process of ``validate.tflite``: run a .tflite in ai-edge-litert.
 
-``python -m stages.kit.litert_child <job.json>`` with job keys ``tflite``, ``samples``,
+``python -m stages.kit.litert_child <job.json>`` with the job ``stages.kit.child.RuntimeJob``
+writes (every key present): ``tflite``, ``samples``,
 ``input_names``, ``output_names``, ``work_dir``, ``warmup``, ``runs``,
 ``threads_all``, ``xnnpack``, ``runtime`` (``litert``: stock ai-edge-litert;
 ``tensorflow``: TensorFlow's interpreter, which runs flex ops). It writes
@@ -155,8 +156,8 @@ def main(job_path: str) -> int:
     work = Path(job["work_dir"])
     with np.load(job["samples"], allow_pickle=False) as data:
         samples = {name: data[name] for name in data.files}
-    xnnpack = bool(job.get("xnnpack", True))
-    runtime = str(job.get("runtime") or "litert")
+    xnnpack = bool(job["xnnpack"])
+    runtime = str(job["runtime"])
     runner = Runner(Path(job["tflite"]), threads=1, xnnpack=xnnpack, runtime=runtime)
     in_map, in_left = match_names(job["input_names"], list(runner.inputs))
     out_map, out_left = match_names(job["output_names"], list(runner.outputs))
@@ -183,7 +184,7 @@ def main(job_path: str) -> int:
         (work / "child.json").write_text(json.dumps(report))
         return 0
     # layout nhwc: the file takes channel-last inputs; samples are in PyTorch's layout.
-    for name, perm in (job.get("input_transposes") or {}).items():
+    for name, perm in job["input_transposes"].items():
         if name in samples:
             samples[name] = np.ascontiguousarray(np.transpose(samples[name], [0, *(axis + 1 for axis in perm)]))
     # Written before the first invoke: if the runtime kills us, the parent still knows
@@ -203,9 +204,9 @@ def main(job_path: str) -> int:
     (work / "child.json").write_text(json.dumps(report))
 
     feed = {key: samples[name][0] for name, key in in_map.items()}
-    warmup, runs = int(job.get("warmup", 3)), int(job.get("runs", 20))
+    warmup, runs = int(job["warmup"]), int(job["runs"])
     latency = {"median_1_thread": _median_ms(runner, feed, warmup, runs)}
-    threads_all = int(job.get("threads_all") or 1)
+    threads_all = int(job["threads_all"])
     many = Runner(Path(job["tflite"]), threads=threads_all, xnnpack=xnnpack, runtime=runtime)
     latency["median_all_threads"] = _median_ms(many, dict(feed), warmup, runs)
     report["latency_ms"] = {**latency, "runs": runs, "warmup": warmup, "threads_all": threads_all}

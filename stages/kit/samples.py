@@ -1,10 +1,12 @@
 """Validation inputs: synthetic (seeded) or uploaded, always ``[N, *input_shape]``.
 
-A spec input is ``{"name", "shape", "dtype", "range"?}``. A shape entry that is a
-string (or null) is a named dynamic dimension; synthetic samples give it size 1
-(or the stage's ``sample_shape``, e.g. an ExportedProgram's example sizes).
+Stages work on inputs as dicts ``{"name", "shape", "dtype", "range"?}``: the spec's
+(``input_specs``), or those a stage read from the upload (an ONNX graph's, a program's),
+which they write to ``info.inputs``. A shape entry that is a string (or null) is a named
+dynamic dimension; synthetic samples give it size 1 (or the stage's ``sample_shape``,
+e.g. an ExportedProgram's example sizes).
 
-Synthetic data (``spec["seed"]``, default 0; ``spec["validation_samples"]``, default 8):
+Synthetic data (``spec.seed``, default 0; ``spec.validation_samples``, default 8):
 
 - floating inputs: standard normal when no range is given, since most image and
   feature models expect normalized inputs centred on 0 (uniform [0, 1) would leave
@@ -32,6 +34,7 @@ import numpy as np
 
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.spec import InputDecl, PlanSpec
 
 DEFAULT_SAMPLES = 8
 DEFAULT_INT_RANGE = (0, 100)
@@ -51,10 +54,14 @@ DTYPES: dict[str, Any] = {
 }
 
 
-def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The spec's inputs, checked enough that later stages can rely on them."""
-    inputs = spec.get("inputs") or []
-    if not isinstance(inputs, list) or not inputs:
+def input_specs(spec: PlanSpec) -> list[dict[str, Any]]:
+    """The spec's inputs as dicts, checked enough that later stages can rely on them."""
+    return check_inputs([_as_dict(item) for item in spec.inputs])
+
+
+def check_inputs(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``inputs`` when each has a unique name, a known dtype and a valid shape, else ``invalid_spec``."""
+    if not inputs:
         raise StageError(
             StageCode.INVALID_SPEC,
             "spec.inputs must list the model inputs, e.g. "
@@ -62,21 +69,34 @@ def input_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
         )
     seen: set[str] = set()
     for item in inputs:
-        name = item.get("name") if isinstance(item, dict) else None
+        name = item["name"]
         if not isinstance(name, str) or not name or name in seen:
             raise StageError(StageCode.INVALID_SPEC, f"every input needs a unique, non-empty name: {item!r}")
         seen.add(name)
-        if item.get("dtype", "float32") not in DTYPES:
+        if item["dtype"] not in DTYPES:
             raise StageError(
-                StageCode.INVALID_SPEC, f"input {name!r}: dtype {item.get('dtype')!r} is not one of {sorted(DTYPES)}"
+                StageCode.INVALID_SPEC, f"input {name!r}: dtype {item['dtype']!r} is not one of {sorted(DTYPES)}"
             )
-        shape = item.get("shape")
+        shape = item["shape"]
         if not isinstance(shape, list) or not all(_is_dim(d) for d in shape):
             raise StageError(
                 StageCode.INVALID_SPEC,
                 f"input {name!r}: shape must be a list of positive ints or dimension names, got {shape!r}",
             )
     return inputs
+
+
+def public_inputs(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inputs as ``info.inputs`` lists them: what a user can declare, no stage-derived keys."""
+    return [{key: item[key] for key in ("name", "shape", "dtype", "range") if key in item} for item in inputs]
+
+
+def _as_dict(item: InputDecl) -> dict[str, Any]:
+    # "range" only when given: info.inputs lists what the user declared.
+    found: dict[str, Any] = {"name": item.name, "shape": list(item.shape), "dtype": item.dtype}
+    if item.range is not None:
+        found["range"] = list(item.range)
+    return found
 
 
 def concrete_shape(shape: list[Any]) -> tuple[int, ...]:
@@ -97,12 +117,12 @@ def dynamic_axes(shape: list[Any]) -> dict[int, str]:
     return {axis: str(d) for axis, d in enumerate(shape) if not isinstance(d, int)}
 
 
-def synthesize(spec: dict[str, Any]) -> dict[str, np.ndarray]:
-    count = int(spec.get("validation_samples") or DEFAULT_SAMPLES)
-    rng = np.random.default_rng(int(spec.get("seed") or 0))
+def synthesize(inputs: list[dict[str, Any]], count: int = DEFAULT_SAMPLES, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` seeded samples of each input, ``[count, *sample_shape]``."""
+    rng = np.random.default_rng(seed)
     samples: dict[str, np.ndarray] = {}
-    for item in input_specs(spec):
-        dtype = np.dtype(DTYPES[item.get("dtype", "float32")])
+    for item in check_inputs(inputs):
+        dtype = np.dtype(DTYPES[item["dtype"]])
         shape = (count, *sample_shape(item))
         low_high = item.get("range")
         data: np.ndarray[Any, Any]
@@ -120,8 +140,8 @@ def synthesize(spec: dict[str, Any]) -> dict[str, np.ndarray]:
     return samples
 
 
-def load_uploaded(path: Path, spec: dict[str, Any]) -> dict[str, np.ndarray]:
-    inputs = input_specs(spec)
+def load_uploaded(path: Path, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    inputs = check_inputs(inputs)
     raw = _read_arrays(path, [item["name"] for item in inputs])
     samples = {item["name"]: _fit(item, raw[item["name"]]) for item in inputs}
     counts = {name: array.shape[0] for name, array in samples.items()}
@@ -132,8 +152,11 @@ def load_uploaded(path: Path, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     return samples
 
 
-def build(spec: dict[str, Any], uploaded: Path | None) -> dict[str, np.ndarray]:
-    return load_uploaded(uploaded, spec) if uploaded is not None else synthesize(spec)
+def build(inputs: list[dict[str, Any]], spec: PlanSpec, uploaded: Path | None) -> dict[str, np.ndarray]:
+    """The uploaded samples of ``inputs`` when there are some, else the spec's synthetic ones."""
+    if uploaded is not None:
+        return load_uploaded(uploaded, inputs)
+    return synthesize(inputs, spec.validation_samples, spec.seed)
 
 
 def save(path: Path, samples: dict[str, np.ndarray]) -> None:
@@ -222,7 +245,7 @@ def _read_arrays(path: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 def _fit(item: dict[str, Any], array: np.ndarray) -> np.ndarray:
     name, shape = item["name"], item["shape"]
-    dtype = np.dtype(DTYPES[item.get("dtype", "float32")])
+    dtype = np.dtype(DTYPES[item["dtype"]])
     expected = "[N, " + ", ".join(str(d) for d in shape) + "]"
     if array.ndim == len(shape) and shape and (not isinstance(shape[0], int) or shape[0] == 1):
         array = array[:, None, ...]  # one row per sample, batch 1

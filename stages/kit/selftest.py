@@ -11,21 +11,35 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 
-from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.options import read_options
+
+
+@dataclass(frozen=True)
+class SelftestOptions:
+    """``fail_with``: echo fails with this code; ``seconds``: how long sleep sleeps;
+    ``megabytes`` allocate holds for ``hold_seconds``; ``port``: where network connects."""
+
+    fail_with: str | None = None
+    seconds: float = 60
+    megabytes: int = 512
+    hold_seconds: float = 10
+    port: int = 0
 
 
 def echo(request: StageRequest) -> StageResult:
     out = request.output_dir / "echo.json"
-    out.write_text(json.dumps({"inputs": sorted(request.inputs), "spec": request.spec}))
-    if request.options.get("fail_with"):
-        raise StageError(StageCode(request.options["fail_with"]), "selftest failure on request")
+    out.write_text(json.dumps({"inputs": sorted(request.inputs), "spec": request.spec.to_json()}))
+    fail_with = read_options(SelftestOptions, request.options).fail_with
+    if fail_with:
+        raise StageError(fail_with, "selftest failure on request")
     return StageResult(outputs={"echo": out.name}, metrics={"ok": 1}, info={"pid": os.getpid()})
 
 
 def sleep(request: StageRequest) -> StageResult:
-    time.sleep(float(request.options.get("seconds", 60)))
+    time.sleep(float(read_options(SelftestOptions, request.options).seconds))
     return StageResult()
 
 
@@ -36,10 +50,11 @@ def abort(request: StageRequest) -> StageResult:
 
 
 def allocate(request: StageRequest) -> StageResult:
-    block = bytearray(int(request.options.get("megabytes", 512)) * 1024 * 1024)
+    options = read_options(SelftestOptions, request.options)
+    block = bytearray(int(options.megabytes) * 1024 * 1024)
     for i in range(0, len(block), 4096):  # touch every page so it counts as resident
         block[i] = 1
-    time.sleep(float(request.options.get("hold_seconds", 10)))
+    time.sleep(float(options.hold_seconds))
     return StageResult(metrics={"bytes": len(block)})
 
 

@@ -95,6 +95,9 @@ class PlanSpec:
     strict: bool = False
     callback_url: str | None = None
     available_toolchains: tuple[str, ...] | None = None
+    # Set by the worker in export.prepare's request only: the converters of the job's plan
+    # that read the exported ONNX file (the opset must suit all of them).
+    onnx_consumers: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> PlanSpec:
@@ -103,6 +106,7 @@ class PlanSpec:
         architecture = raw.get("architecture")
         available = raw.get("available_toolchains")
         opset = raw.get("opset")
+        consumers = raw.get("onnx_consumers")
         return cls(
             model_format=raw.get("model_format") or defaults.model_format,
             architecture=ArchitectureSpec.from_json(architecture) if architecture else None,
@@ -120,6 +124,7 @@ class PlanSpec:
             strict=bool(raw.get("strict", False)),
             callback_url=raw.get("callback_url"),
             available_toolchains=tuple(available) if available is not None else None,
+            onnx_consumers=tuple(str(c) for c in consumers) if consumers is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +148,8 @@ class PlanSpec:
         }
         if self.available_toolchains is not None:
             raw["available_toolchains"] = list(self.available_toolchains)
+        if self.onnx_consumers is not None:
+            raw["onnx_consumers"] = list(self.onnx_consumers)
         return raw
 
     @property

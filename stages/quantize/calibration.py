@@ -29,6 +29,7 @@ import numpy as np
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
+from stages.kit.spec import PlanSpec
 from stages.kit.tflite_boundary import Boundary, channel_last_perm, permute, shape_fits
 
 SYNTHETIC_WARNING = "calibration: synthetic (accuracy unknown)"
@@ -78,12 +79,12 @@ def to_file_inputs(
 
 
 def calibration_arrays(
-    spec: dict[str, Any], uploaded: Path | None, samples: dict[str, np.ndarray], limit: int = DEFAULT_LIMIT
+    spec: PlanSpec, uploaded: Path | None, samples: dict[str, np.ndarray], limit: int = DEFAULT_LIMIT
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays keyed by input name, ``{"source", "samples", "warning"?, "available"?}``)."""
     if uploaded is not None:
         try:
-            arrays = sample_io.load_uploaded(uploaded, spec)
+            arrays = sample_io.load_uploaded(uploaded, sample_io.input_specs(spec))
         except StageError as exc:
             raise StageError(StageCode.INVALID_CALIBRATION, f"the calibration file: {exc.message}") from None
         info: dict[str, Any] = {"source": "uploaded"}
@@ -103,10 +104,10 @@ def calibration_arrays(
     return arrays, info
 
 
-def _is_synthetic(spec: dict[str, Any], samples: dict[str, np.ndarray]) -> bool:
+def _is_synthetic(spec: PlanSpec, samples: dict[str, np.ndarray]) -> bool:
     # export.prepare's synthetic samples are reproducible from the spec's seed.
     try:
-        synthetic = sample_io.synthesize(spec)
+        synthetic = sample_io.synthesize(sample_io.input_specs(spec), spec.validation_samples, spec.seed)
     except StageError:
         return False
     return set(synthetic) == set(samples) and all(

@@ -100,20 +100,18 @@ def main(job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
     precision = job["precision"]
     started = time.monotonic()
-    int8_io = precision == "int8" and bool(job.get("int8_io"))
+    int8_io = precision == "int8" and bool(job["int8_io"])
     q = build_quantizer(precision, Path(job["float_model"]), int8_io)
     calibrated = 0
     calibration_result = None
     if q.need_calibration:
-        if not job.get("calibration"):
+        if not job["calibration"]:
             raise ValueError(f"the {precision} recipe needs calibration data and none was given")
         with np.load(job["calibration"], allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
         count = next(iter(arrays.values())).shape[0]
         dataset = [{key: array[index] for key, array in arrays.items()} for index in range(count)]
-        calibration_result = q.calibrate(
-            {job["signature_key"]: dataset}, num_threads=max(1, int(job.get("threads") or 1))
-        )
+        calibration_result = q.calibrate({job["signature_key"]: dataset}, num_threads=max(1, int(job["threads"])))
         calibrated = count
     result = q.quantize(calibration_result)
     Path(job["output"]).write_bytes(bytes(result.quantized_model))

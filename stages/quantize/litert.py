@@ -28,28 +28,26 @@ the outputs; the stage itself fails only when the float32 file is unusable.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from stages.kit import samples as sample_io
+from stages.kit.child import ChildReport, RuntimeRun, run_child, run_litert
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.options import QuantizeOptions, RuntimeOptions
+from stages.kit.spec import PlanSpec
 from stages.kit.tflite_boundary import Boundary
+from stages.kit.versions import version, versions
 from stages.quantize import calibration
 from stages.quantize.int8_io import describe, int8_io_gaps
 from stages.quantize.verdict import ADVISORY, judge
-from stages.validate.tflite import _package_root, _run_child
 
 PRECISIONS = ("dynamic_range", "float16", "int8")
 QUANTIZER_TIMEOUT = 1800
-LOG_TAIL = 2000
 
 
 def run(request: StageRequest) -> StageResult:
@@ -57,8 +55,8 @@ def run(request: StageRequest) -> StageResult:
     from stages.kit.tflite_boundary import read
     from stages.kit.tflite_ops import operators
 
-    spec, options = request.spec, request.options
-    precisions, failed = _precisions(options.get("precisions"))
+    spec, options = request.spec, QuantizeOptions.from_json(request.options)
+    precisions, failed = _precisions(options.precisions)
     tflite = request.input_path("tflite")
     try:
         float_ops = operators(tflite)
@@ -70,7 +68,7 @@ def run(request: StageRequest) -> StageResult:
     samples_path = request.input_path("samples")
     samples = sample_io.load(samples_path)
     reference = sample_io.load(request.input_path("reference"))
-    input_names = [item["name"] for item in spec.get("inputs") or []] or list(samples)
+    input_names = [item.name for item in spec.inputs] or list(samples)
     keys, unmatched = match_names(input_names, [port.key for port in boundary.inputs])
     if unmatched:
         raise StageError(
@@ -78,19 +76,15 @@ def run(request: StageRequest) -> StageResult:
             f"the .tflite inputs {[p.key for p in boundary.inputs]} do not match the model's {input_names}",
         )
     transposes, transposes_source = calibration.input_transposes(
-        options.get("input_transposes"), samples, boundary, keys
+        options.runtime.input_transposes, samples, boundary, keys
     )
-    child_options: dict[str, Any] = {
-        key: options[key] for key in ("runs", "warmup", "threads_all", "xnnpack", "timeout_seconds") if key in options
-    }
-    child_options["input_transposes"] = transposes
+    runtime = replace(options.runtime, input_transposes=transposes)
     output_names = list(reference)
     warnings: list[str] = []
 
     started = time.monotonic()
-    _, float_outputs, float_failure = _run_child(
-        tflite, samples_path, input_names, output_names, {**child_options, "runs": 1, "warmup": 0}
-    )
+    float_run = _run_runtime(runtime.once(), tflite, samples_path, input_names, output_names)
+    float_outputs, float_failure = float_run.outputs, float_run.failure
     if float_failure:
         warnings.append(f"the float32 file did not run, so there is no vs_float32 comparison: {float_failure}")
     baseline_seconds = time.monotonic() - started
@@ -106,8 +100,9 @@ def run(request: StageRequest) -> StageResult:
         input_names,
         reference,
         float_outputs,
-        child_options,
-        bool(spec.get("int8_io")),
+        runtime,
+        options,
+        spec.int8_io,
     )
     outputs: dict[str, str] = {}
     metrics: dict[str, Any] = {}
@@ -134,14 +129,12 @@ def run(request: StageRequest) -> StageResult:
         outputs=outputs,
         metrics=metrics,
         info={
-            "versions": {
-                name: _version(name) for name in ("ai-edge-quantizer", "ai-edge-litert", "numpy", "flatbuffers")
-            },
+            "versions": versions("ai-edge-quantizer", "ai-edge-litert", "numpy", "flatbuffers"),
             "failed": failed,
             "runtime": "ai-edge-litert "
-            + (_version("ai-edge-litert") or "?")
+            + (version("ai-edge-litert") or "?")
             + " Interpreter, builtin ops, no flex delegate, "
-            + ("XNNPACK delegate (default)" if options.get("xnnpack", True) else "reference kernels (no XNNPACK)"),
+            + ("XNNPACK delegate (default)" if runtime.xnnpack else "reference kernels (no XNNPACK)"),
             "float32": {
                 "size_bytes": tflite.stat().st_size,
                 "operators": {k: float_ops[k] for k in ("builtin", "flex", "custom")},
@@ -193,16 +186,19 @@ class _Job:
     input_names: list[str]
     reference: dict[str, Any]
     float_outputs: dict[str, Any] | None
-    child_options: dict[str, Any]
+    runtime: RuntimeOptions  # how each file runs (input_transposes resolved)
+    options: QuantizeOptions
     int8_io: bool = False  # int8 only: int8 inputs and outputs instead of float32
+
+    @property
+    def spec(self) -> PlanSpec:
+        return self.request.spec
 
 
 def _calibration(job: _Job, work: Path) -> tuple[Path, dict[str, Any]]:
-    uploaded = job.request.inputs.get("calibration")
-    limit = int(job.request.options.get("calibration_limit") or calibration.DEFAULT_LIMIT)
-    arrays, info = calibration.calibration_arrays(
-        job.request.spec, Path(uploaded) if uploaded else None, job.samples, limit
-    )
+    uploaded = job.request.optional_input("calibration")
+    limit = int(job.options.calibration_limit or calibration.DEFAULT_LIMIT)
+    arrays, info = calibration.calibration_arrays(job.spec, uploaded, job.samples, limit)
     fitted = calibration.to_file_inputs(arrays, job.boundary, job.keys, job.transposes)
     path = work / "calibration.npz"
     sample_io.save(path, fitted)
@@ -216,7 +212,7 @@ def _produce(
     target = job.request.output_dir / f"model_{precision}.tflite"
     int8_io = job.int8_io and precision == "int8"
     produced = _quantize(
-        precision, job.tflite, target, calibration_file, job.boundary.signature_key, job.request.options, work, int8_io
+        precision, job.tflite, target, calibration_file, job.boundary.signature_key, job.options, work, int8_io
     )
     if "error" in produced:
         target.unlink(missing_ok=True)
@@ -227,7 +223,7 @@ def _produce(
         {
             "quantizer": {
                 "library": "ai-edge-quantizer",
-                "version": _version("ai-edge-quantizer"),
+                "version": version("ai-edge-quantizer"),
                 "recipe": produced["recipe"],
             },
             "calibration": calibration_info
@@ -257,7 +253,7 @@ def _quantize(
     target: Path,
     calibration_file: Path | None,
     signature_key: str | None,
-    options: dict[str, Any],
+    options: QuantizeOptions,
     work: Path,
     int8_io: bool = False,
 ) -> dict[str, Any]:
@@ -270,32 +266,25 @@ def _quantize(
         "report": str(report_path),
         "calibration": str(calibration_file) if calibration_file else None,
         "signature_key": signature_key or "serving_default",
-        "threads": int(options.get("threads") or 1),
+        "threads": int(options.threads or 1),
         "int8_io": int8_io,
     }
-    (work / f"{precision}.job.json").write_text(json.dumps(job))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), env.get("PYTHONPATH")) if p)
-    env["TQDM_DISABLE"] = "1"  # calibration progress bars would fill the log
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "stages.quantize.child", str(work / f"{precision}.job.json")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=float(options.get("quantizer_timeout_seconds") or QUANTIZER_TIMEOUT),
-        )
-    except subprocess.TimeoutExpired:
+    child = run_child(
+        "stages.quantize.child",
+        job,
+        work / f"{precision}.job.json",
+        float(options.quantizer_timeout_seconds or QUANTIZER_TIMEOUT),
+        env={"TQDM_DISABLE": "1"},  # calibration progress bars would fill the log
+        label=f"quantize.{precision}",
+    )
+    if child.code is None:
         return {"error": "the quantizer timed out"}
-    log = proc.stdout + proc.stderr
-    print(f"quantize.{precision}: exit {proc.returncode}\n{log[-LOG_TAIL:]}", file=sys.stderr, flush=True)
-    if proc.returncode < 0:
-        return {"error": f"the quantizer crashed with signal {_signal_name(-proc.returncode)}"}
-    if proc.returncode != 0 or not report_path.is_file() or not target.is_file():
-        return {"error": f"ai-edge-quantizer failed: {_last_error(log)}"}
+    if child.signal is not None:
+        return {"error": f"the quantizer crashed with signal {child.signal}"}
+    if child.code != 0 or not report_path.is_file() or not target.is_file():
+        return {"error": f"ai-edge-quantizer failed: {_last_error(child.log)}"}
     report: dict[str, Any] = json.loads(report_path.read_text())
-    report["wall_seconds"] = round(time.monotonic() - started, 3)
+    report["wall_seconds"] = round(child.seconds, 3)
     return report
 
 
@@ -305,23 +294,22 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
 
     started = time.monotonic()
     ops = operators(target)
-    report: dict[str, Any] = {}
+    report = ChildReport()
     actual: dict[str, Any] | None = None
     failure: str | None = None
     if ops["flex"]:
         failure = f"requires_flex: the file uses Select-TF ops {ops['flex']}, which stock ai-edge-litert cannot run"
     else:
-        report, actual, failure = _run_child(
-            target, job.samples_path, job.input_names, list(job.reference), job.child_options
-        )
-    entry = judge(precision, job.reference, actual or {}, job.request.spec)
+        ran = _run_runtime(job.runtime, target, job.samples_path, job.input_names, list(job.reference))
+        report, actual, failure = ran.report, ran.outputs, ran.failure
+    entry = judge(precision, job.reference, actual or {}, job.spec)
     if failure:
         entry["verdict"] = "fail"
         entry["reasons"] = [*entry["reasons"], failure] if actual is not None else [failure]
     entry.update(
         {
             "advisory": precision in ADVISORY,
-            "vs_float32": judge(precision, job.float_outputs, actual, job.request.spec)
+            "vs_float32": judge(precision, job.float_outputs, actual, job.spec)
             if job.float_outputs and actual
             else None,
             "operators": {"builtin": ops["builtin"], "flex": ops["flex"], "custom": ops["custom"]},
@@ -329,7 +317,7 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
             "transpose_count": ops["transpose_count"],
             "requires_flex": bool(ops["flex"]),
             "signature": describe(target),
-            "latency_ms": report.get("latency_ms"),
+            "latency_ms": report.latency_ms,
             "precision": precision,
             "toolchain": "ai-edge-quantizer",
             "seconds": round(time.monotonic() - started, 3),
@@ -339,7 +327,7 @@ def _validate(job: _Job, precision: str, target: Path) -> tuple[dict[str, Any], 
         return entry, None
     code = (
         StageCode.RUNTIME_CRASHED
-        if report.get("crashed")
+        if report.crashed
         else StageCode.REQUIRES_FLEX
         if ops["flex"]
         else StageCode.RUNTIME_FAILED
@@ -354,17 +342,8 @@ def _last_error(log: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+def _run_runtime(
+    options: RuntimeOptions, tflite: Path, samples: Path, input_names: list[str], output_names: list[str]
+) -> RuntimeRun:
+    with tempfile.TemporaryDirectory(prefix="litert-") as work_dir:
+        return run_litert(options.job(tflite, samples, input_names, output_names), Path(work_dir))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages.kit.metrics import compare
+from stages.kit.spec import PlanSpec
 
 ADVISORY = ("dynamic_range", "int8")
 DEFAULT_FLOAT16_TOLERANCE = 1e-2
@@ -24,11 +25,11 @@ COSINE_PASS = {"dynamic_range": 0.99, "int8": 0.99}
 COSINE_DEGRADED = 0.9
 
 
-def float16_tolerance(spec: dict[str, Any]) -> float:
-    return float((spec.get("tolerance") or {}).get("float16") or DEFAULT_FLOAT16_TOLERANCE)
+def float16_tolerance(spec: PlanSpec) -> float:
+    return float(spec.tolerance_for("float16") or DEFAULT_FLOAT16_TOLERANCE)
 
 
-def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec: PlanSpec) -> dict[str, Any]:
     """``compare``'s result with the precision's verdict, reasons and tolerance."""
     if precision not in ADVISORY:
         result = compare(expected, actual, float16_tolerance(spec))

@@ -98,7 +98,7 @@ def test_rows_name_registered_things(name: str) -> None:
         assert CONVERTERS[row.converter].saved_model, f"{row.converter} writes no SavedModel"
     for key in stages_run(row):
         entry, env = key.split("@")
-        assert STAGES[entry][2] in (env, "any") or entry == "validate.tflite", key
+        assert STAGES[entry].toolchain in (env, "any") or entry == "validate.tflite", key
 
 
 def test_the_conversion_tables_are_the_ones_the_tests_run() -> None:

@@ -21,7 +21,7 @@ from app.core.codes import ErrorCode
 from app.core.errors import BY_STATUS, ModelPortError, problem_body
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, error_json
-from stages.registry import UNEXPECTED, UNFORESEEN, unforeseen
+from stages.registry import ROWS, UNFORESEEN, unforeseen
 from worker.runner import StageFailure
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,8 @@ def test_codes_are_members_where_they_are_kept() -> None:
     assert all(isinstance(cls.code, ErrorCode) for cls in domain_errors)
     assert sorted(BY_STATUS) == [400, 401, 403, 404, 405, 406, 409, 410, 413, 415, 422, 500, 503]
     assert all(cls.status == status for status, cls in BY_STATUS.items())
-    assert all(isinstance(code, StageCode) for code, _, _ in [*UNEXPECTED.values(), UNFORESEEN])
+    assert all(isinstance(row.unforeseen.code, StageCode) for row in ROWS)
+    assert isinstance(UNFORESEEN.code, StageCode)
     assert unforeseen("convert.onnx2tf")[0] is StageCode.CONVERSION_FAILED
     assert unforeseen("selftest.echo")[0] is StageCode.STAGE_FAILED
 

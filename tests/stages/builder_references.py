@@ -46,23 +46,27 @@ def check(work: Path, family: str, name: str, module: Any, config: dict[str, Any
     from stages.export.prepare import load_reference
     from stages.kit import samples as sample_io
     from stages.kit.contract import StageError, StageRequest
+    from stages.kit.spec import PlanSpec
 
     size = int(config["size"])
     kwargs = {"num_classes": int(config["num_classes"]), **config.get("kwargs", {})}
-    spec = {
-        "model_format": "state_dict",
-        "architecture": {"name": f"{module.__name__}.{name}", "kwargs": kwargs},
-        "inputs": [{"name": "input", "shape": [1, 3, size, size], "dtype": "float32"}],
-        "validation_samples": 1,
-        "seed": 0,
-    }
+    spec = PlanSpec.from_json(
+        {
+            "model_format": "state_dict",
+            "architecture": {"name": f"{module.__name__}.{name}", "kwargs": kwargs},
+            "inputs": [{"name": "input", "shape": [1, 3, size, size], "dtype": "float32"}],
+            "validation_samples": 1,
+            "seed": 0,
+        }
+    )
     path = work / f"{name}.pt"
     started = time.monotonic()
     torch.manual_seed(SAVED_SEED)
     extra = {"weights_backbone": None} if family == "segmentation" else {}
     model = getattr(module, name)(weights=None, **extra, **kwargs).eval()
     torch.save(model.state_dict(), path)
-    _, expected = reference(model, sample_io.synthesize(spec), ["input"])
+    synthetic = sample_io.synthesize(sample_io.input_specs(spec), spec.validation_samples, spec.seed)
+    _, expected = reference(model, synthetic, ["input"])
     del model
     gc.collect()
     built = time.monotonic() - started

@@ -275,5 +275,9 @@ def test_formats_without_a_pytorch_module_are_refused(
 
 
 def test_stages_run_in_the_torch_environment() -> None:
-    assert STAGES["convert.litert_torch"] == ("stages.convert.litert_torch", "run", "torch")
-    assert STAGES["quantize.litert"] == ("stages.quantize.litert", "run", "torch")
+    for name, module in (
+        ("convert.litert_torch", "stages.convert.litert_torch"),
+        ("quantize.litert", "stages.quantize.litert"),
+    ):
+        row = STAGES[name]
+        assert (row.module, row.function, row.toolchain) == (module, "run", "torch")

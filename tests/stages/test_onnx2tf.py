@@ -299,4 +299,5 @@ def test_an_unreadable_onnx_file_is_conversion_failed(chains: dict[str, Any], tm
 
 
 def test_stage_runs_in_the_onnx2tf_environment() -> None:
-    assert STAGES["convert.onnx2tf"] == ("stages.convert.onnx2tf", "run", "onnx2tf")
+    row = STAGES["convert.onnx2tf"]
+    assert (row.module, row.function, row.toolchain) == ("stages.convert.onnx2tf", "run", "onnx2tf")

@@ -8,9 +8,10 @@ import sys
 
 import pytest
 
+from domain.jobs.plan import plan_stages
 from domain.toolchains import TOOLCHAINS, stages_pythonpath
 from stages.kit.contract import StageError
-from stages.registry import STAGES, get_stage
+from stages.registry import ROWS, STAGES, entry, get_stage
 
 CONVERSION_STAGES = [name for name in STAGES if not name.startswith("selftest.")]
 
@@ -24,7 +25,7 @@ def test_unknown_stage_has_a_stable_code() -> None:
 
 @pytest.mark.parametrize("name", CONVERSION_STAGES)
 def test_conversion_stages_run_in_a_known_toolchain(name: str) -> None:
-    assert STAGES[name][2] in TOOLCHAINS
+    assert STAGES[name].toolchain in TOOLCHAINS
 
 
 def test_loading_every_stage_imports_no_framework() -> None:
@@ -47,3 +48,13 @@ def test_loading_every_stage_imports_no_framework() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_the_planner_names_its_stages_from_the_registry_rows() -> None:
+    spec = {"targets": ["onnx", "saved_model", "tflite"], "quantization": ["float32", "int8"], "toolchain": "best"}
+    planned = {stage.entry for stage in plan_stages(spec) if stage.entry}
+    assert planned == {row.name for row in ROWS if row.role != "selftest"}
+    assert entry("convert", "onnx2tf") == "convert.onnx2tf"
+    assert entry("export") == "export.prepare"
+    with pytest.raises(KeyError):
+        entry("convert", "teleport")

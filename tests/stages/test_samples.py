@@ -10,6 +10,7 @@ import pytest
 
 from stages.kit import samples
 from stages.kit.contract import StageError
+from stages.kit.spec import PlanSpec
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -25,9 +26,18 @@ def spec(**changes: Any) -> dict[str, Any]:
     return base
 
 
+def synthesize(raw: dict[str, Any]) -> dict[str, np.ndarray]:
+    typed = PlanSpec.from_json(raw)
+    return samples.synthesize(samples.input_specs(typed), typed.validation_samples, typed.seed)
+
+
+def inputs(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    return samples.input_specs(PlanSpec.from_json(raw))
+
+
 def test_synthetic_samples_are_seeded_and_shaped() -> None:
-    first = samples.synthesize(spec())
-    second = samples.synthesize(spec())
+    first = synthesize(spec())
+    second = synthesize(spec())
     assert list(first) == ["pixels", "ids"]
     assert first["pixels"].shape == (5, 1, 3, 8, 8)
     assert first["pixels"].dtype == np.float32
@@ -36,20 +46,20 @@ def test_synthetic_samples_are_seeded_and_shaped() -> None:
     assert first["ids"].min() >= 0
     assert first["ids"].max() < 30
     assert all(np.array_equal(first[k], second[k]) for k in first)
-    other = samples.synthesize(spec(seed=8))
+    other = synthesize(spec(seed=8))
     assert not np.array_equal(first["pixels"], other["pixels"])
     # No range: standard normal, so negative inputs are exercised too.
     assert first["pixels"].min() < 0 < first["pixels"].max()
 
 
 def test_float_range_is_respected() -> None:
-    data = samples.synthesize(spec(inputs=[{"name": "x", "shape": [2, 2], "dtype": "float32", "range": [5, 6]}]))
+    data = synthesize(spec(inputs=[{"name": "x", "shape": [2, 2], "dtype": "float32", "range": [5, 6]}]))
     assert data["x"].min() >= 5
     assert data["x"].max() < 6
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
-    data = samples.synthesize(spec())
+    data = synthesize(spec())
     samples.save(tmp_path / "samples.npz", data)
     loaded = samples.load(tmp_path / "samples.npz")
     assert list(loaded) == ["pixels", "ids"]
@@ -59,7 +69,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_uploaded_npz_with_the_sample_axis(tmp_path: Path) -> None:
     path = tmp_path / "inputs.npz"
     np.savez(path, pixels=np.ones((3, 1, 3, 8, 8), np.float64), ids=np.ones((3, 1, 6), np.int32))
-    data = samples.load_uploaded(path, spec())
+    data = samples.load_uploaded(path, inputs(spec()))
     assert data["pixels"].shape == (3, 1, 3, 8, 8)
     assert data["pixels"].dtype == np.float32
     assert data["ids"].shape == (3, 1, 6)
@@ -70,7 +80,7 @@ def test_uploaded_npy_rows_become_batch_one_samples(tmp_path: Path) -> None:
     path = tmp_path / "inputs.npy"
     np.save(path, np.zeros((4, 3, 8, 8), np.float32))
     one_input = spec(inputs=[spec()["inputs"][0]])
-    assert samples.load_uploaded(path, one_input)["pixels"].shape == (4, 1, 3, 8, 8)
+    assert samples.load_uploaded(path, inputs(one_input))["pixels"].shape == (4, 1, 3, 8, 8)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +102,7 @@ def test_bad_uploads_name_the_input(tmp_path: Path, arrays: dict[str, np.ndarray
     path = tmp_path / "inputs.npz"
     np.savez(path, **arrays)  # type: ignore[arg-type]
     with pytest.raises(StageError) as caught:
-        samples.load_uploaded(path, spec())
+        samples.load_uploaded(path, inputs(spec()))
     assert caught.value.code == "invalid_samples"
     assert fragment in caught.value.message
 
@@ -101,11 +111,11 @@ def test_npy_for_several_inputs_and_pickles_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "inputs.npy"
     np.save(path, np.zeros((2, 1, 3, 8, 8), np.float32))
     with pytest.raises(StageError, match="one array"):
-        samples.load_uploaded(path, spec())
+        samples.load_uploaded(path, inputs(spec()))
     pickled = tmp_path / "objects.npy"
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(StageError) as caught:
-        samples.load_uploaded(pickled, spec(inputs=[spec()["inputs"][0]]))
+        samples.load_uploaded(pickled, inputs(spec(inputs=[spec()["inputs"][0]])))
     assert caught.value.code == "invalid_samples"
 
 
@@ -116,7 +126,7 @@ def test_invalid_spec_inputs() -> None:
         [{"name": "x", "shape": [1], "dtype": "complex64"}],
     ):
         with pytest.raises(StageError) as caught:
-            samples.input_specs({"inputs": bad})
+            inputs({"inputs": bad})
         assert caught.value.code == "invalid_spec"
 
 
@@ -142,6 +152,6 @@ def test_a_huge_declared_array_is_refused_before_it_is_allocated(tmp_path: Path,
             archive.writestr("pixels.npy", header)
     one_input = {"inputs": [{"name": "pixels", "shape": [1, 3, 1024, 1024], "dtype": "float32"}]}
     with pytest.raises(StageError) as error:
-        samples.load_uploaded(path, one_input)
+        samples.load_uploaded(path, inputs(one_input))
     assert error.value.code == "samples_too_large"
     assert "upload fewer" in error.value.message
