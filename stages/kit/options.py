@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from stages.kit.child import RUNTIME_TIMEOUT, RuntimeJob
+from stages.kit.fields import read_fields
 
 T = TypeVar("T")
 
 
 def read_options(cls: type[T], raw: Mapping[str, Any]) -> T:
     """``cls`` (a dataclass) with the values of ``raw`` for its fields; missing or null keeps the default."""
-    known = {item.name for item in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{key: value for key, value in raw.items() if key in known and value is not None})
+    return read_fields(cls, raw)
 
 
 @dataclass(frozen=True)

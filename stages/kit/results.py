@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from stages.kit.fields import nested, present, read_fields
+
 
 def _object(raw: Any) -> dict[str, Any]:
     return dict(raw) if isinstance(raw, dict) else {}
@@ -41,14 +43,12 @@ class StageReply:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StageReply:
-        error = _object(raw.get("error"))
-        return cls(
-            ok=bool(raw.get("ok")),
-            outputs=_object(raw.get("outputs")),
-            metrics=_object(raw.get("metrics")),
-            info=_object(raw.get("info")),
-            error_code=error.get("code", "stage_failed"),
-            error_message=error.get("message", "the stage failed"),
+        return read_fields(
+            cls,
+            raw,
+            ok=bool(nested(raw, "ok")),
+            error_code=nested(raw, "error", "code"),
+            error_message=nested(raw, "error", "message"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -68,9 +68,7 @@ class StoredFile:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StoredFile:
-        return cls(
-            key=raw.get("key", ""), size=raw.get("size", 0), sha256=raw.get("sha256", ""), file=raw.get("file", "")
-        )
+        return read_fields(cls, raw)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "size": self.size, "sha256": self.sha256, "file": self.file}
@@ -103,20 +101,11 @@ class Check:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Check:
-        return cls(
-            verdict=raw.get("verdict", "fail"),
-            reasons=raw.get("reasons"),
-            tolerance=raw.get("tolerance"),
-            samples=raw.get("samples"),
-            outputs=_object(raw.get("outputs")),
-            seconds=raw.get("seconds"),
-            requires_flex=bool(raw.get("requires_flex")),
-            latency_ms=raw.get("latency_ms"),
-            operators=raw.get("operators"),
-            transpose_count=raw.get("transpose_count"),
-            toolchain=raw.get("toolchain"),
-            warnings=raw.get("warnings"),
-            calibration_warning=_object(raw.get("calibration")).get("warning"),
+        return read_fields(
+            cls,
+            raw,
+            requires_flex=bool(nested(raw, "requires_flex")),
+            calibration_warning=nested(raw, "calibration", "warning"),
             raw=dict(raw),
         )
 
@@ -130,7 +119,7 @@ class Check:
     @property
     def latency(self) -> float:
         """The single-thread median latency in milliseconds; infinite when unmeasured."""
-        return float(_object(self.latency_ms).get("median_1_thread") or float("inf"))
+        return float(nested(self.latency_ms, "median_1_thread") or float("inf"))
 
     @property
     def worst_error(self) -> float:
@@ -162,19 +151,7 @@ class ExportInfo:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ExportInfo:
-        return cls(
-            versions=_object(raw.get("versions")),
-            opset=raw.get("opset"),
-            exporter=raw.get("exporter"),
-            export_attempts=raw.get("export_attempts"),
-            parameters=raw.get("parameters"),
-            reference_runtime=raw.get("reference_runtime", "pytorch"),
-            inputs=raw.get("inputs"),
-            output_names=raw.get("output_names") or [],
-            output_shapes=raw.get("output_shapes") or {},
-            onnx_tf_compatible=raw.get("onnx_tf_compatible"),
-            onnx_tf_reason=raw.get("onnx_tf_reason", "opset above 15"),
-        )
+        return read_fields(cls, raw)
 
     def outputs(self) -> list[dict[str, Any]]:
         """The model's outputs as ``[{"name", "shape"}]`` in PyTorch's flattened order."""
@@ -195,12 +172,7 @@ class ConvertInfo:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConvertInfo:
-        return cls(
-            versions=_object(raw.get("versions")),
-            converter=raw.get("converter"),
-            layout=raw.get("layout"),
-            input_transposes=_object(raw.get("signature")).get("input_transposes"),
-        )
+        return read_fields(cls, raw, input_transposes=nested(raw, "signature", "input_transposes"))
 
 
 @dataclass(frozen=True)
@@ -213,9 +185,7 @@ class ValidateInfo:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ValidateInfo:
-        return cls(
-            runtime=raw.get("runtime"), tflite_inputs=raw.get("tflite_inputs"), tflite_outputs=raw.get("tflite_outputs")
-        )
+        return read_fields(cls, raw)
 
 
 @dataclass(frozen=True)
@@ -227,7 +197,7 @@ class QuantizeInfo:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> QuantizeInfo:
-        return cls(runtime=raw.get("runtime"), failed=_object(raw.get("failed")))
+        return read_fields(cls, raw)
 
 
 InfoT = TypeVar("InfoT", ExportInfo, ConvertInfo, ValidateInfo, QuantizeInfo)
@@ -252,16 +222,8 @@ class StageOutcome:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StageOutcome:
-        return cls(
-            outputs={name: StoredFile.from_json(out) for name, out in _object(raw.get("outputs")).items()},
-            metrics=_object(raw.get("metrics")),
-            info=_object(raw.get("info")),
-            process_seconds=raw.get("process_seconds"),
-            peak_rss_bytes=raw.get("peak_rss_bytes"),
-            isolation=raw.get("isolation"),
-            lock_sha256=raw.get("lock_sha256"),
-            log_key=raw.get("log_key"),
-        )
+        outputs = present(nested(raw, "outputs"))
+        return read_fields(cls, raw, outputs={name: StoredFile.from_json(out) for name, out in outputs.items()})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,13 +262,7 @@ class RunNote:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> RunNote:
-        raw = raw or {}
-        return cls(
-            skipped_reason=raw.get("skipped_reason"),
-            log_tail=raw.get("log_tail"),
-            peak_rss_bytes=raw.get("peak_rss_bytes"),
-            isolation=raw.get("isolation"),
-        )
+        return read_fields(cls, raw)
 
     def to_json(self) -> dict[str, Any]:
         if self.skipped_reason is not None:

@@ -13,6 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.options import read_options
 
@@ -34,7 +35,7 @@ def echo(request: StageRequest) -> StageResult:
     out.write_text(json.dumps({"inputs": sorted(request.inputs), "spec": request.spec.to_json()}))
     fail_with = read_options(SelftestOptions, request.options).fail_with
     if fail_with:
-        raise StageError(fail_with, "selftest failure on request")
+        raise StageError(StageCode(fail_with), "selftest failure on request")
     return StageResult(outputs={"echo": out.name}, metrics={"ok": 1}, info={"pid": os.getpid()})
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from stages.kit.fields import nested, read_fields
+
 # The default relative tolerances per precision (a fraction of the output's scale, see
 # docs/report.md); the API's JobSpec and the validators read these.
 DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2}
@@ -35,7 +37,7 @@ class ArchitectureSpec:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ArchitectureSpec:
-        return cls(name=raw["name"], kwargs=dict(raw.get("kwargs") or {}), config=raw.get("config"))
+        return read_fields(cls, raw, kwargs=dict(nested(raw, "kwargs") or {}))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kwargs": self.kwargs, "config": self.config}
@@ -56,11 +58,11 @@ class InputDecl:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> InputDecl:
-        bounds = raw.get("range")
-        return cls(
-            name=raw["name"],
-            shape=tuple(raw.get("shape") or ()),
-            dtype=raw.get("dtype") or "float32",
+        bounds = nested(raw, "range")
+        return read_fields(
+            cls,
+            raw,
+            shape=tuple(nested(raw, "shape") or ()),
             range=(float(bounds[0]), float(bounds[1])) if bounds is not None else None,
         )
 
@@ -101,28 +103,22 @@ class PlanSpec:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> PlanSpec:
-        """Read a stored or requested spec; a key it lacks takes ``JobSpec``'s default."""
-        defaults = cls()
-        architecture = raw.get("architecture")
-        available = raw.get("available_toolchains")
-        opset = raw.get("opset")
-        consumers = raw.get("onnx_consumers")
-        return cls(
-            model_format=raw.get("model_format") or defaults.model_format,
+        """Read a stored or requested spec; a key it lacks (or holds null) takes ``JobSpec``'s default."""
+        architecture, opset = nested(raw, "architecture"), nested(raw, "opset")
+        available, consumers = nested(raw, "available_toolchains"), nested(raw, "onnx_consumers")
+        return read_fields(
+            cls,
+            raw,
             architecture=ArchitectureSpec.from_json(architecture) if architecture else None,
-            inputs=tuple(InputDecl.from_json(item) for item in raw.get("inputs") or ()),
+            inputs=tuple(InputDecl.from_json(item) for item in nested(raw, "inputs") or ()),
             opset=int(opset) if opset is not None else None,
-            exporter=raw.get("exporter") or defaults.exporter,
-            toolchain=raw.get("toolchain") or defaults.toolchain,
-            targets=tuple(raw.get("targets") or defaults.targets),
-            quantization=tuple(raw.get("quantization") or defaults.quantization),
-            int8_io=bool(raw.get("int8_io", False)),
-            layout=raw.get("layout") or defaults.layout,
-            tolerance={**DEFAULT_TOLERANCE, **(raw.get("tolerance") or {})},
-            validation_samples=int(raw.get("validation_samples") or defaults.validation_samples),
-            seed=int(raw.get("seed") or 0),
-            strict=bool(raw.get("strict", False)),
-            callback_url=raw.get("callback_url"),
+            targets=tuple(nested(raw, "targets") or DEFAULT_TARGETS),
+            quantization=tuple(nested(raw, "quantization") or DEFAULT_PRECISIONS),
+            int8_io=bool(nested(raw, "int8_io")),
+            tolerance={**DEFAULT_TOLERANCE, **(nested(raw, "tolerance") or {})},
+            validation_samples=int(nested(raw, "validation_samples") or 8),
+            seed=int(nested(raw, "seed") or 0),
+            strict=bool(nested(raw, "strict")),
             available_toolchains=tuple(available) if available is not None else None,
             onnx_consumers=tuple(str(c) for c in consumers) if consumers is not None else None,
         )
