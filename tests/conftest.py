@@ -36,7 +36,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-def make_settings(db_url: str, data_dir: Path, **limits: int) -> Settings:
+def make_settings(db_url: str, data_dir: Path, **limits: int | bool) -> Settings:
     return Settings(
         data_dir=data_dir,
         api_key=ADMIN_KEY,

@@ -80,7 +80,7 @@ class Service:
                 argv = proc.cmdline()
             except psutil.Error:
                 continue
-            if any(a == "-m" and b == "stages" for a, b in zip(argv, argv[1:], strict=False)):
+            if any(a == "-m" and b == "stages" for a, b in zip(argv, argv[1:], strict=False)) or is_warm_child(proc):
                 found.append(proc)
         return found
 
@@ -95,12 +95,23 @@ class Service:
 
 
 def is_stage_interpreter(proc: psutil.Process) -> bool:
-    """``<env>/bin/python -m stages ...`` itself (the sandbox's unshare and sh name it later in their argv)."""
+    """``<env>/bin/python -m stages ...`` itself (the sandbox's unshare and sh name it later in
+    their argv), or a stage forked by a warm runner's parent (``worker.warm``)."""
     try:
         argv = proc.cmdline()
     except psutil.Error:
         return False
-    return bool(argv) and Path(argv[0]).name.startswith("python") and argv[1:3] == ["-m", "stages"]
+    cold = bool(argv) and Path(argv[0]).name.startswith("python") and argv[1:3] == ["-m", "stages"]
+    return cold or is_warm_child(proc)
+
+
+def is_warm_child(proc: psutil.Process) -> bool:
+    """A stage process forked by a warm parent (``python -m stages.kit.forkserver``), not the parent."""
+    try:
+        parent = proc.parent()
+        return parent is not None and "stages.kit.forkserver" in parent.cmdline()
+    except psutil.Error:
+        return False
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:

@@ -238,14 +238,15 @@ def upload_model(ctx: WorkerContext, job_id: str, tmp_path: Path) -> None:
 
 
 def test_a_stage_timeout_reaches_the_job(db_url: str, tmp_path: Path) -> None:
-    settings = make_settings(db_url, tmp_path / "data", stage_timeout_seconds=1)
+    # Cold: a fresh interpreter takes longer than 1 s to import torch, so the watchdog stops
+    # the stage (a warm runner's child has torch already; its timeout: test_warm_runner.py).
+    settings = make_settings(db_url, tmp_path / "data", stage_timeout_seconds=1, warm_runners=False)
     ctx = build_context(settings)
     job_id = make_job(ctx)
     upload_model(ctx, job_id, tmp_path)
     started = time.monotonic()
     pipeline.run_stage(ctx, job_id, "export_onnx")
     elapsed = time.monotonic() - started
-    # torch alone takes longer than 1 s to import: the stage is stopped by the watchdog.
     assert elapsed < 1 + 10, elapsed
     with TestClient(create_app(settings)) as client:
         job = job_out(client, AUTH, job_id)
@@ -256,7 +257,9 @@ def test_a_stage_timeout_reaches_the_job(db_url: str, tmp_path: Path) -> None:
 
 
 def test_a_crashed_stage_reaches_the_job_with_its_log(db_url: str, tmp_path: Path) -> None:
-    settings = make_settings(db_url, tmp_path / "data")
+    # The cold runner's sandbox (its shell reports the signal); a warm child's crash:
+    # tests/worker/test_warm_runner.py.
+    settings = make_settings(db_url, tmp_path / "data", warm_runners=False)
     ctx = build_context(settings)
     job_id = make_job(ctx)
     upload_model(ctx, job_id, tmp_path)
