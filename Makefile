@@ -29,8 +29,8 @@ test: envs
 	@$(BIN)/python -m tests.run
 
 lint: $(STAMP)
-	@$(BIN)/ruff check domain app worker stages tests bench
-	@$(BIN)/ruff format --check domain app worker stages tests bench
+	@$(BIN)/ruff check domain app worker stages tests testkit bench
+	@$(BIN)/ruff format --check domain app worker stages tests testkit bench
 
 typecheck: $(STAMP)
 	@$(BIN)/mypy

@@ -18,7 +18,7 @@ from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.models.base import new_id, utcnow
-from tests.api.test_api import assert_problem
+from tests.support.api import assert_problem
 from worker.context import WorkerContext, build_context
 
 # Three stages: export_onnx, convert_onnx_tf (the SavedModel's), report.

@@ -28,8 +28,7 @@ from domain.config import QueueSettings, Settings
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.migrate import upgrade
 from domain.models import Job, StageRun
-from tests.api.test_api import SPEC, submit
-from tests.conftest import make_settings
+from tests.support.api import SPEC, make_settings, submit
 from tests.support.db import sqlite_url
 from tests.support.stack import running_service
 from worker.celery_app import CONTROL_QUEUE, queue_name

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from domain.jobs.plan import CONVERTERS
-from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.matrix import UPLOAD_CONVERSIONS, Conversion
+from tests.support.stage_runner import StageRun, make_torch_models, prepare_spec, run_stage
 
 TOLERANCE = 1e-4
 IMAGE = [{"name": "image", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR, MAX_INPUT_ELEMENTS
-from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.hostile_pickles import hostile_pickle, replace_member
+from tests.support.stage_runner import StageRun, make_torch_models, prepare_spec, run_stage
 
 MiB = 1024 * 1024
 HUGE_SHAPE = [100000, 100000, 3]

@@ -20,8 +20,9 @@ import pytest
 from domain.jobs.report import _tflite_entry
 from stages.kit.tflite_boundary import Boundary, Port
 from stages.quantize.int8_io import int8_io_gaps
-from tests.stages.conftest import StageRun, run_stage, toolchain_python
 from tests.stages.test_quantize import INT8_MIN_COSINE, SEGMENTER_SPEC, quantize_segmenter, segmenter_chain
+from tests.support.stage_runner import StageRun, run_stage
+from tests.support.toolchain import toolchain_python
 
 # Feeds the file int8 by hand, as a user would from the report's numbers, and prints the
 # interpreter's own view of the boundary and the dequantized outputs' cosine to PyTorch.

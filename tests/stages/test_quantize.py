@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import HERE, StageRun, make_torch_models, run_stage
-from tests.stages.test_litert_torch import chain, spec_for
+from tests.support.litert_chains import chain, spec_for
 from tests.support.matrix import QUANTIZATIONS, QUANTIZED_PRECISIONS
+from tests.support.stage_runner import SUPPORT, StageRun, make_torch_models, run_stage
 
 PRECISIONS = list(QUANTIZED_PRECISIONS)
 CALIBRATION_SAMPLES = 16
@@ -32,7 +32,7 @@ MAKE_SEGMENTER = f"""
 import json, sys
 from pathlib import Path
 
-sys.path.insert(0, {str(HERE)!r})
+sys.path.insert(0, {str(SUPPORT)!r})
 from make_models import quantization_files
 
 print(json.dumps(quantization_files(Path(sys.argv[1]))))
