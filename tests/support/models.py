@@ -77,7 +77,13 @@ TINY_MODELS: dict[tuple[str, str], TinyModel] = {
     # onnx2tf leaves a 4-D output channel-last: once with a shape that tells, once not.
     ("state_dict", "conv"): TinyModel(conv(3), image(8, batch=1)),
     ("state_dict", "conv_square"): TinyModel(conv(4), [{"name": "image", "shape": [1, 4, 4, 4], "dtype": "float32"}]),
-    ("exported_program", "mlp"): TinyModel(None),
+    # The uploads of tests/stages/test_conversions.py: a small CNN (batch norm, depthwise
+    # convolutions) in every format but the state dict; TorchScript and pickled modules carry
+    # no signature, so the spec gives it.
+    ("torchscript", "cnn"): TinyModel(None, image(32)),
+    ("onnx", "cnn"): TinyModel(None),
+    ("exported_program", "cnn"): TinyModel(None),
+    ("pickled_module", "cnn"): TinyModel(None, image(32)),
 }
 
 
