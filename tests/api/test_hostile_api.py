@@ -20,7 +20,7 @@ from app.core.errors import InvalidRequest
 from app.schemas.spec import MAX_INPUT_ELEMENTS
 from app.services.sniff import MAX_UNPACKED_BYTES, UNPACK_FLOOR_BYTES, sniff_format
 from domain.config import Settings
-from tests.stages.test_hostile import HUGE_SHAPE, MAKE_MODELS, MiB, hostile_files
+from tests.support.hostile_files import HUGE_SHAPE, MAKE_MODELS, MiB, hostile_files
 from tests.support.stage_runner import make_torch_models
 
 IMAGE = [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}]
