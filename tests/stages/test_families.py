@@ -51,23 +51,10 @@ import torch
 import torchvision
 
 from testkit.families import VIT_TINY  # PYTHONPATH: the repository
+from tests.support.torch_init import randomize_batch_norm
 
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
-
-
-def randomize_batch_norm(model):
-    # Non-trivial running statistics, so folding batch norm is really tested.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.1)
-    return model
-
-
 torch.manual_seed(0)
 models = {"cnn": randomize_batch_norm(torchvision.models.mobilenet_v2(num_classes=10))}
 torch.manual_seed(1)

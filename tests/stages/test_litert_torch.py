@@ -21,7 +21,7 @@ import pytest
 from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
 from tests.support.litert_chains import ALLOWED, INPUTS, MODELS, chain, models, spec_for
-from tests.support.stage_runner import StageRun, run_stage
+from tests.support.stage_runner import StageRun, assert_builtin_float32_pass, float32_metrics, run_stage
 
 TOLERANCE = 1e-4  # spec_of's float32 tolerance
 
@@ -31,23 +31,9 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Stag
     return {case: chain(case, tmp_path_factory) for case in INPUTS}
 
 
-def tflite_metrics(runs: dict[str, StageRun]) -> dict[str, Any]:
-    metrics: dict[str, Any] = runs["validate"].result["metrics"]["tflite_float32"]
-    return metrics
-
-
 @pytest.mark.parametrize("case", list(INPUTS))
 def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
-    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
-    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
-    assert convert.result["info"]["requires_flex"] is False
-    assert metrics["verdict"] == "pass", metrics["reasons"]
-    for output in metrics["outputs"].values():
-        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
-        assert output["max_abs"] <= TOLERANCE * output["scale"]
-    assert metrics["operators"]["flex"] == []
-    assert metrics["operators"]["custom"] == []
-    assert metrics["requires_flex"] is False
+    metrics = assert_builtin_float32_pass(chains[case], TOLERANCE)
     assert 0 < metrics["latency_ms"]["median_1_thread"] < 1000
 
 
@@ -89,7 +75,7 @@ def test_input_names_that_are_not_identifiers_are_restored(chains: dict[str, Any
 
 
 def test_mobilenet_keeps_one_boundary_transpose(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["mobilenet_v2"])
+    metrics = float32_metrics(chains["mobilenet_v2"])
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
     # Batch norm is folded into the convolutions; litert-torch's layout pass moves the
     # NCHW input to channel-last once and keeps the rest of the graph channel-last.
@@ -98,7 +84,7 @@ def test_mobilenet_keeps_one_boundary_transpose(chains: dict[str, Any]) -> None:
 
 
 def test_exact_gelu_is_the_builtin_gelu(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["encoder"])
+    metrics = float32_metrics(chains["encoder"])
     assert "GELU" in metrics["operators"]["builtin"]
     output = metrics["outputs"]["output"]
     assert output["max_abs"] <= TOLERANCE * output["scale"]

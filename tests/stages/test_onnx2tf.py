@@ -19,7 +19,13 @@ import pytest
 from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
 from tests.support.models import CHAIN_MODELS, TINY_MODELS, spec_of
-from tests.support.stage_runner import StageRun, make_torch_models, run_stage
+from tests.support.stage_runner import (
+    StageRun,
+    assert_builtin_float32_pass,
+    float32_metrics,
+    make_torch_models,
+    run_stage,
+)
 from tests.support.toolchain import toolchain_python
 
 TOLERANCE = 1e-4
@@ -72,24 +78,10 @@ def chains(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return chains
 
 
-def tflite_metrics(chain: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = chain["validate"].result["metrics"]["tflite_float32"]
-    return metrics
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
-    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
-    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
-    assert convert.result["info"]["requires_flex"] is False
-    assert metrics["verdict"] == "pass", metrics["reasons"]
-    for output in metrics["outputs"].values():
-        assert output["max_abs"] <= TOLERANCE * output["scale"]
-        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
-    assert metrics["operators"]["flex"] == []
-    assert metrics["operators"]["custom"] == []
-    assert metrics["requires_flex"] is False
-    assert convert.result["info"]["sanity_check"]["within_tolerance"] is True
+    metrics = assert_builtin_float32_pass(chains[case], TOLERANCE)
+    assert chains[case]["convert"].result["info"]["sanity_check"]["within_tolerance"] is True
     # A named dynamic batch resizes (two samples in one call); a fixed one is not probed.
     probe = metrics["dynamic_batch"]
     dynamic = any(d == DYNAMIC for item in INPUTS[case] for d in item["shape"][:1])
@@ -112,7 +104,7 @@ def test_boundary_keeps_pytorch_layout_and_names(chains: dict[str, Any], case: s
 
 
 def test_mobilenet_transposes_only_its_nchw_input(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["mobilenet_v2"])
+    metrics = float32_metrics(chains["mobilenet_v2"])
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
     # Batch norm is folded into the convolutions; the NCHW input costs one transpose
     # (the onnx-tf chain wraps every convolution in a pair).
@@ -121,7 +113,7 @@ def test_mobilenet_transposes_only_its_nchw_input(chains: dict[str, Any]) -> Non
 
 
 def test_exact_gelu_becomes_the_builtin_gelu(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["encoder"])
+    metrics = float32_metrics(chains["encoder"])
     assert "GELU" in metrics["operators"]["builtin"]
     assert not any("Erf" in op for op in metrics["operators"]["flex"] + metrics["operators"]["custom"])
     # The tanh approximation would miss this bound by an order of magnitude.
@@ -138,7 +130,7 @@ def test_channel_last_outputs_are_transposed_back(chains: dict[str, Any]) -> Non
     assert by_values["output_transposes"] == {"output": [0, 3, 1, 2]}
     assert by_values["layout_resolved_by_values"] == ["output"]
     for case in ("conv", "conv_square"):
-        assert tflite_metrics(chains[case])["verdict"] == "pass"
+        assert float32_metrics(chains[case])["verdict"] == "pass"
         assert chains[case]["convert"].result["info"]["signature"]["output_shapes"]["output"][1] == 4
 
 

@@ -112,21 +112,15 @@ import torch
 import torchvision
 from onnx import TensorProto, helper
 
+from tests.support.torch_init import randomize_batch_norm  # PYTHONPATH: the repository
+
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 files = {}
 
 torch.manual_seed(0)
-mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
-with torch.no_grad():
-    # Non-trivial batch-norm statistics, so folding them is really tested.
-    for module in mobilenet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.normal_(0.0, 0.1)
-    torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
+mobilenet = randomize_batch_norm(torchvision.models.mobilenet_v2(num_classes=10))
+torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
 mlp = torchvision.ops.MLP(16, [32, 10]).eval()
 models = {
     "mobilenet_v2": mobilenet,

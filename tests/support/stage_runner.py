@@ -110,6 +110,28 @@ def run_chain(
     return {"prepare": prepare, "convert": convert, "validate": validate}
 
 
+def float32_metrics(chain: Mapping[str, Any]) -> dict[str, Any]:
+    """validate.tflite's metrics of a chain's float32 .tflite."""
+    metrics: dict[str, Any] = chain["validate"].result["metrics"]["tflite_float32"]
+    return metrics
+
+
+def assert_builtin_float32_pass(chain: Mapping[str, Any], tolerance: float) -> dict[str, Any]:
+    """A chain's converter wrote one float32 .tflite with TFLite builtin ops only, and stock
+    LiteRT ran it within ``tolerance`` (max_abs / scale) on real, non-zero outputs; its metrics."""
+    convert, metrics = chain["convert"], float32_metrics(chain)
+    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
+    assert convert.result["info"]["requires_flex"] is False
+    assert metrics["verdict"] == "pass", metrics["reasons"]
+    for output in metrics["outputs"].values():
+        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
+        assert output["max_abs"] <= tolerance * output["scale"]
+    assert metrics["operators"]["flex"] == []
+    assert metrics["operators"]["custom"] == []
+    assert metrics["requires_flex"] is False
+    return metrics
+
+
 def prepare_spec(model_format: str, **changes: Any) -> dict[str, Any]:
     """A normalized job spec as export.prepare receives it; ``changes`` override fields."""
     spec: dict[str, Any] = {
