@@ -1,2 +1,1 @@
-"""Helpers shared by tests/ and bench/, never imported by the service: throwaway databases,
-toolchain interpreters, tiny model configs."""
+"""What tests/ and bench/ share: throwaway databases, toolchain interpreters, tiny model configs; not the service."""
