@@ -136,7 +136,7 @@ def test_rows_name_registered_things(name: str) -> None:
         assert STAGES[entry][2] in (env, "any") or entry == "validate.tflite", key
 
 
-def test_the_tests_run_the_tables_of_the_matrix() -> None:
+def test_the_conversion_tables_are_the_ones_the_tests_run() -> None:
     assert sorted(test_families.EXPECTED) == sorted(test_families.CELLS)
     assert test_conversions.UPLOAD_CONVERSIONS is UPLOAD_CONVERSIONS
     assert test_quantize.QUANTIZATIONS is QUANTIZATIONS
