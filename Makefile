@@ -33,10 +33,11 @@ browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@chromium --version
 
+
 # Style, import boundaries (contracts in pyproject.toml) and types, in one command.
 lint: $(STAMP)
-	@$(BIN)/ruff check modelport domain app worker stages tests bench
-	@$(BIN)/ruff format --check modelport domain app worker stages tests bench
+	@$(BIN)/ruff check modelport domain app worker stages tests testkit bench
+	@$(BIN)/ruff format --check modelport domain app worker stages tests testkit bench
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/mypy
 

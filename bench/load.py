@@ -21,7 +21,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
 
 from app.local import QUEUES, LocalStack, free_port
-from domain.toolchains import CONTROL_QUEUE, TOOLCHAINS
+from domain.toolchains import CONTROL_QUEUE
+from testkit.db import PG_SERVER_URL, sqlite_url, throwaway_postgres
+from testkit.toolchains import toolchain_python
 
 KEY = "bench-load-key"
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -47,7 +47,6 @@ net = torch.nn.Sequential(
 ).eval()
 torch.jit.save(torch.jit.trace(net, torch.rand(1, 3, 32, 32)), sys.argv[1])
 """
-PG_SERVER_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @dataclass
@@ -66,28 +65,17 @@ class Outcome:
 
 
 def build_model(path: Path) -> None:
-    torch = TOOLCHAINS["torch"]
-    if not torch.is_ready():
-        raise SystemExit(f"the torch environment is not built ({torch.env_dir}): run 'make envs'")
-    subprocess.run([str(torch.interpreter), "-c", TINY_TORCHSCRIPT, str(path)], check=True, timeout=300)
+    subprocess.run([str(toolchain_python("torch")), "-c", TINY_TORCHSCRIPT, str(path)], check=True, timeout=300)
 
 
 @contextmanager
 def database(kind: str, data_dir: Path, server_url: str) -> Iterator[str]:
     """A database URL: SQLite in ``data_dir``, or a PostgreSQL database dropped afterwards."""
     if kind == "sqlite":
-        yield f"sqlite:///{(data_dir / 'modelport.db').resolve()}"
+        yield sqlite_url(data_dir)
         return
-    name = f"modelport_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres(server_url, prefix="modelport_bench") as url:
+        yield url
 
 
 def burst(base_url: str, model: bytes, spec: str, jobs: int, outcome: Outcome) -> None:

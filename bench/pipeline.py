@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from app.local import LocalStack, free_port
-from tests.support.toolchain import toolchain_python
+from testkit.toolchains import toolchain_python
 
 KEY = "bench-key"
 

@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from app.local import LocalStack, free_port
-from tests.support.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
-from tests.support.toolchain import toolchain_python
+from testkit.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
+from testkit.toolchains import toolchain_python
 
 KEY = "bench-key"
 PRECISIONS = ["float32", "dynamic_range", "float16", "int8"]

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from app.local import LocalStack, free_port
-from tests.support.families import VIT_TINY
-from tests.support.toolchain import toolchain_python
+from testkit.families import VIT_TINY
+from testkit.toolchains import toolchain_python
 
 KEY = "bench-key"
 MODELS: dict[str, dict[str, Any]] = {

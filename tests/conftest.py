@@ -9,8 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from domain.config import DatabaseSettings, LimitSettings, Settings, StorageSettings
+from domain.config import Settings
 from domain.migrate import upgrade
+from tests.support.api import ADMIN_KEY, make_settings
 from tests.support.db import sqlite_url, throwaway_postgres
 from tests.support.toolchain import torch_script
 
@@ -19,8 +20,6 @@ from tests.support.toolchain import torch_script
 # settings at import), and inherited by the workers the tests start.
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 os.environ.setdefault("MODELPORT_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
-
-ADMIN_KEY = "test-admin-key"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -34,16 +33,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with throwaway_postgres() as url:
             upgrade(url)
             yield url
-
-
-def make_settings(db_url: str, data_dir: Path, **limits: int | bool) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        api_key=ADMIN_KEY,
-        database=DatabaseSettings(DATABASE_URL=db_url),
-        storage=StorageSettings(local_root=str(data_dir / "objects")),
-        limits=LimitSettings(**limits),
-    )
 
 
 @pytest.fixture
@@ -66,16 +55,6 @@ def auth() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
-
-
-# A resnet18 export of about 15 s with 32 validation samples: long enough to act on a
-# stage while it runs (cancel it, kill its worker).
-SLOW_RESNET18 = {
-    "architecture": {"name": "torchvision.models.resnet18", "kwargs": {"num_classes": 10}},
-    "inputs": [{"name": "input", "shape": [1, 3, 224, 224], "dtype": "float32"}],
-    "targets": ["onnx"],
-    "validation_samples": 32,
-}
 
 
 @pytest.fixture(scope="session")

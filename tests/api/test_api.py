@@ -8,38 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-SPEC = {
-    "architecture": {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}},
-    "inputs": [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}],
-}
-
-
-def submit(
-    client: TestClient,
-    auth: dict[str, str],
-    model: bytes,
-    spec: dict | str = SPEC,
-    headers: dict[str, str] | None = None,
-    **files: tuple[str, bytes],
-):  # type: ignore[no-untyped-def]
-    spec_text = spec if isinstance(spec, str) else json.dumps(spec)
-    return client.post(
-        "/v1/jobs",
-        headers={**auth, **(headers or {})},
-        data={"spec": spec_text},
-        files={"model": ("model.pth", model), **files},
-    )
-
-
-def assert_problem(response, status: int, code: str) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert body["detail"]
-    assert body["title"]
-    return body
+from tests.support.api import SPEC, assert_problem, submit
+from tests.support.plans import EVERY_CANDIDATE
 
 
 def test_health_needs_no_key(client: TestClient) -> None:
@@ -90,19 +60,7 @@ def test_submit_creates_a_queued_job(client: TestClient, auth: dict[str, str], s
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued"
     assert job["error"] is None
-    assert [s["name"] for s in job["stages"]] == [
-        "export_onnx",
-        "convert_onnx2tf",
-        "validate_onnx2tf",
-        "validate_flex_onnx2tf",
-        "convert_litert_torch",
-        "validate_litert_torch",
-        "validate_flex_litert_torch",
-        "convert_onnx_tf",
-        "validate_onnx_tf",
-        "validate_flex_onnx_tf",
-        "report",
-    ]
+    assert [s["name"] for s in job["stages"]] == ["export_onnx", *EVERY_CANDIDATE, "report"]
     assert all(s["state"] == "pending" for s in job["stages"])
     assert job["spec"]["model_format"] == "state_dict"
     assert job["spec"]["targets"] == ["onnx", "saved_model", "tflite"]
@@ -178,7 +136,7 @@ def test_upload_over_the_limit_is_413_and_stores_nothing(
     db_url: str, tmp_path: Path, auth: dict[str, str], squeezenet_pth: Path
 ) -> None:
     from app.main import create_app
-    from tests.conftest import make_settings
+    from tests.support.api import make_settings
 
     settings = make_settings(db_url, tmp_path / "data", max_upload_bytes=1000)
     with TestClient(create_app(settings)) as small:

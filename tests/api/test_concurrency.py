@@ -24,7 +24,7 @@ from redis import Redis
 from app.local import LocalStack, free_port
 from app.main import create_app
 from domain.migrate import upgrade
-from tests.conftest import ADMIN_KEY, make_settings
+from tests.support.api import ADMIN_KEY, make_settings
 from tests.support.db import sqlite_url
 
 BURST = 20

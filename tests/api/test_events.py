@@ -22,9 +22,8 @@ from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.models.base import utcnow
-from tests.api.test_api import assert_problem
 from tests.api.test_job_resources import insert_job
-from tests.conftest import ADMIN_KEY, make_settings
+from tests.support.api import ADMIN_KEY, assert_problem, make_settings
 from worker.context import WorkerContext, build_context
 
 

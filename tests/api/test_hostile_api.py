@@ -20,8 +20,8 @@ from app.core.errors import InvalidRequest
 from app.services.sniff import MAX_UNPACKED_BYTES, UNPACK_FLOOR_BYTES, sniff_format
 from domain.config import Settings
 from modelport.schemas.spec import MAX_INPUT_ELEMENTS
-from tests.stages.conftest import make_torch_models
-from tests.stages.test_hostile import HUGE_SHAPE, MAKE_MODELS, MiB, hostile_files
+from tests.support.hostile_files import HUGE_SHAPE, MAKE_MODELS, MiB, hostile_files
+from tests.support.stage_runner import make_torch_models
 
 IMAGE = [{"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"}]
 SQUEEZENET = {"name": "torchvision.models.squeezenet1_1", "kwargs": {"num_classes": 10}}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_api import SPEC, assert_problem, submit
+from tests.support.api import SPEC, assert_problem, submit
 
 TFLITE_ONLY = {**SPEC, "targets": ["tflite"]}
 

@@ -12,13 +12,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.services import jobs
-from app.services.keys import DEFAULT_TENANT
 from domain.config import Settings
 from domain.db import session_scope
 from domain.models import Job
 from domain.models.base import new_id, utcnow
-from tests.api.test_api import assert_problem
+from tests.support.api import assert_problem
+from tests.support.pipeline import new_job_row
 from worker.context import WorkerContext, build_context
 
 # Three stages: export_onnx, convert_onnx_tf (the SavedModel's), report.
@@ -34,17 +33,7 @@ def insert_job(ctx: WorkerContext, created_at: datetime | None = None, **fields:
     """A job row with its planned stages; ``fields`` set job columns, ``stage_<name>`` a stage's columns."""
     job_id = new_id()
     with session_scope(ctx.sessions) as session:
-        job = jobs.create_job(
-            session,
-            job_id=job_id,
-            tenant=DEFAULT_TENANT,
-            spec=SPEC,
-            model={"key": f"uploads/{job_id}/model", "size": 4, "sha256": "0" * 64, "filename": "m.pth"},
-            inputs_key=None,
-            calibration_key=None,
-            idempotency_key=None,
-            req_hash=None,
-        )
+        job = new_job_row(session, job_id, SPEC, size=4)
         if created_at is not None:
             job.created_at = created_at
         for name, value in fields.items():

@@ -29,8 +29,7 @@ from domain.models import Job, StageRun
 from domain.toolchains import CONTROL_QUEUE, QUEUES, queue_name
 from modelport.schemas.job import JobStatus
 from modelport.schemas.spec import ToolchainChoice
-from tests.api.test_api import SPEC, submit
-from tests.conftest import make_settings
+from tests.support.api import SPEC, make_settings, submit
 from tests.support.db import sqlite_url
 from tests.support.stack import running_service
 from worker.context import build_context

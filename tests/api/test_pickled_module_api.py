@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from domain.config import ConversionSettings
-from tests.api.test_api import SPEC, assert_problem, submit
-from tests.conftest import make_settings
+from tests.support.api import SPEC, assert_problem, make_settings, submit
 from tests.support.toolchain import toolchain_python
 
 INPUTS = [{"name": "image", "shape": ["batch", 3, 16, 16], "dtype": "float32"}]

@@ -23,7 +23,7 @@ from schemathesis.python.asgi import get_client, shutdown_lifespans
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from app.main import create_app
-from tests.conftest import ADMIN_KEY, make_settings
+from tests.support.api import ADMIN_KEY, make_settings
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 EXAMPLES = 25

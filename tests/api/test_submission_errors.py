@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, func, select
 from app.main import create_app
 from domain.config import ConversionSettings, Settings
 from domain.models import Job
-from tests.api.test_api import assert_problem
+from tests.support.api import assert_problem
 
 # A safetensors file (sniffed as a state dict) and the first bytes of an ONNX ModelProto
 # (ir_version 9, then producer_name): what the sniffer reads, nothing a stage would load.

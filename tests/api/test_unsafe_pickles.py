@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from domain.config import Settings
 from stages.export.pickle_scan import MAX_OPCODES, TORCH_LEGACY_MAGIC, describe, scan_file
-from tests.api.test_api import SPEC, submit
+from tests.support.api import SPEC, submit
 from tests.support.hostile_pickles import ALLOWED_PICKLE, CALLS, Payload, hostile_pickle, payload, zip_archive
 from tests.support.toolchain import toolchain_python
 

@@ -16,7 +16,7 @@ import uvicorn
 from app.local import free_port
 from app.main import create_app
 from domain.migrate import upgrade
-from tests.conftest import ADMIN_KEY, make_settings
+from tests.support.api import ADMIN_KEY, make_settings
 from tests.support.db import sqlite_url
 
 SPEC = {

@@ -31,7 +31,7 @@ from modelport import (
     WaitTimeout,
 )
 from tests.client.conftest import SPEC
-from tests.conftest import ADMIN_KEY
+from tests.support.api import ADMIN_KEY
 
 
 @pytest.fixture

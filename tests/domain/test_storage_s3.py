@@ -32,8 +32,7 @@ from domain.config import DatabaseSettings, Settings, StorageSettings
 from domain.migrate import upgrade
 from domain.storage import LocalObjectStore, ObjectStore, make_object_store
 from domain.storage.s3 import PROBE_TIMEOUT_SECONDS, ObjectStoreUnavailable, S3ObjectStore, make_client
-from tests.api.test_api import SPEC, submit
-from tests.conftest import ADMIN_KEY
+from tests.support.api import ADMIN_KEY, SPEC, submit
 from tests.support.db import sqlite_url
 
 MIB = 1024 * 1024

@@ -10,41 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.stages.conftest import ALLOW_TORCHVISION, StageRun, image_spec, run_stage
-
-VIT_KWARGS = {
-    "image_size": 32,
-    "patch_size": 8,
-    "num_layers": 1,
-    "num_heads": 2,
-    "hidden_dim": 32,
-    "mlp_dim": 64,
-}
+from tests.support.models import VIT_ONE_LAYER
+from tests.support.stage_runner import ALLOW_TORCHVISION, StageRun, image_spec, run_chain
 
 
 @pytest.fixture(scope="module")
 def vit_chain(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
     work = tmp_path_factory.mktemp("vit-chain")
     spec = image_spec("torchvision.models.VisionTransformer", size=32)
-    spec["architecture"]["kwargs"].update(VIT_KWARGS)
-    prepare = run_stage(
-        "torch", "export.prepare", work / "prepare", {"model": stage_models["vit"]}, spec, ALLOW_TORCHVISION
-    )
-    assert prepare.ok, prepare.result
-    shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    convert = run_stage(
-        "onnx-tf", "convert.onnx_tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
-    )
-    assert convert.ok, convert.result
-    validate = run_stage(
-        "torch",
-        "validate.tflite",
-        work / "validate",
-        {"tflite": convert.output("tflite_float32"), **shared},
-        spec,
-    )
-    assert validate.ok, validate.result
-    return {"prepare": prepare, "convert": convert, "validate": validate}
+    spec["architecture"]["kwargs"].update(VIT_ONE_LAYER)  # the vit of make_models.py
+    return run_chain(work, stage_models["vit"], spec, options=ALLOW_TORCHVISION)
 
 
 def test_attention_exports_at_opset_15(vit_chain: dict[str, StageRun]) -> None:

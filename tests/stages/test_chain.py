@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.stages.conftest import ALLOW_TORCHVISION, StageRun, image_spec, run_stage
+from tests.support.stage_runner import ALLOW_TORCHVISION, StageRun, image_spec, run_chain
 
 TOLERANCE = 1e-4
 
@@ -20,29 +20,7 @@ TOLERANCE = 1e-4
 def chain(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageRun]:
     work = tmp_path_factory.mktemp("chain")
     spec = image_spec("torchvision.models.squeezenet1_1")
-    prepare = run_stage(
-        "torch",
-        "export.prepare",
-        work / "prepare",
-        {"model": stage_models["squeezenet"]},
-        spec,
-        ALLOW_TORCHVISION,
-    )
-    assert prepare.ok, prepare.result
-    shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    convert = run_stage(
-        "onnx-tf", "convert.onnx_tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec
-    )
-    assert convert.ok, convert.result
-    validate = run_stage(
-        "torch",
-        "validate.tflite",
-        work / "validate",
-        {"tflite": convert.output("tflite_float32"), **shared},
-        spec,
-    )
-    assert validate.ok, validate.result
-    return {"prepare": prepare, "convert": convert, "validate": validate}
+    return run_chain(work, stage_models["squeezenet"], spec, options=ALLOW_TORCHVISION)
 
 
 def assert_within_tolerance(metrics: dict, output: str = "output") -> None:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from domain.jobs.plan import CONVERTERS
-from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage
 from tests.support.matrix import UPLOAD_CONVERSIONS, Conversion
+from tests.support.models import spec_of
+from tests.support.stage_runner import StageRun, make_torch_models, run_stage
 
 TOLERANCE = 1e-4
-IMAGE = [{"name": "image", "shape": ["batch", 3, 32, 32], "dtype": "float32"}]
 OPTIONS = {"enable_pickled_module": True}  # as the worker passes it when the operator enabled it
 VALIDATE = {"precision": "float32", "warmup": 1, "runs": 2, "threads_all": 1}
 
@@ -52,18 +52,8 @@ print(json.dumps({"pickled_cnn": str(out / "pickled_cnn.pt")}))
 
 
 def spec_for(row: Conversion, consumers: list[str]) -> dict[str, Any]:
-    # TorchScript and pickled modules carry no signature: the spec gives it.
-    inputs = IMAGE if row.model_format in ("torchscript", "pickled_module") else None
-    spec = prepare_spec(
-        row.model_format,
-        tolerance={"float32": TOLERANCE},
-        onnx_consumers=consumers,
-        toolchain=row.converter,
-        layout="nchw",
-    )
-    if inputs is not None:
-        spec["inputs"] = inputs
-    return spec
+    # TINY_MODELS gives the inputs of TorchScript and pickled modules, which carry no signature.
+    return spec_of(row.tiny, tolerance={"float32": TOLERANCE}, onnx_consumers=consumers, toolchain=row.converter)
 
 
 def consumers_of(model: str) -> list[str]:

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.stages.conftest import StageRun, make_torch_models, run_stage
-from tests.support.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
 from tests.support.matrix import FAMILY_OUTCOMES
+from tests.support.models import spec_of
+from tests.support.stage_runner import StageRun, make_torch_models, run_stage
 
 TOLERANCE = 1e-4
 CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
@@ -38,8 +38,6 @@ CONVERTERS = {  # spec name -> (toolchain env, stage, what it converts)
 # torchvision.ops for the MLP stand-in; everything else is a torchvision model or transformers.
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers.", "torchvision.ops."]}
 VALIDATE = {"precision": "float32", "warmup": 1, "runs": 2, "threads_all": 1}
-
-# Same configurations as make_models.py, which writes the bert and gpt2 state dicts.
 
 # (family, converter) -> the measured outcome, kept in tests/support/matrix.py, whose rows
 # tests/project/test_coverage.py counts as conversions.
@@ -52,28 +50,15 @@ from pathlib import Path
 import torch
 import torchvision
 
+from testkit.families import VIT_TINY  # PYTHONPATH: the repository
+from tests.support.torch_init import randomize_batch_norm
+
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
-
-
-def randomize_batch_norm(model):
-    # Non-trivial running statistics, so folding batch norm is really tested.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0.0, 0.1)
-    return model
-
-
 torch.manual_seed(0)
 models = {"cnn": randomize_batch_norm(torchvision.models.mobilenet_v2(num_classes=10))}
 torch.manual_seed(1)
-vit = torchvision.models.VisionTransformer(
-    image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
-)
+vit = torchvision.models.VisionTransformer(**VIT_TINY)
 with torch.no_grad():  # torchvision zero-initializes the head: every logit would be 0
     for parameter in vit.parameters():
         if parameter.dim() >= 2 and not parameter.any():
@@ -93,61 +78,17 @@ print(json.dumps(files))
 """
 
 
-def image(size: int) -> list[dict[str, Any]]:
-    return [{"name": "image", "shape": ["batch", 3, size, size], "dtype": "float32"}]
-
-
-def spec(architecture: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "model_format": "state_dict",
-        "architecture": architecture,
-        "inputs": inputs,
-        "opset": None,
-        "exporter": "auto",
-        "toolchain": "best",
-        "layout": "nchw",
-        "onnx_consumers": ["onnx-tf", "onnx2tf"],
-        "tolerance": {"float32": TOLERANCE},
-        "validation_samples": 2,
-        "seed": 0,
-    }
-
-
-# family -> (model file: this module's or make_models.py's, spec); the slowest first.
-FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "segmenter": (
-        "segmenter",
-        spec(
-            {
-                "name": "torchvision.models.segmentation.lraspp_mobilenet_v3_large",
-                "kwargs": {"num_classes": 3, "weights_backbone": None},
-            },
-            image(64),
-        ),
-    ),
-    "cnn": ("cnn", spec({"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 10}}, image(32))),
-    "vit": (
-        "vit",
-        spec(
-            {
-                "name": "torchvision.models.VisionTransformer",
-                "kwargs": VIT_TINY,
-            },
-            image(32),
-        ),
-    ),
-    "bert": ("bert", spec({"name": "transformers.BertModel", "config": BERT_TINY}, [TOKENS, MASK])),
-    "gpt2": (
-        "gpt2",
-        spec({"name": "transformers.GPT2LMHeadModel", "config": {**GPT2_TINY, "use_cache": False}}, [TOKENS]),
-    ),
-    "mlp": (
-        "mlp",
-        spec(
-            {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
-            [{"name": "features", "shape": [1, 16], "dtype": "float32"}],
-        ),
-    ),
+# family -> its model file (this module's MAKE_MODELS or make_models.py's) and spec; the
+# slowest first. The architectures and inputs are the ("state_dict", family) rows of TINY_MODELS.
+FAMILIES: dict[str, dict[str, Any]] = {
+    family: spec_of(
+        ("state_dict", family),
+        toolchain="best",
+        onnx_consumers=["onnx-tf", "onnx2tf"],
+        tolerance={"float32": TOLERANCE},
+        validation_samples=2,
+    )
+    for family in ("segmenter", "cnn", "vit", "bert", "gpt2", "mlp")
 }
 CELLS = [(family, converter) for family in FAMILIES for converter in CONVERTERS]
 # Measured convert seconds, longest first (the order the cells run in, so two workers finish
@@ -180,9 +121,8 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("families")
 
     def prepare(family: str) -> StageRun:
-        model, family_spec = FAMILIES[family]
         return run_stage(
-            "torch", "export.prepare", work / family / "prepare", {"model": models[model]}, family_spec, ALLOWED
+            "torch", "export.prepare", work / family / "prepare", {"model": models[family]}, FAMILIES[family], ALLOWED
         )
 
     def cell(key: tuple[str, str]) -> dict[str, StageRun | None]:
@@ -191,9 +131,9 @@ def matrix(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         if not ready.ok:
             return {"convert": None, "validate": None, "flex": None}
         env, stage, source = CONVERTERS[converter]
-        model, family_spec = FAMILIES[family]
+        family_spec = FAMILIES[family]
         shared = {"samples": ready.output("samples"), "reference": ready.output("reference")}
-        source_file = {"onnx": ready.output("onnx")} if source == "onnx" else {"model": models[model]}
+        source_file = {"onnx": ready.output("onnx")} if source == "onnx" else {"model": models[family]}
         where = work / family / converter
         convert = run_stage(env, stage, where / "convert", {**source_file, **shared}, family_spec, ALLOWED)
         if not convert.ok:

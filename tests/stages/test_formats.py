@@ -1,5 +1,5 @@
 """export.prepare for every input format: TorchScript, ExportedProgram, ONNX uploads and
-transformers state dicts, on tiny models written by make_models.py.
+transformers state dicts, on tiny models written by tests/support/make_models.py.
 
 Each case is one real stage process in the torch environment; the module fixture
 runs them side by side (one per CPU, slowest first) and the tests assert on the
@@ -18,20 +18,12 @@ import numpy as np
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import StageRun, prepare_spec, run_stage
+from tests.support.models import GPT2_TINY, TINY_MODELS
+from tests.support.stage_runner import StageRun, prepare_spec, run_stage
 
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "transformers."]}
 BOTH = ["onnx-tf", "onnx2tf"]  # the default plan: onnx-tf reads opsets <= 15, onnx2tf any
 TOLERANCE = 1e-4
-BERT_CONFIG = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "vocab_size": 100,
-    "max_position_embeddings": 64,
-}
-GPT2_CONFIG = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
 TOKENS = [{"name": "input_ids", "shape": ["batch", "sequence"], "dtype": "int64"}]
 MASK = [{"name": "attention_mask", "shape": ["batch", "sequence"], "dtype": "int64"}]
 
@@ -52,7 +44,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "bert",
         spec(
             "state_dict",
-            architecture={"name": "transformers.BertModel", "config": BERT_CONFIG},
+            architecture=TINY_MODELS[("state_dict", "bert")].architecture,
             inputs=TOKENS + MASK,
             onnx_consumers=BOTH,
         ),
@@ -61,7 +53,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
         "gpt2",
         spec(
             "state_dict",
-            architecture={"name": "transformers.GPT2LMHeadModel", "config": GPT2_CONFIG},
+            architecture={"name": "transformers.GPT2LMHeadModel", "config": GPT2_TINY},
             inputs=TOKENS,
             onnx_consumers=BOTH,
         ),

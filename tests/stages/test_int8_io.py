@@ -1,8 +1,9 @@
 """``int8_io``: a full-integer model_int8.tflite whose inputs and outputs are int8 too.
 
-The segmentation stand-in of ``test_quantize.py`` (``segmenter_chain``: the tiny LR-ASPP,
-dense [1, 4, 64, 64] logits) is quantized at int8 twice with the same uploaded
-calibration: with float32 inputs/outputs (the default) and with ``"int8_io": true``.
+The segmentation stand-in of ``test_quantize.py`` (``segmenter_chain`` in
+tests/support/quantize_chains.py: the tiny LR-ASPP, dense [1, 4, 64, 64] logits) is
+quantized at int8 twice with the same uploaded calibration: with float32 inputs/outputs
+(the default) and with ``"int8_io": true``.
 The int8_io file is read back in stock LiteRT, fed int8 by hand with the scale and zero
 point the stage reports, and checked again in ``validate.tflite``.
 """
@@ -21,8 +22,9 @@ from domain.jobs.entries import tflite_entry
 from stages.kit.results import Check, StoredFile
 from stages.kit.tflite_boundary import Boundary, Port
 from stages.quantize.int8_io import int8_io_gaps
-from tests.stages.conftest import StageRun, run_stage, toolchain_python
-from tests.stages.test_quantize import INT8_MIN_COSINE, SEGMENTER_SPEC, quantize_segmenter, segmenter_chain
+from tests.support.quantize_chains import INT8_MIN_COSINE, SEGMENTER_SPEC, quantize_segmenter, segmenter_chain
+from tests.support.stage_runner import StageRun, run_stage
+from tests.support.toolchain import toolchain_python
 
 # Feeds the file int8 by hand, as a user would from the report's numbers, and prints the
 # interpreter's own view of the boundary and the dequantized outputs' cosine to PyTorch.

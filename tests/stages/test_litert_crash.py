@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.stages.conftest import HERE, STAGE_TIMEOUT, StageRun, image_spec, run_stage, toolchain_python
+from tests.support.stage_runner import STAGE_TIMEOUT, SUPPORT, StageRun, image_spec, run_stage
+from tests.support.toolchain import toolchain_python
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def int8_resnet(stage_models: dict[str, Path], tmp_path_factory: pytest.TempPath
     proc = subprocess.run(
         [
             str(toolchain_python("onnx-tf")),
-            str(HERE / "make_int8.py"),
+            str(SUPPORT / "make_int8.py"),
             str(convert.output("saved_model")),
             str(shared["samples"]),
             str(tflite),

@@ -1,13 +1,13 @@
 """The litert-torch chain: export.prepare -> convert.litert_torch -> validate.tflite, on tiny models.
 
-The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
+The torch environment writes the models (``CHAIN_MODELS``): a mobilenet_v2 (batch norm, depthwise
 convolutions) with randomized batch-norm statistics, so that folding them is really
 tested; an MLP on a 2-D input whose name is not a Python identifier (``features:0``,
 which torch.export cannot take as a parameter name); a transformer encoder block
 with exact GELU; and the MLP again as a torch.export ExportedProgram.
 
-Each chain runs once per session (``chain``, also used by ``test_quantize.py`` for
-its float32 inputs); the tests assert on its real results.
+Each chain runs once per session (``chain`` of tests/support/litert_chains.py, also used by
+``test_quantize.py`` for its float32 inputs); the tests assert on its real results.
 """
 
 from __future__ import annotations
@@ -20,149 +20,27 @@ import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
-from tests.stages.conftest import StageRun, make_torch_models, run_stage
+from tests.support.litert_chains import ALLOWED, INPUTS, MODELS, chain, models, spec_for
+from tests.support.stage_runner import StageRun, assert_builtin_float32_pass, float32_metrics, run_stage
 
-TOLERANCE = 1e-4
-ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
-
-MAKE_MODELS = r"""
-import json, sys
-from pathlib import Path
-
-import torch
-import torchvision
-
-out = Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-files = {}
-torch.manual_seed(0)
-mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
-with torch.no_grad():
-    for module in mobilenet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.normal_(0.0, 0.1)
-    torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
-mlp = torchvision.ops.MLP(16, [32, 10]).eval()
-models = {
-    "mobilenet_v2": mobilenet,
-    "mlp": mlp,
-    "encoder": torch.nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, activation="gelu", batch_first=True),
-}
-for name, model in models.items():
-    torch.save(model.state_dict(), out / f"{name}.pt")
-    files[name] = str(out / f"{name}.pt")
-torch.export.save(torch.export.export(mlp, (torch.zeros(1, 16),)), out / "mlp.pt2")
-files["mlp_exported_program"] = str(out / "mlp.pt2")
-print(json.dumps(files))
-"""
-
-CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
-    "mobilenet_v2": (
-        {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 10}},
-        [{"name": "input", "shape": ["batch", 3, 32, 32], "dtype": "float32"}],
-    ),
-    "mlp": (
-        {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
-        [{"name": "features:0", "shape": [1, 16], "dtype": "float32"}],
-    ),
-    "encoder": (
-        {
-            "name": "torch.nn.TransformerEncoderLayer",
-            "kwargs": {
-                "d_model": 32,
-                "nhead": 2,
-                "dim_feedforward": 64,
-                "dropout": 0.0,
-                "activation": "gelu",
-                "batch_first": True,
-            },
-        },
-        [{"name": "tokens", "shape": [1, 8, 32], "dtype": "float32"}],
-    ),
-}
-
-_MODELS: dict[str, Path] = {}
-_CHAINS: dict[str, dict[str, StageRun]] = {}
-
-
-def spec_for(case: str, **changes: Any) -> dict[str, Any]:
-    architecture, inputs = CASES[case]
-    spec: dict[str, Any] = {
-        "model_format": "state_dict",
-        "architecture": architecture,
-        "inputs": inputs,
-        "opset": None,
-        "exporter": "auto",
-        "toolchain": "litert-torch",
-        "layout": "nchw",
-        "tolerance": {"float32": TOLERANCE},
-        "validation_samples": 4,
-        "seed": 0,
-    }
-    spec.update(changes)
-    return spec
-
-
-def models(factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The model files, written once per session."""
-    if not _MODELS:
-        out = factory.mktemp("litert-torch-models")
-        _MODELS.update(make_torch_models(MAKE_MODELS, out))
-    return _MODELS
-
-
-def chain(case: str, factory: pytest.TempPathFactory) -> dict[str, StageRun]:
-    """export.prepare -> convert.litert_torch -> validate.tflite for one case, once per session."""
-    if case not in _CHAINS:
-        work = factory.mktemp(f"litert-torch-{case}")
-        spec, model = spec_for(case), models(factory)[case]
-        prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec, ALLOWED)
-        assert prepare.ok, prepare.result
-        shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
-        convert = run_stage(
-            "torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, spec, ALLOWED
-        )
-        assert convert.ok, convert.result
-        validate = run_stage(
-            "torch", "validate.tflite", work / "validate", {"tflite": convert.output("tflite_float32"), **shared}, spec
-        )
-        assert validate.ok, validate.result
-        _CHAINS[case] = {"prepare": prepare, "convert": convert, "validate": validate}
-    return _CHAINS[case]
+TOLERANCE = 1e-4  # spec_of's float32 tolerance
 
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, StageRun]]:
-    return {case: chain(case, tmp_path_factory) for case in CASES}
+    return {case: chain(case, tmp_path_factory) for case in INPUTS}
 
 
-def tflite_metrics(runs: dict[str, StageRun]) -> dict[str, Any]:
-    metrics: dict[str, Any] = runs["validate"].result["metrics"]["tflite_float32"]
-    return metrics
-
-
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(INPUTS))
 def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
-    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
-    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
-    assert convert.result["info"]["requires_flex"] is False
-    assert metrics["verdict"] == "pass", metrics["reasons"]
-    for output in metrics["outputs"].values():
-        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
-        assert output["max_abs"] <= TOLERANCE * output["scale"]
-    assert metrics["operators"]["flex"] == []
-    assert metrics["operators"]["custom"] == []
-    assert metrics["requires_flex"] is False
+    metrics = assert_builtin_float32_pass(chains[case], TOLERANCE)
     assert 0 < metrics["latency_ms"]["median_1_thread"] < 1000
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(INPUTS))
 def test_signature_keeps_the_spec_names_and_pytorch_layout(chains: dict[str, Any], case: str) -> None:
     info, validate_info = chains[case]["convert"].result["info"], chains[case]["validate"].result["info"]
-    names = [item["name"] for item in CASES[case][1]]
+    names = [item["name"] for item in INPUTS[case]]
     # validate.tflite matched by signature name, not by elimination or order.
     assert validate_info["signature_key"] == "serving_default"
     assert validate_info["input_map"] == {name: name for name in names}
@@ -175,7 +53,7 @@ def test_signature_keeps_the_spec_names_and_pytorch_layout(chains: dict[str, Any
     assert signature["input_transposes"] == {}
     assert info["layout"] == "nchw"
     assert info["static_shapes"] is True
-    for item in CASES[case][1]:
+    for item in INPUTS[case]:
         static = [d if isinstance(d, int) else 1 for d in item["shape"]]  # named dims -> 1
         assert signature["inputs"][item["name"]]["shape"] == static
         assert validate_info["tflite_inputs"][item["name"]]["shape"] == static
@@ -197,7 +75,7 @@ def test_input_names_that_are_not_identifiers_are_restored(chains: dict[str, Any
 
 
 def test_mobilenet_keeps_one_boundary_transpose(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["mobilenet_v2"])
+    metrics = float32_metrics(chains["mobilenet_v2"])
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
     # Batch norm is folded into the convolutions; litert-torch's layout pass moves the
     # NCHW input to channel-last once and keeps the rest of the graph channel-last.
@@ -206,7 +84,7 @@ def test_mobilenet_keeps_one_boundary_transpose(chains: dict[str, Any]) -> None:
 
 
 def test_exact_gelu_is_the_builtin_gelu(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["encoder"])
+    metrics = float32_metrics(chains["encoder"])
     assert "GELU" in metrics["operators"]["builtin"]
     output = metrics["outputs"]["output"]
     assert output["max_abs"] <= TOLERANCE * output["scale"]
@@ -256,7 +134,7 @@ def test_a_reference_with_other_outputs_is_conversion_failed(chains: dict[str, A
         output = data["output"]
     reference = tmp_path / "reference.npz"
     np.savez(reference, output_0=output, output_1=output)
-    inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": reference}
+    inputs = {"model": MODELS["mlp"], "samples": prepare.output("samples"), "reference": reference}
     run = run_stage("torch", "convert.litert_torch", tmp_path / "run", inputs, spec_for("mlp"), ALLOWED)
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "conversion_failed"
@@ -268,7 +146,7 @@ def test_formats_without_a_pytorch_module_are_refused(
     chains: dict[str, Any], tmp_path: Path, model_format: str
 ) -> None:
     prepare = chains["mlp"]["prepare"]
-    inputs = {"model": _MODELS["mlp"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
+    inputs = {"model": MODELS["mlp"], "samples": prepare.output("samples"), "reference": prepare.output("reference")}
     run = run_stage("torch", "convert.litert_torch", tmp_path, inputs, spec_for("mlp", model_format=model_format))
     assert run.returncode == EXIT_STAGE_ERROR
     assert run.error_code == "format_not_supported"

@@ -1,6 +1,6 @@
 """The onnx2tf chain: export.prepare -> convert.onnx2tf -> validate.tflite, on tiny models.
 
-The torch environment writes the models here: a mobilenet_v2 (batch norm, depthwise
+The torch environment writes the models (``CHAIN_MODELS``): a mobilenet_v2 (batch norm, depthwise
 convolutions) with randomized batch-norm statistics, so that folding them is really
 tested; an MLP on a 2-D input; a transformer encoder block with exact GELU on a 3-D
 input; and two single convolutions whose 4-D output onnx2tf leaves channel-last,
@@ -11,7 +11,6 @@ once with a shape that tells ([1, 4, 8, 8]) and once with one that does not
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,127 +18,33 @@ import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
 from stages.registry import STAGES
-from tests.stages.conftest import ENV_OVERRIDES, StageRun, make_torch_models, run_stage, toolchain_python
+from tests.support.models import CHAIN_MODELS, TINY_MODELS, spec_of
+from tests.support.stage_runner import (
+    StageRun,
+    assert_builtin_float32_pass,
+    float32_metrics,
+    make_torch_models,
+    run_stage,
+)
+from tests.support.toolchain import toolchain_python
 
 TOLERANCE = 1e-4
 ALLOWED = {"allowed_architectures": ["torchvision.models.", "torchvision.ops.", "torch.nn."]}
 DYNAMIC = "batch"
 
-MAKE_MODELS = r"""
-import json, sys
-from pathlib import Path
-
-import onnx
-import torch
-import torchvision
-from onnx import TensorProto, helper
-
-out = Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-files = {}
-
-torch.manual_seed(0)
-mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
-with torch.no_grad():
-    for module in mobilenet.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.normal_(0.0, 0.1)
-    torch.nn.init.normal_(mobilenet.classifier[1].weight, std=0.5)
-models = {
-    "mobilenet_v2": mobilenet,
-    "mlp": torchvision.ops.MLP(16, [32, 10]),
-    "encoder": torch.nn.TransformerEncoderLayer(
-        32, 2, 64, dropout=0.0, activation="gelu", batch_first=True
-    ),
-    "conv": torch.nn.Conv2d(3, 4, 3, padding=1),
-    "conv_square": torch.nn.Conv2d(4, 4, 3, padding=1),
-}
-for name, model in models.items():
-    torch.save(model.state_dict(), out / f"{name}.pt")
-    files[name] = str(out / f"{name}.pt")
-
-# An operator TFLite has no builtin for.
-node = helper.make_node("Unique", ["features"], ["values"], sorted=1)
-graph = helper.make_graph(
-    [node],
-    "unique",
-    [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 16])],
-    [helper.make_tensor_value_info("values", TensorProto.FLOAT, None)],
-)
-onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), out / "unique.onnx")
-files["unique"] = str(out / "unique.onnx")
-print(json.dumps(files))
-"""
-
-CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
-    "mobilenet_v2": (
-        {"name": "torchvision.models.mobilenet_v2", "kwargs": {"num_classes": 10}},
-        [{"name": "input", "shape": [DYNAMIC, 3, 32, 32], "dtype": "float32"}],
-    ),
-    "mlp": (
-        {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
-        [{"name": "features", "shape": [1, 16], "dtype": "float32"}],
-    ),
-    "encoder": (
-        {
-            "name": "torch.nn.TransformerEncoderLayer",
-            "kwargs": {
-                "d_model": 32,
-                "nhead": 2,
-                "dim_feedforward": 64,
-                "dropout": 0.0,
-                "activation": "gelu",
-                "batch_first": True,
-            },
-        },
-        [{"name": "tokens", "shape": [1, 8, 32], "dtype": "float32"}],
-    ),
-    "conv": (
-        {"name": "torch.nn.Conv2d", "kwargs": {"in_channels": 3, "out_channels": 4, "kernel_size": 3, "padding": 1}},
-        [{"name": "image", "shape": [1, 3, 8, 8], "dtype": "float32"}],
-    ),
-    "conv_square": (
-        {"name": "torch.nn.Conv2d", "kwargs": {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}},
-        [{"name": "image", "shape": [1, 4, 4, 4], "dtype": "float32"}],
-    ),
-}
+# The chain models of tests/support/models.py (CHAIN_MODELS writes them, with unique.onnx).
+CASES = ["mobilenet_v2", "mlp", "encoder", "conv", "conv_square"]
+INPUTS = {case: TINY_MODELS[("state_dict", case)].inputs or [] for case in CASES}
 
 
 def spec_for(case: str, **changes: Any) -> dict[str, Any]:
-    architecture, inputs = CASES[case]
-    spec: dict[str, Any] = {
-        "model_format": "state_dict",
-        "architecture": architecture,
-        "inputs": inputs,
-        "opset": None,
-        "exporter": "auto",
-        "toolchain": "onnx2tf",
-        "layout": "nchw",
-        "tolerance": {"float32": TOLERANCE},
-        "validation_samples": 4,
-        "seed": 0,
-    }
-    spec.update(changes)
-    return spec
+    return spec_of(("state_dict", case), toolchain="onnx2tf", **changes)
 
 
 @pytest.fixture(scope="module")
-def onnx2tf_python() -> Iterator[None]:
-    # conftest knows the torch and onnx-tf environments; this module adds onnx2tf's
-    # (MODELPORT_ONNX2TF_PYTHON overrides it) for as long as it runs.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(ENV_OVERRIDES, "onnx2tf", "MODELPORT_ONNX2TF_PYTHON")
-        toolchain_python("onnx2tf")  # skips the module when the environment is not built
-        yield
-
-
-@pytest.fixture(scope="module")
-def models(onnx2tf_python: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("onnx2tf-models")
-    return make_torch_models(MAKE_MODELS, out)
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    toolchain_python("onnx2tf")  # fails the module at once when the environment is not built
+    return make_torch_models(CHAIN_MODELS, tmp_path_factory.mktemp("onnx2tf-models"))
 
 
 @pytest.fixture(scope="module")
@@ -173,27 +78,13 @@ def chains(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return chains
 
 
-def tflite_metrics(chain: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = chain["validate"].result["metrics"]["tflite_float32"]
-    return metrics
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_passes_in_stock_litert_with_builtin_ops_only(chains: dict[str, Any], case: str) -> None:
-    convert, metrics = chains[case]["convert"], tflite_metrics(chains[case])
-    assert convert.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
-    assert convert.result["info"]["requires_flex"] is False
-    assert metrics["verdict"] == "pass", metrics["reasons"]
-    for output in metrics["outputs"].values():
-        assert output["max_abs"] <= TOLERANCE * output["scale"]
-        assert output["scale"] > 1e-3  # real numbers, not a model that outputs zeros
-    assert metrics["operators"]["flex"] == []
-    assert metrics["operators"]["custom"] == []
-    assert metrics["requires_flex"] is False
-    assert convert.result["info"]["sanity_check"]["within_tolerance"] is True
+    metrics = assert_builtin_float32_pass(chains[case], TOLERANCE)
+    assert chains[case]["convert"].result["info"]["sanity_check"]["within_tolerance"] is True
     # A named dynamic batch resizes (two samples in one call); a fixed one is not probed.
     probe = metrics["dynamic_batch"]
-    dynamic = any(d == DYNAMIC for item in CASES[case][1] for d in item["shape"][:1])
+    dynamic = any(d == DYNAMIC for item in INPUTS[case] for d in item["shape"][:1])
     assert (probe is not None and probe["ok"] is True) if dynamic else probe is None, probe
 
 
@@ -203,17 +94,17 @@ def test_boundary_keeps_pytorch_layout_and_names(chains: dict[str, Any], case: s
     info, validate_info = chain["convert"].result["info"], chain["validate"].result["info"]
     assert info["layout"] == "nchw"
     assert info["signature"]["input_transposes"] == {}
-    for item in CASES[case][1]:
+    for item in INPUTS[case]:
         expected = [-1 if d == DYNAMIC else d for d in item["shape"]]
         assert validate_info["tflite_inputs"][item["name"]]["shape"] == expected
         assert info["signature"]["inputs"][item["name"]]["shape"] == expected
-    assert validate_info["input_map"] == {item["name"]: item["name"] for item in CASES[case][1]}
+    assert validate_info["input_map"] == {item["name"]: item["name"] for item in INPUTS[case]}
     assert validate_info["output_map"] == {"output": "output"}
     assert validate_info["signature_key"] == "serving_default"
 
 
 def test_mobilenet_transposes_only_its_nchw_input(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["mobilenet_v2"])
+    metrics = float32_metrics(chains["mobilenet_v2"])
     assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(metrics["operators"]["builtin"])
     # Batch norm is folded into the convolutions; the NCHW input costs one transpose
     # (the onnx-tf chain wraps every convolution in a pair).
@@ -222,7 +113,7 @@ def test_mobilenet_transposes_only_its_nchw_input(chains: dict[str, Any]) -> Non
 
 
 def test_exact_gelu_becomes_the_builtin_gelu(chains: dict[str, Any]) -> None:
-    metrics = tflite_metrics(chains["encoder"])
+    metrics = float32_metrics(chains["encoder"])
     assert "GELU" in metrics["operators"]["builtin"]
     assert not any("Erf" in op for op in metrics["operators"]["flex"] + metrics["operators"]["custom"])
     # The tanh approximation would miss this bound by an order of magnitude.
@@ -239,7 +130,7 @@ def test_channel_last_outputs_are_transposed_back(chains: dict[str, Any]) -> Non
     assert by_values["output_transposes"] == {"output": [0, 3, 1, 2]}
     assert by_values["layout_resolved_by_values"] == ["output"]
     for case in ("conv", "conv_square"):
-        assert tflite_metrics(chains[case])["verdict"] == "pass"
+        assert float32_metrics(chains[case])["verdict"] == "pass"
         assert chains[case]["convert"].result["info"]["signature"]["output_shapes"]["output"][1] == 4
 
 
@@ -266,7 +157,7 @@ def test_nhwc_layout_changes_only_4d_inputs(
     run = run_stage("onnx2tf", "convert.onnx2tf", tmp_path, inputs, spec_for(case, layout="nhwc"))
     assert run.ok, run.result
     info = run.result["info"]
-    name = CASES[case][1][0]["name"]
+    name = INPUTS[case][0]["name"]
     assert info["layout"] == "nhwc"
     assert info["signature"]["inputs"][name]["shape"] == expected
     assert info["signature"]["input_transposes"] == ({name: [0, 2, 3, 1]} if len(expected) == 4 else {})

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import StageRun, make_torch_models, prepare_spec, run_stage, toolchain_python
+from tests.support.stage_runner import StageRun, make_torch_models, prepare_spec, run_stage
+from tests.support.toolchain import toolchain_python
 from worker.runner import RunLimits, SubprocessRunner, sandbox_available
 
 TOLERANCE = 1e-4

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import ALLOW_TORCHVISION, StageRun, image_spec, run_stage
+from tests.support.stage_runner import ALLOW_TORCHVISION, StageRun, image_spec, run_stage
 
 SQUEEZENET = "torchvision.models.squeezenet1_1"
 DEEPLAB = "torchvision.models.segmentation.deeplabv3_mobilenet_v3_large"

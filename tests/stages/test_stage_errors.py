@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stages.kit.contract import EXIT_STAGE_ERROR
-from tests.stages.conftest import run_stage
+from tests.support.stage_runner import run_stage
 
 SPEC = {"inputs": [{"name": "input", "shape": [1, 4], "dtype": "float32"}], "tolerance": {"float32": 1e-4}}
 

@@ -27,17 +27,17 @@ import numpy as np
 import pytest
 
 from domain.toolchains import stages_pythonpath
-from tests.stages.conftest import (
+from tests.support.stage_runner import (
     ALLOW_TORCHVISION,
     STAGE_TIMEOUT,
+    SUPPORT,
     StageRun,
     make_torch_models,
     prepare_spec,
     run_stage,
-    toolchain_python,
 )
+from tests.support.toolchain import toolchain_python
 
-HERE = Path(__file__).resolve().parent
 NUM_CLASSES = 3
 DEFAULT = {"size": 32, "num_classes": NUM_CLASSES}
 # Where 32x32 is too small: the smallest input the builder takes. ViTs take image_size
@@ -81,7 +81,7 @@ def run_builders(work: Path, *, only: frozenset[str] = frozenset(), skip: frozen
     """One torch-env process over the builders; its rows, the first one listing every builder."""
     config = {"default": DEFAULT, "builders": CONFIG, "only": sorted(only), "skip": sorted(skip)}
     proc = subprocess.run(
-        [str(toolchain_python("torch")), str(HERE / "builder_references.py"), str(work), json.dumps(config)],
+        [str(toolchain_python("torch")), str(SUPPORT / "builder_references.py"), str(work), json.dumps(config)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": stages_pythonpath(), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},

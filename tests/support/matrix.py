@@ -21,12 +21,21 @@ TFLITE = ("onnx", "tflite")  # export.prepare's ONNX file is checked too
 
 @dataclass(frozen=True)
 class Conversion:
-    model: str  # the tiny model's name in the running test (make_models.py or the module's own)
-    model_format: str  # spec.model_format of the upload
+    tiny: tuple[str, str]  # the TINY_MODELS key (tests/support/models.py): (spec.model_format, family)
     converter: str  # a domain.jobs.plan.CONVERTERS key
     validators: tuple[str, ...] = (LITERT,)
     precisions: tuple[str, ...] = ("float32",)
     targets: tuple[str, ...] = TFLITE
+    file: str | None = None  # the model file's name in the running test, when not the family's
+
+    @property
+    def model_format(self) -> str:
+        return self.tiny[0]
+
+    @property
+    def model(self) -> str:
+        """The model file's name in the running test (make_models.py's or the test module's own)."""
+        return self.file or self.tiny[1]
 
 
 # tests/stages/test_families.py: (family, converter) -> the measured outcome of the cell:
@@ -64,7 +73,7 @@ def family_conversions() -> dict[str, Conversion]:
     """The family cells that convert and pass (a refused cell is not a conversion)."""
     validators = {"pass": (LITERT,), "requires_flex": (LITERT, FLEX)}
     return {
-        f"family_{family}_{converter}": Conversion(family, "state_dict", converter, validators[outcome])
+        f"family_{family}_{converter}": Conversion(("state_dict", family), converter, validators[outcome])
         for (family, converter), outcome in FAMILY_OUTCOMES.items()
         if outcome in validators
     }
@@ -74,19 +83,19 @@ def family_conversions() -> dict[str, Conversion]:
 # and converted by onnx2tf (auto's first candidate for every format), TorchScript also by
 # onnx-tf with its SavedModel.
 UPLOAD_CONVERSIONS: dict[str, Conversion] = {
-    "torchscript_onnx2tf": Conversion("cnn_torchscript", "torchscript", "onnx2tf"),
+    "torchscript_onnx2tf": Conversion(("torchscript", "cnn"), "onnx2tf", file="cnn_torchscript"),
     "torchscript_onnx_tf": Conversion(
-        "cnn_torchscript", "torchscript", "onnx-tf", targets=("onnx", "saved_model", "tflite")
+        ("torchscript", "cnn"), "onnx-tf", targets=("onnx", "saved_model", "tflite"), file="cnn_torchscript"
     ),
-    "onnx_onnx2tf": Conversion("cnn_onnx18", "onnx", "onnx2tf"),
-    "program_onnx2tf": Conversion("cnn_program", "exported_program", "onnx2tf"),
-    "pickled_onnx2tf": Conversion("pickled_cnn", "pickled_module", "onnx2tf"),
+    "onnx_onnx2tf": Conversion(("onnx", "cnn"), "onnx2tf", file="cnn_onnx18"),
+    "program_onnx2tf": Conversion(("exported_program", "cnn"), "onnx2tf", file="cnn_program"),
+    "pickled_onnx2tf": Conversion(("pickled_module", "cnn"), "onnx2tf", file="pickled_cnn"),
 }
 
 # tests/stages/test_quantize.py: the float32 files of test_litert_torch.py's chains, quantized.
 QUANTIZED_PRECISIONS = ("dynamic_range", "float16", "int8")
 QUANTIZATIONS: dict[str, Conversion] = {
-    case: Conversion(case, "state_dict", "litert-torch", precisions=("float32", *QUANTIZED_PRECISIONS))
+    case: Conversion(("state_dict", case), "litert-torch", precisions=("float32", *QUANTIZED_PRECISIONS))
     for case in ("mobilenet_v2", "encoder")
 }
 

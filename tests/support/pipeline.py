@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import redis
+from sqlalchemy.orm import Session
 
 from app.services import jobs
 from app.services.keys import DEFAULT_TENANT
@@ -23,21 +24,35 @@ from worker.runner import StageFailure
 SPEC = {"targets": ["onnx"], "quantization": ["float32"], "toolchain": "auto", "model_format": "state_dict"}
 
 
+def new_job_row(
+    session: Session,
+    job_id: str,
+    spec: dict[str, Any],
+    size: int = 1,
+    model: dict[str, Any] | None = None,
+    inputs_key: str | None = None,
+    calibration_key: str | None = None,
+) -> Job:
+    """A job row of the admin key's tenant with the plan of ``spec``; ``model`` defaults to a
+    ``size``-byte upload under ``uploads/<id>/model``."""
+    return jobs.create_job(
+        session,
+        job_id=job_id,
+        tenant=DEFAULT_TENANT,
+        spec=spec,
+        model=model or {"key": f"uploads/{job_id}/model", "size": size, "sha256": "0" * 64, "filename": "m.pth"},
+        inputs_key=inputs_key,
+        calibration_key=calibration_key,
+        idempotency_key=None,
+        req_hash=None,
+    )
+
+
 def make_job(ctx: WorkerContext, spec: dict[str, Any] = SPEC) -> str:
     """A queued job of the admin key's tenant (so the API serves it) with the plan of ``spec``."""
     job_id = new_id()
     with session_scope(ctx.sessions) as session:
-        jobs.create_job(
-            session,
-            job_id=job_id,
-            tenant=DEFAULT_TENANT,
-            spec=spec,
-            model={"key": f"uploads/{job_id}/model", "size": 1, "sha256": "0" * 64, "filename": "m.pth"},
-            inputs_key=None,
-            calibration_key=None,
-            idempotency_key=None,
-            req_hash=None,
-        )
+        new_job_row(session, job_id, spec)
     return job_id
 
 

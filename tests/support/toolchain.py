@@ -1,4 +1,5 @@
-"""Running helper scripts in a toolchain environment (the control env has no framework)."""
+"""The one toolchain helper of the tests: an environment's interpreter (``testkit.toolchains``,
+shared with bench/) and helper scripts run in it (the control env has no framework)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from domain.toolchains import TOOLCHAINS
+from testkit.toolchains import ENV_OVERRIDES, toolchain_python
+
+__all__ = ["ENV_OVERRIDES", "run_script", "tf_script", "toolchain_python", "torch_script"]
 
 HERE = Path(__file__).resolve().parent
-
-
-def toolchain_python(name: str) -> Path:
-    toolchain = TOOLCHAINS[name]
-    if not toolchain.is_ready():
-        raise RuntimeError(f"toolchain {name!r} is not built: run 'make envs' ({toolchain.env_dir})")
-    return toolchain.interpreter
 
 
 def run_script(toolchain: str, script: str, *args: str, timeout: float = 600) -> dict[str, Any]:

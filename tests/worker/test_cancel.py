@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SLOW_RESNET18
+from tests.support.api import SLOW_RESNET18
 from tests.support.stack import kill_left, running_service, wait_gone
 
 pytestmark = pytest.mark.e2e

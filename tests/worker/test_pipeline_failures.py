@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from domain.config import Settings
-from tests.conftest import ADMIN_KEY, make_settings
+from tests.support.api import ADMIN_KEY, make_settings
 from tests.support.pipeline import converted, fail, make_job, run, states, validated
 from worker import pipeline
 from worker.context import WorkerContext, build_context

@@ -10,13 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from app.services import jobs
-from app.services.keys import DEFAULT_TENANT
 from domain.config import RetentionSettings, Settings
 from domain.db import session_scope
 from domain.models import Artifact, Job
 from domain.models.base import new_id, utcnow
 from domain.toolchains import CONTROL_QUEUE, queue_name
+from tests.support.pipeline import new_job_row
 from worker.celery_app import RETENTION_TASK
 from worker.context import WorkerContext, build_context
 from worker.retention import sweep
@@ -47,16 +46,9 @@ def make_job(ctx: WorkerContext, status: str, age: timedelta) -> dict[str, str]:
     sizes = {role: put(ctx, key, f"{role} of {job_id}".encode()) for role, key in keys.items()}
     then = utcnow() - age
     with session_scope(ctx.sessions) as session:
-        job = jobs.create_job(
-            session,
-            job_id=job_id,
-            tenant=DEFAULT_TENANT,
-            spec=SPEC,
-            model={"key": keys["model"], "size": sizes["model"][0], "sha256": sizes["model"][1], "filename": "m.pth"},
-            inputs_key=keys["inputs"],
-            calibration_key=keys["calibration"],
-            idempotency_key=None,
-            req_hash=None,
+        model = {"key": keys["model"], "size": sizes["model"][0], "sha256": sizes["model"][1], "filename": "m.pth"}
+        job = new_job_row(
+            session, job_id, SPEC, model=model, inputs_key=keys["inputs"], calibration_key=keys["calibration"]
         )
         job.status, job.created_at, job.started_at = status, then - timedelta(minutes=5), then - timedelta(minutes=4)
         job.stages[0].log_key = keys["log"]

@@ -146,7 +146,7 @@ def test_the_child_has_no_network(runner: WarmRunner, tmp_path: Path) -> None:
 def test_real_stages_run_warm_in_every_toolchain(runner: WarmRunner, tmp_path: Path, squeezenet_pth: Path) -> None:
     """export.prepare (torch) -> convert.onnx2tf (onnx2tf) -> validate.tflite (torch), every one
     forked from its environment's warm parent: the .tflite matches PyTorch within 1e-4 of scale."""
-    from tests.stages.conftest import ALLOW_TORCHVISION, image_spec
+    from tests.support.stage_runner import ALLOW_TORCHVISION, image_spec
 
     spec = image_spec("torchvision.models.squeezenet1_1", toolchain="onnx2tf")
     limits = RunLimits(timeout_seconds=600, memory_bytes=None, threads=1, nice=0)

@@ -27,7 +27,7 @@ from domain.config import Settings, WebhookSettings
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.models import Job, WebhookDelivery
 from domain.models.base import utcnow
-from tests.api.test_api import submit
+from tests.support.api import submit
 from tests.support.stack import running_service
 
 SPEC = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SLOW_RESNET18
+from tests.support.api import SLOW_RESNET18
 from tests.support.stack import kill_left, running_service, wait_gone
 from worker.reconcile import job_ids_in_broker
 

@@ -1,5 +1,10 @@
-"""Tiny stand-ins of each model family, as job-spec pieces, shared by the family tests
-and the benchmarks (bench/toolchains.py, bench/precisions.py)."""
+"""Tiny stand-ins of the model families, as job-spec pieces: the one source of their configs.
+
+Read by tests/support/models.py (the tests' ``TINY_MODELS`` table), by the model-writing
+scripts that run in the torch environment (tests/support/make_models.py) and by the
+benchmarks (bench/toolchains.py, bench/precisions.py). Stdlib only: the toolchain
+interpreters import it too.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +32,5 @@ BERT_TINY: dict[str, Any] = {
 GPT2_TINY: dict[str, Any] = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
 TOKENS: dict[str, Any] = {"name": "input_ids", "shape": ["batch", 8], "dtype": "int64", "range": [0, 100]}
 MASK: dict[str, Any] = {"name": "attention_mask", "shape": ["batch", 8], "dtype": "int64", "range": [0, 2]}
+# The one-layer ViT of the onnx-tf attention chain (tests/stages/test_attention_chain.py).
+VIT_ONE_LAYER: dict[str, Any] = {**VIT_TINY, "num_layers": 1}

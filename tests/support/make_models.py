@@ -3,7 +3,8 @@
     python make_models.py OUT_DIR MARKER_PATH
 
 Prints one JSON line naming the files. Seeds are fixed, so the files are the same
-on every run. Run by tests/stages/conftest.py, never imported by the test process.
+on every run. Run by tests/support/stages.py (make_stage_models) with the repository on
+PYTHONPATH (for testkit.families), never imported by the test process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from testkit.families import BERT_TINY, GPT2_TINY, VIT_ONE_LAYER  # PYTHONPATH: the repository
 
 
 class WritesMarker:
@@ -170,15 +173,6 @@ def quantization_files(out: Path) -> dict[str, str]:
     return {"lraspp_program": str(path)}
 
 
-BERT_CONFIG = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "vocab_size": 100,
-    "max_position_embeddings": 64,
-}
-GPT2_CONFIG = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
 ONNX_TOKENS_VOCAB = 37  # below the samples' default id range: only the Gather table gives it
 
 
@@ -252,7 +246,7 @@ def format_files(out: Path) -> dict[str, str]:
     keep("segmenter_program", out / "segmenter.pt2")
 
     torch.manual_seed(5)
-    bert = transformers.BertModel(transformers.BertConfig(**BERT_CONFIG)).eval()
+    bert = transformers.BertModel(transformers.BertConfig(**BERT_TINY)).eval()
     torch.save(bert.state_dict(), out / "bert.pt")
     keep("bert", out / "bert.pt")
     tokens = torch.randint(0, 100, (2, 8))
@@ -263,7 +257,7 @@ def format_files(out: Path) -> dict[str, str]:
 
     torch.manual_seed(6)
     gpt2 = transformers.GPT2LMHeadModel(
-        transformers.GPT2Config(**GPT2_CONFIG, use_cache=False, bos_token_id=0, eos_token_id=0)
+        transformers.GPT2Config(**GPT2_TINY, use_cache=False, bos_token_id=0, eos_token_id=0)
     ).eval()
     torch.save(gpt2.state_dict(), out / "gpt2.pt")
     keep("gpt2", out / "gpt2.pt")
@@ -271,7 +265,7 @@ def format_files(out: Path) -> dict[str, str]:
     # A token model as an ONNX upload: LayerNormalization (opset 17) cannot go down to 15,
     # and one output name that is not an identifier.
     torch.manual_seed(7)
-    small = transformers.BertModel(transformers.BertConfig(**{**BERT_CONFIG, "vocab_size": ONNX_TOKENS_VOCAB}))
+    small = transformers.BertModel(transformers.BertConfig(**{**BERT_TINY, "vocab_size": ONNX_TOKENS_VOCAB}))
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -334,9 +328,7 @@ def main(out: Path, marker: str) -> dict[str, str]:
     files["deeplabv3"] = str(out / "deeplabv3.pt")
 
     torch.manual_seed(1)
-    vit = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
-    )
+    vit = torchvision.models.VisionTransformer(**VIT_ONE_LAYER)
     # torchvision zero-initializes the head, which would make every logit 0.
     torch.nn.init.normal_(vit.heads.head.weight, std=0.5)
     torch.save(vit.state_dict(), out / "vit.pt")
