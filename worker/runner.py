@@ -214,35 +214,45 @@ class SubprocessRunner:
             watch.stop()
             peak_rss = max(watch.peak_rss, usage.ru_maxrss * 1024)
         seconds = time.monotonic() - started
-        tail = log_tail(log_path)
-        if watch.reason == "cancelled":
-            raise StageCancelled()
-        if watch.reason == "timeout":
-            raise StageFailure(
-                StageCode.TIMEOUT,
-                f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
-                tail,
-            )
-        if watch.reason == "memory":
-            raise StageFailure(
-                StageCode.RESOURCE_EXHAUSTED,
-                f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
-                tail,
-            )
-        result = _read_result(result_path)
-        if result is None:
-            if returncode < 0:
-                name = signal.Signals(-returncode).name
-                message = f"the stage process was killed by {name}"
-            else:
-                message = f"the stage process exited with status {returncode} without a result"
-            raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
-        return RunOutcome(
-            result=result,
-            seconds=seconds,
-            peak_rss_bytes=peak_rss,
-            isolation=isolation,
+        return outcome_of(watch.reason, limits, result_path, log_path, returncode, seconds, peak_rss, isolation)
+
+
+def outcome_of(
+    reason: str | None,
+    limits: RunLimits,
+    result_path: Path,
+    log_path: Path,
+    returncode: int,
+    seconds: float,
+    peak_rss: int,
+    isolation: list[str],
+) -> RunOutcome:
+    """What a finished stage process amounts to, for every runner: the watchdog's ``reason``
+    (cancelled, timeout, memory) first, then the result file, else a crash named by
+    ``returncode`` (negative: the signal). Raises ``StageCancelled`` or ``StageFailure``."""
+    tail = log_tail(log_path)
+    if reason == "cancelled":
+        raise StageCancelled()
+    if reason == "timeout":
+        raise StageFailure(
+            StageCode.TIMEOUT,
+            f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
+            tail,
         )
+    if reason == "memory":
+        raise StageFailure(
+            StageCode.RESOURCE_EXHAUSTED,
+            f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
+            tail,
+        )
+    result = _read_result(result_path)
+    if result is None:
+        if returncode < 0:
+            message = f"the stage process was killed by {signal.Signals(-returncode).name}"
+        else:
+            message = f"the stage process exited with status {returncode} without a result"
+        raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
+    return RunOutcome(result=result, seconds=seconds, peak_rss_bytes=peak_rss, isolation=isolation)
 
 
 def _read_result(path: Path) -> dict[str, Any] | None:

@@ -33,13 +33,12 @@ from stages.kit.codes import StageCode
 from worker.runner import (
     RunLimits,
     RunOutcome,
-    StageCancelled,
     StageFailure,
     SubprocessRunner,
-    _read_result,
     _stage_child_setup,
     _Watchdog,
     log_tail,
+    outcome_of,
 )
 
 log = structlog.get_logger()
@@ -204,36 +203,15 @@ class WarmRunner(SubprocessRunner):
         done = server.finish_stage()
         watch.stop()
         seconds = time.monotonic() - started
-        tail = log_tail(log_path)
         if done is None:  # the parent died under the stage, which died with it (PDEATHSIG)
             server.close()
             raise StageFailure(
-                StageCode.STAGE_CRASHED, "the stage's warm parent process died while the stage ran", tail
+                StageCode.STAGE_CRASHED, "the stage's warm parent process died while the stage ran", log_tail(log_path)
             )
         peak_rss = max(watch.peak_rss, int(done.get("maxrss_kib", 0)) * 1024)
-        if watch.reason == "cancelled":
-            raise StageCancelled()
-        if watch.reason == "timeout":
-            raise StageFailure(
-                StageCode.TIMEOUT,
-                f"the stage ran past its limit of {limits.timeout_seconds:.0f} s and was stopped",
-                tail,
-            )
-        if watch.reason == "memory":
-            raise StageFailure(
-                StageCode.RESOURCE_EXHAUSTED,
-                f"the stage used more than {limits.memory_bytes} bytes of memory and was stopped",
-                tail,
-            )
-        result = _read_result(result_path)
-        if result is None:
-            returncode = int(done["status"])
-            if returncode < 0:
-                message = f"the stage process was killed by {signal.Signals(-returncode).name}"
-            else:
-                message = f"the stage process exited with status {returncode} without a result"
-            raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
         isolation = ["warm_fork", "process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
         if sandboxed:
             isolation = [*server.sandbox, *isolation]
-        return RunOutcome(result=result, seconds=seconds, peak_rss_bytes=peak_rss, isolation=isolation)
+        return outcome_of(
+            watch.reason, limits, result_path, log_path, int(done["status"]), seconds, peak_rss, isolation
+        )
