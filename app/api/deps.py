@@ -23,7 +23,7 @@ from app.core.codes import ErrorCode
 from app.core.errors import Forbidden, Unauthorized
 from app.services import keys
 from domain.config import Settings
-from domain.db import commit
+from domain.db import session_scope
 from domain.storage import ObjectStore
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
@@ -36,15 +36,8 @@ def get_settings_dep(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """The request's read session: committed when the route returns, before the response is
     sent (scope="function"), rolled back on error. Never for writes: see the module doc."""
-    session = request.app.state.sessions()
-    try:
+    with session_scope(request.app.state.sessions) as session:
         yield session
-        commit(session)
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_writes(request: Request) -> sessionmaker[Session]:
