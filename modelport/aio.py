@@ -34,6 +34,7 @@ from modelport._transport import (
 from modelport.client import PathLike
 from modelport.errors import WaitTimeout, error_from_response
 from modelport.schemas.job import ArtifactOut, JobOut, JobPage, ToolchainOut
+from modelport.schemas.report import Report
 
 
 class AsyncClient:
@@ -209,7 +210,12 @@ class AsyncJob:
                     path = sink.finish(response)
         return path
 
-    async def report(self) -> dict[str, Any]:
+    async def report(self) -> Report:
+        """The report, typed (``modelport.schemas.report.Report``; unknown fields kept)."""
+        return Report.model_validate(await self.report_json())
+
+    async def report_json(self) -> dict[str, Any]:
+        """The report's JSON exactly as the API serves it (docs/report.md)."""
         report: dict[str, Any] = await self.client._json("GET", f"/v1/jobs/{self.id}/report")
         return report
 

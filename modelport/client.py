@@ -10,7 +10,7 @@ with Client() as client:                     # MODELPORT_URL, MODELPORT_API_KEY
     }, calibration="calib.npy")
     final = job.wait(timeout=1800, on_progress=lambda j: print(j.status, j.stage))
     paths = job.download("out/")             # {name: path}, sha256 checked
-    report = job.report()                    # the report JSON (docs/report.md)
+    report = job.report()                    # typed (modelport.schemas.report.Report): report.verdict
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from modelport._transport import (
 )
 from modelport.errors import WaitTimeout, error_from_response
 from modelport.schemas.job import ArtifactOut, JobOut, JobPage, ToolchainOut
+from modelport.schemas.report import Report
 
 PathLike = str | os.PathLike[str]
 
@@ -243,9 +244,15 @@ class Job:
                 path = sink.finish(response)
         return path
 
-    def report(self) -> dict[str, Any]:
-        """The accuracy and performance report (docs/report.md). Conflict ``report_not_ready`` while the
-        job runs; NotFound ``report_not_produced`` when it ended without one; Gone ``report_expired``."""
+    def report(self) -> Report:
+        """The accuracy and performance report, typed (``modelport.schemas.report.Report``, the
+        API's own model; fields it does not name are kept). Conflict ``report_not_ready`` while
+        the job runs; NotFound ``report_not_produced`` when it ended without one; Gone
+        ``report_expired``."""
+        return Report.model_validate(self.report_json())
+
+    def report_json(self) -> dict[str, Any]:
+        """The report's JSON exactly as the API serves it (docs/report.md); same errors as ``report``."""
         report: dict[str, Any] = self.client._json("GET", f"/v1/jobs/{self.id}/report")
         return report
 

@@ -87,7 +87,7 @@ def fetch_results(job: Job, directory: Path, err: Console, names: list[str] | No
                 on_progress=lambda name, written, _size: progress.update(tasks[name], completed=written),
             )
     try:
-        report = job.report()
+        report = job.report_json()
     except NotFound as error:  # report_not_produced: the job ended before its report stage
         err.print(f"no report: {escape(error.detail)}")
         return None
@@ -166,7 +166,7 @@ def cmd_status(args: argparse.Namespace, client: Client, out: Console, err: Cons
 
 
 def cmd_report(args: argparse.Namespace, client: Client, out: Console, err: Console) -> int:
-    report = client.job(args.job).report()
+    report = client.job(args.job).report_json()
     if args.json:
         out.print_json(json.dumps(report))
         return OK
