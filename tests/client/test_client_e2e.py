@@ -86,12 +86,14 @@ def test_client_submit_wait_download_report(service: Service, url: str, squeezen
         assert hashlib.sha256(tflite.read_bytes()).hexdigest() == listed["model_float32.tflite"].sha256
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model_float32.tflite"]  # no .part left
 
-        report = job.report()
-        assert report.verdict == "pass"
-        (entry,) = report.artifacts
-        assert entry.sha256 == listed["model_float32.tflite"].sha256
-        assert entry.verdict == "pass"
-        assert report.model_dump(mode="json")["artifacts"][0]["sha256"] == job.report_json()["artifacts"][0]["sha256"]
+        typed = job.report()
+        assert typed.verdict == "pass"
+        (typed_entry,) = typed.artifacts
+        assert typed_entry.sha256 == listed["model_float32.tflite"].sha256
+        assert typed_entry.verdict == "pass"
+        report = job.report_json()
+        (entry,) = report["artifacts"]
+        assert entry["sha256"] == typed_entry.sha256
 
     # The command on the finished job: no new job.
     status = modelport(url, "status", job.id)
