@@ -246,3 +246,27 @@ def downloadable(artifacts: list[ArtifactOut], names: list[str] | None) -> list[
         have = ", ".join(listed) or "none"
         raise ModelPortError(f"the job lists no artifact {', '.join(map(repr, missing))}; it has: {have}")
     return [listed[n] for n in names]
+
+
+class JobHandle:
+    """What ``Job`` and ``AsyncJob`` share: the job's state as last fetched (``info``)."""
+
+    def __init__(self, client: Any, info: JobOut) -> None:
+        self.client = client
+        self.info = info
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def status(self) -> str:
+        """The status as last fetched: ``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        return self.info.status
+
+    @property
+    def done(self) -> bool:
+        return self.info.status in FINAL_STATUSES
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, status={self.status!r})"

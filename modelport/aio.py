@@ -23,6 +23,7 @@ from modelport._transport import (
     FINAL_STATUSES,
     DownloadProgress,
     DownloadSink,
+    JobHandle,
     RetryPolicy,
     SpecLike,
     Submission,
@@ -129,27 +130,10 @@ class AsyncClient:
         return [ToolchainOut.model_validate(t) for t in await self._json("GET", "/v1/toolchains")]
 
 
-class AsyncJob:
+class AsyncJob(JobHandle):
     """As ``modelport.Job``, with coroutine methods."""
 
-    def __init__(self, client: AsyncClient, info: JobOut) -> None:
-        self.client = client
-        self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def status(self) -> str:
-        return self.info.status
-
-    @property
-    def done(self) -> bool:
-        return self.info.status in FINAL_STATUSES
-
-    def __repr__(self) -> str:
-        return f"AsyncJob({self.id!r}, status={self.status!r})"
+    client: AsyncClient
 
     async def refresh(self) -> JobOut:
         self.info = JobOut.model_validate(await self.client._json("GET", f"/v1/jobs/{self.id}"))

@@ -30,6 +30,7 @@ from modelport._transport import (
     FINAL_STATUSES,
     DownloadProgress,
     DownloadSink,
+    JobHandle,
     RetryPolicy,
     SpecLike,
     Submission,
@@ -157,28 +158,10 @@ class Client:
         return [ToolchainOut.model_validate(t) for t in self._json("GET", "/v1/toolchains")]
 
 
-class Job:
+class Job(JobHandle):
     """A conversion job. ``info`` is its state as last fetched (``refresh`` and ``wait`` update it)."""
 
-    def __init__(self, client: Client, info: JobOut) -> None:
-        self.client = client
-        self.info = info
-
-    @property
-    def id(self) -> str:
-        return self.info.id
-
-    @property
-    def status(self) -> str:
-        """The status as last fetched: ``queued``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
-        return self.info.status
-
-    @property
-    def done(self) -> bool:
-        return self.info.status in FINAL_STATUSES
-
-    def __repr__(self) -> str:
-        return f"Job({self.id!r}, status={self.status!r})"
+    client: Client
 
     def refresh(self) -> JobOut:
         self.info = JobOut.model_validate(self.client._json("GET", f"/v1/jobs/{self.id}"))
