@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from redis import Redis
 
+from app.api.deps import reject_unknown_query
 from app.api.errors import install_error_handlers
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import admin, events, health, jobs, toolchains, webhooks
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Convert trained PyTorch models into validated ONNX, TensorFlow SavedModel and TFLite "
         "artifacts, with an accuracy report against the original PyTorch outputs.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)

@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.codes import ErrorCode
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import Forbidden, InvalidRequest, Unauthorized
 from app.services import keys
 from domain.config import Settings
 from domain.db import session_scope
@@ -92,3 +92,27 @@ def get_admin(caller: CallerDep) -> Caller:
 
 
 AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 ``unknown_parameter`` for a query parameter a ``/v1`` route does not take, so a typo such
+    as ``?statuss=failed`` is an error instead of a silently unfiltered answer. Installed on the
+    app; the page and netron's viewer (``/``, ``/netron/?url=…``) keep their own query strings."""
+    if not request.url.path.startswith("/v1/"):
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    pending = [dependant]
+    while pending:  # the route's own query parameters and its dependencies'
+        current = pending.pop()
+        known |= {param.alias for param in current.query_params}
+        pending.extend(current.dependencies)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise InvalidRequest(
+            f"unknown query parameter(s) {unknown}; this route takes: {takes}", code=ErrorCode.UNKNOWN_PARAMETER
+        )

@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     EMPTY_MODEL = "empty_model"
     MODEL_REQUIRED = "model_required"
     UNKNOWN_FIELD = "unknown_field"
+    UNKNOWN_PARAMETER = "unknown_parameter"
     DUPLICATE_FIELD = "duplicate_field"
     MALFORMED_MULTIPART = "malformed_multipart"
     MULTIPART_REQUIRED = "multipart_required"

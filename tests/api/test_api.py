@@ -282,3 +282,16 @@ def test_concurrent_duplicate_is_409(client: TestClient, auth: dict[str, str], s
     finally:
         reservation.release()
     assert submit(client, auth, squeezenet_pth.read_bytes(), headers={"Idempotency-Key": "busy-key"}).status_code == 202
+
+
+def test_an_unknown_query_parameter_is_refused(client: TestClient, auth: dict[str, str]) -> None:
+    # A typo must not read as "no filter": GET /v1/jobs?statuss=failed would list every job.
+    response = client.get("/v1/jobs?statuss=failed", headers=auth)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["code"] == "unknown_parameter"
+    assert "statuss" in problem["detail"]
+    assert "status" in problem["detail"]  # what the route takes
+    assert client.get("/v1/jobs?status=failed&limit=5", headers=auth).status_code == 200
+    assert client.get("/v1/toolchains?x=1", headers=auth).json()["code"] == "unknown_parameter"
