@@ -55,7 +55,7 @@ examples:
 
 Writes the artifacts flat into --out under their names (model.onnx, saved_model.zip,
 model_<precision>.tflite), each checked against its sha256, plus report.json, and prints the report.
-Exits 1 when the job failed or an artifact missed its tolerance.
+Exits 1 when the job failed, an artifact missed its tolerance, or a requested precision was not produced.
 """
 
 

@@ -150,8 +150,13 @@ def report_notes(report: dict[str, Any]) -> list[Text]:
 
 
 def missed(report: dict[str, Any]) -> list[str]:
-    """The artifacts whose verdict is ``fail``: each missed its tolerance (or could not be run)."""
-    return [e.get("name", "?") for e in report.get("artifacts") or [] if e.get("verdict") == "fail"]
+    """What the user asked for and did not get: the artifacts whose verdict is ``fail`` (each
+    missed its tolerance or could not be run), then each requested precision that was not
+    produced (``"int8 (not produced)"``; the job itself fails for that only with ``strict``)."""
+    failed = [e.get("name", "?") for e in report.get("artifacts") or [] if e.get("verdict") == "fail"]
+    precisions = report.get("precisions") or {}
+    absent = [f"{name} (not produced)" for name, state in precisions.items() if state.get("status") == "not_produced"]
+    return failed + absent
 
 
 def _when(moment: datetime | None) -> str:

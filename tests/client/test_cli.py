@@ -130,7 +130,7 @@ def test_report_table_shows_each_artifacts_numbers() -> None:
         "model_int8.tflite: output 'logits': min cosine similarity 0.8 is below 0.99",
         "float16: not produced (quantization_failed): the quantizer crashed",
     ]
-    assert missed(REPORT) == ["model_int8.tflite"]
+    assert missed(REPORT) == ["model_int8.tflite", "float16 (not produced)"]
     # A failed report's reasons follow, without repeating an artifact's own.
     failed = {**REPORT, "verdict": "fail", "reasons": [notes[0], "target 'onnx' was not produced at float32"]}
     assert [note.plain for note in report_notes(failed)] == [*notes, "job: target 'onnx' was not produced at float32"]
@@ -144,7 +144,10 @@ def test_help_has_examples_and_server_commands() -> None:
         [sys.executable, "-m", "modelport", "convert", "--help"], capture_output=True, text=True, check=True
     )
     assert "--calibration" in result.stdout
-    assert "Exits 1 when the job failed or an artifact missed its tolerance" in result.stdout
+    assert (
+        "Exits 1 when the job failed, an artifact missed its tolerance, or a requested precision was not produced"
+        in result.stdout
+    )
 
 
 def test_the_server_script_runs_server_commands_and_hands_the_rest_to_the_client(tmp_path: Path) -> None:
