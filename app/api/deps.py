@@ -95,9 +95,10 @@ AdminDep = Annotated[Caller, Depends(get_admin)]
 
 
 def reject_unknown_query(request: Request) -> None:
-    """422 ``unknown_parameter`` for a query parameter a ``/v1`` route does not take, so a typo such
-    as ``?statuss=failed`` is an error instead of a silently unfiltered answer. Installed on the
-    app; the page and netron's viewer (``/``, ``/netron/?url=…``) keep their own query strings."""
+    """422 ``unknown_parameter`` for a query parameter a ``/v1`` route that takes query parameters
+    does not take, so a typo such as ``?statuss=failed`` is an error instead of a silently
+    unfiltered answer. Installed on the app; the page and netron's viewer (``/``,
+    ``/netron/?url=…``) keep their own query strings."""
     if not request.url.path.startswith("/v1/"):
         return
     route = request.scope.get("route")
@@ -111,7 +112,9 @@ def reject_unknown_query(request: Request) -> None:
         known |= {param.alias for param in current.query_params}
         pending.extend(current.dependencies)
     unknown = sorted(set(request.query_params.keys()) - known)
-    if unknown:
+    # A route that takes no query parameter has none to misspell: a cache-buster such as netron's
+    # ``?cb=<time>`` on an artifact download is let through.
+    if unknown and known:
         takes = ", ".join(sorted(known)) or "none"
         raise InvalidRequest(
             f"unknown query parameter(s) {unknown}; this route takes: {takes}", code=ErrorCode.UNKNOWN_PARAMETER
