@@ -8,6 +8,8 @@ import, and this module imports nothing else of the worker: it is the one module
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from domain.config import Settings
@@ -73,3 +75,18 @@ def enqueue_stage(
         kwargs={"request_id": request_id},
         queue=queue_name(settings, toolchain),
     )
+
+
+class PeriodicTaskNoise(logging.Filter):
+    """Drops the info lines Celery writes for the periodic sweeps (beat sending them, the control
+    worker receiving and finishing them): the webhook sweep alone runs every 2 s, and its lines
+    would bury everything else ``make run`` prints. Warnings and errors of the sweeps, and every
+    line about stages, pass."""
+
+    PERIODIC = (WEBHOOK_TASK, RECONCILE_TASK, RETENTION_TASK)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith("celery"):
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in self.PERIODIC)

@@ -15,6 +15,7 @@ from celery import signals
 
 from domain.config import get_settings
 from domain.logging import configure_logging
+from worker.celery_app import PeriodicTaskNoise
 from worker.tasks import make_worker
 
 settings = get_settings()
@@ -31,3 +32,5 @@ def _configure_worker_logging(loglevel: int | str | None = None, **_: Any) -> No
     """
     level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else (loglevel or logging.INFO)
     configure_logging(json=settings.log_json, level=level, library_level=level)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(PeriodicTaskNoise())
