@@ -1,8 +1,8 @@
 """The object store contract, on the local directory and on S3 (moto's S3 server over real HTTP).
 
 Every contract test runs on both backends; the S3-only tests cover what only S3 has
-(multipart parts on the server before commit, settings, error translation), and one test
-runs the API on the S3 backend.
+(multipart parts on the server before commit, settings, error translation), and
+test_storage_service.py runs the API on the S3 backend and the readiness probes.
 """
 
 from __future__ import annotations
@@ -10,125 +10,19 @@ from __future__ import annotations
 import hashlib
 import io
 import socket
-import time
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import boto3
-import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from fastapi.testclient import TestClient
-from moto.server import ThreadedMotoServer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
-from app.main import create_app
-from domain.config import DatabaseSettings, Settings, StorageSettings
-from domain.migrate import upgrade
-from domain.storage import LocalObjectStore, ObjectStore, make_object_store
-from domain.storage.s3 import PROBE_TIMEOUT_SECONDS, ObjectStoreUnavailable, S3ObjectStore, make_client
-from tests.support.api import ADMIN_KEY, SPEC, submit
-from tests.support.db import sqlite_url
-
-MIB = 1024 * 1024
-PART = 5 * MIB  # S3's smallest part: multipart paths are reached with little data
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        yield endpoint
-    finally:
-        httpx.post(f"{endpoint}/moto-api/reset")  # moto keeps objects in memory: drop them
-        server.stop()
-
-
-def s3_settings(endpoint: str, bucket: str) -> StorageSettings:
-    return StorageSettings(
-        backend="s3",
-        s3_bucket=bucket,
-        s3_endpoint_url=endpoint,
-        s3_region="us-east-1",
-        s3_access_key_id="test-key",
-        s3_secret_access_key=SecretStr("test-secret"),
-        s3_addressing_style="path",
-        s3_part_size_bytes=PART,
-    )
-
-
-@pytest.fixture(scope="module")
-def s3_admin(s3_endpoint: str) -> Any:
-    """One client for the module: making a boto3 client costs most of a second."""
-    return make_client(s3_settings(s3_endpoint, "unused"))
-
-
-@pytest.fixture
-def s3_bucket(s3_admin: Any) -> Iterator[str]:
-    """A fresh bucket per test, made the way an operator (or compose's one-shot service) would."""
-    bucket = f"modelport-test-{uuid.uuid4().hex[:12]}"
-    client = s3_admin
-    client.create_bucket(Bucket=bucket)
-    yield bucket
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=entry["Key"])
-    client.delete_bucket(Bucket=bucket)
-
-
-@pytest.fixture
-def s3_store(s3_admin: Any, s3_bucket: str) -> S3ObjectStore:
-    return S3ObjectStore(s3_admin, s3_bucket, part_size=PART)
-
-
-def s3_leftovers(store: S3ObjectStore) -> list[str]:
-    """Every object and every unfinished multipart upload in the bucket."""
-    objects = store.client.list_objects_v2(Bucket=store.bucket).get("Contents", [])
-    uploads = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
-    return sorted([o["Key"] for o in objects] + [f"upload:{u['Key']}" for u in uploads])
-
-
-@dataclass
-class Backend:
-    store: ObjectStore
-    # What the backend holds, including anything half-written (temp files, open uploads).
-    leftovers: Callable[[], list[str]]
-
-
-@pytest.fixture(params=["local", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "local":
-        root = tmp_path / "objects"
-        local = LocalObjectStore(root)
-        return Backend(local, lambda: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()))
-    s3: S3ObjectStore = request.getfixturevalue("s3_store")
-    return Backend(s3, lambda: s3_leftovers(s3))
-
-
-def chunks_of(total: int, chunk: int, seed: bytes = b"modelport") -> Iterator[bytes]:
-    """Distinct bytes per chunk, so a misplaced or repeated part changes the digest."""
-    index = 0
-    while total > 0:
-        size = min(chunk, total)
-        block = hashlib.sha256(seed + index.to_bytes(8, "big")).digest()
-        yield (block * (size // len(block) + 1))[:size]
-        total -= size
-        index += 1
-
-
-def put(store: ObjectStore, key: str, data: bytes) -> None:
-    writer = store.open_writer(key)
-    writer.write(data)
-    writer.commit()
-
+from domain.config import Settings
+from domain.storage import make_object_store
+from domain.storage.s3 import ObjectStoreUnavailable, S3ObjectStore
+from tests.support.object_stores import MIB, PART, Backend, chunks_of, put, s3_leftovers
 
 # --- the contract, on both backends ---------------------------------------------------
 
@@ -352,87 +246,3 @@ def test_s3_backend_needs_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELPORT_STORAGE_BACKEND", "gcs")
     with pytest.raises(ValidationError):
         Settings()
-
-
-# --- the API on the S3 backend ----------------------------------------------------------
-
-
-@pytest.fixture
-def s3_client(s3_endpoint: str, s3_bucket: str, tmp_path: Path) -> Iterator[TestClient]:
-    url = sqlite_url(tmp_path)
-    upgrade(url)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        api_key=ADMIN_KEY,
-        database=DatabaseSettings(DATABASE_URL=url),
-        storage=s3_settings(s3_endpoint, s3_bucket),
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-def bucket_keys(client: Any, bucket: str) -> list[str]:
-    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def test_api_upload_lands_in_the_bucket(
-    s3_client: TestClient, s3_admin: Any, s3_bucket: str, squeezenet_pth: Path, tmp_path: Path
-) -> None:
-    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    model = squeezenet_pth.read_bytes()
-    response = submit(s3_client, auth, model)
-    assert response.status_code == 202, response.text
-    job = response.json()
-    key = f"uploads/{job['id']}/model"
-    assert job["model"]["sha256"] == hashlib.sha256(model).hexdigest()
-    assert bucket_keys(s3_admin, s3_bucket) == [key]
-    body = s3_admin.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == job["model"]["sha256"]
-    assert not (tmp_path / "data" / "objects").exists()  # nothing went to the local directory
-
-    # A refused submission leaves nothing behind in the bucket.
-    refused = submit(s3_client, auth, model, {**SPEC, "targets": ["nothing"]})
-    assert refused.status_code == 422, refused.text
-    assert refused.headers["content-type"].startswith("application/problem+json")
-    assert refused.json()["code"] == "invalid_spec"
-    assert bucket_keys(s3_admin, s3_bucket) == [key]
-
-
-# --- readiness probe -----------------------------------------------------------------
-
-
-def test_probe_round_trips_and_leaves_nothing(backend: Backend) -> None:
-    backend.store.probe()
-    backend.store.probe()
-    assert backend.leftovers() == []
-
-
-def test_local_probe_fails_when_the_root_is_not_a_directory(tmp_path: Path) -> None:
-    root = tmp_path / "objects"
-    store = LocalObjectStore(root)
-    root.rmdir()
-    root.write_text("not a directory")
-    with pytest.raises(OSError, match="objects"):
-        store.probe()
-
-
-def test_s3_probe_fails_on_a_missing_bucket(s3_endpoint: str) -> None:
-    store = S3ObjectStore.from_settings(s3_settings(s3_endpoint, f"missing-{uuid.uuid4().hex[:8]}"))
-    with pytest.raises(ClientError, match="NoSuchBucket"):
-        store.probe()
-
-
-def test_s3_probe_of_a_silent_server_answers_within_its_timeout() -> None:
-    # A server that takes the connection and never answers: the store's own client would
-    # wait 60 s per attempt, 5 attempts; the probe waits one short timeout.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        store = S3ObjectStore.from_settings(s3_settings(endpoint, "modelport-test"))
-        started = time.monotonic()
-        with pytest.raises(ObjectStoreUnavailable):
-            store.probe()
-        elapsed = time.monotonic() - started
-    # One attempt: botocore's 1 s wait for "100 Continue" on the PUT, then the read timeout.
-    assert PROBE_TIMEOUT_SECONDS * 0.9 < elapsed < 1 + 2 * PROBE_TIMEOUT_SECONDS
