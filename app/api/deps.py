@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -105,17 +105,28 @@ def reject_unknown_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known: set[str] = set()
-    pending = [dependant]
-    while pending:  # the route's own query parameters and its dependencies'
-        current = pending.pop()
-        known |= {param.alias for param in current.query_params}
-        pending.extend(current.dependencies)
+    known = _query_names(route, dependant)
     unknown = sorted(set(request.query_params.keys()) - known)
     # A route that takes no query parameter has none to misspell: a cache-buster such as netron's
     # ``?cb=<time>`` on an artifact download is let through.
     if unknown and known:
-        takes = ", ".join(sorted(known)) or "none"
         raise InvalidRequest(
-            f"unknown query parameter(s) {unknown}; this route takes: {takes}", code=ErrorCode.UNKNOWN_PARAMETER
+            f"unknown query parameter(s) {unknown}; this route takes: {', '.join(sorted(known))}",
+            code=ErrorCode.UNKNOWN_PARAMETER,
         )
+
+
+def _query_names(route: object, dependant: Any) -> frozenset[str]:
+    """The query parameters ``route`` and its dependencies take, worked out once per route (kept
+    on the route object: routes are made with their app and live as long as it)."""
+    names: frozenset[str] | None = getattr(route, "_modelport_query_names", None)
+    if names is None:
+        found: set[str] = set()
+        pending = [dependant]
+        while pending:
+            current = pending.pop()
+            found |= {param.alias for param in current.query_params}
+            pending.extend(current.dependencies)
+        names = frozenset(found)
+        setattr(route, "_modelport_query_names", names)  # noqa: B010 - an attribute of our own on FastAPI's route
+    return names
