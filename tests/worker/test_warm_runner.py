@@ -192,3 +192,15 @@ def test_an_upload_that_runs_its_own_code_gets_the_cold_sandbox(runner: WarmRunn
     assert parent is not None
     if parent.sandbox:
         assert "pid_namespace" in outcome.isolation
+
+
+def test_the_worker_uses_warm_runners_unless_turned_off(tmp_path: Path) -> None:
+    from tests.support.api import make_settings
+    from tests.support.db import sqlite_url
+    from worker.context import build_context
+    from worker.runner import SubprocessRunner
+
+    url = sqlite_url(tmp_path)
+    assert isinstance(build_context(make_settings(url, tmp_path / "on")).runner, WarmRunner)
+    cold = build_context(make_settings(url, tmp_path / "off", warm_runners=False)).runner
+    assert type(cold) is SubprocessRunner
