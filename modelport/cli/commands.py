@@ -21,10 +21,10 @@ from rich.progress import (
 
 from modelport._transport import downloadable
 from modelport.cli import render
-from modelport.cli.spec import build_spec
+from modelport.cli.spec import build_spec, check_spec
 from modelport.client import Client, Job
 from modelport.errors import NotFound
-from modelport.schemas.job import JobOut
+from modelport.schemas.job import JobOut, StageOut
 
 OK, FAILED = 0, 1
 FINAL_STAGE_STATES = ("succeeded", "failed", "cancelled")
@@ -52,24 +52,40 @@ def follow(job: Job, err: Console, timeout: float | None, poll_interval: float =
             for stage in info.stages:
                 if stage.state in FINAL_STAGE_STATES and stage.name not in announced:
                     announced.add(stage.name)
-                    seconds = f"{stage.seconds:.1f} s" if stage.seconds is not None else ""
-                    why = f"  {stage.error.code}: {escape(stage.error.message)}" if stage.error else ""
-                    style = render.STATUS_STYLE.get(stage.state, "")
-                    err.print(f"  [{style}]{stage.state:>9}[/]  {stage.name:<28} {seconds:>9}{why}", highlight=False)
+                    err.print(follow_line(stage), highlight=False)
             current = f", stage {info.stage}" if info.stage else ""
             spinner.update(f"job {info.id}: {info.status}{current}")
 
         return job.wait(timeout=timeout, on_progress=show, poll_interval=poll_interval)
 
 
+def follow_line(stage: StageOut) -> str:
+    """A stage's line as ``follow`` prints it when the stage ends: state, name, seconds, and its error."""
+    seconds = f"{stage.seconds:.1f} s" if stage.seconds is not None else ""
+    why = f"  {stage.error.code}: {escape(stage.error.message)}" if stage.error else ""
+    style = render.STATUS_STYLE.get(stage.state, "")
+    return f"  [{style}]{stage.state:>9}[/]  {stage.name:<28} {seconds:>9}{why}"
+
+
 def describe_failure(info: JobOut, err: Console) -> None:
+    """The job's final error: its code and where, the message unless a stage line above already gave it
+    (``follow``'s lines and ``stages_table`` print each failed stage's message), and the stage log's last
+    lines without the ones that repeat that message (a stage logs the error it reports)."""
     if info.error is None:
         err.print(f"[bold red]job {info.id} {info.status}[/]")
         return
+    message = info.error.message.strip()
     where = f" in {info.error.stage}" if info.error.stage else ""
-    err.print(f"[bold red]job {info.id} {info.status}{where}: {info.error.code}[/]: {escape(info.error.message)}")
+    shown = any(
+        stage.name == info.error.stage and stage.error is not None and stage.error.message.strip() == message
+        for stage in info.stages
+    )
+    told = f" (above: {info.error.stage})" if shown else f": {escape(message)}"
+    err.print(f"[bold red]job {info.id} {info.status}{where}: {info.error.code}[/]{told}")
     if info.error.log_tail:
-        err.print("[dim]" + escape("\n".join(info.error.log_tail.splitlines()[-15:])) + "[/]", highlight=False)
+        tail = [line for line in info.error.log_tail.splitlines() if not message or message not in line]
+        if tail:
+            err.print("[dim]" + escape("\n".join(tail[-15:])) + "[/]", highlight=False)
     if info.error.stage:
         err.print(f"full log: modelport logs {info.id} {info.error.stage}")
 
@@ -108,6 +124,7 @@ def show_report(report: dict[str, Any], out: Console) -> int:
 
 def cmd_convert(args: argparse.Namespace, client: Client, out: Console, err: Console) -> int:
     spec = build_spec(args)
+    check_spec(spec)
     model = Path(args.model)
     directory = Path(args.out) if args.out else Path(f"{model.stem}-modelport")
     for given in (model, args.calibration, args.samples):

@@ -8,6 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from modelport.schemas.spec import JobSpec
+
 _DIM = re.compile(r"^(\d+|[A-Za-z_][A-Za-z0-9_]*)$")
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
@@ -99,6 +103,21 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.strict:
         spec["strict"] = True
     return spec
+
+
+def check_spec(spec: dict[str, Any]) -> None:
+    """Refuse, before anything is uploaded, a spec the service's own schema (``JobSpec``, shared with
+    the server) refuses: a typo in ``--quant`` or a shape no model has is known without sending a
+    multi-GB file first. What only the server can know (the sniffed format, the allow-list) it still
+    checks. Raises ``argparse.ArgumentTypeError`` naming each field and problem, as the API's 422
+    ``invalid_spec`` would."""
+    try:
+        JobSpec.model_validate(spec)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'spec'}: {item['msg']}" for item in error.errors(include_url=False)
+        )
+        raise argparse.ArgumentTypeError(f"invalid_spec (checked before the upload): {problems}") from None
 
 
 def tolerance_argument(value: str) -> dict[str, float]:

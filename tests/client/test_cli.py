@@ -169,12 +169,24 @@ def test_the_server_script_runs_server_commands_and_hands_the_rest_to_the_client
 def test_commands_against_the_api(api_env: str, plain_state_dict: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec_file = plain_state_dict.with_name("spec.json")
     spec_file.write_text(json.dumps(SPEC))
-    # A refused submission: exit 2 with the problem's code; nothing waited for.
-    status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", "--input", "100000x100000x100000"])
+    # A spec the shared schema refuses is refused before the upload: exit 2, the field named, no job.
+    for flags, field in (
+        (["--quant", "float32,int4"], "quantization.1"),
+        (["--input", "100000x100000x100000"], "inputs.0.shape"),
+    ):
+        status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", *flags])
+        captured = capsys.readouterr()
+        assert status == 2
+        assert "invalid_spec (checked before the upload)" in captured.err
+        assert field in captured.err
+        assert "upload" not in captured.err.replace("before the upload", "")
+    assert main(["jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    # What only the server knows (its allow-list) is its 422, with the problem's code.
+    status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", "--arch", "os.system"])
     captured = capsys.readouterr()
     assert status == 2
-    assert "422 invalid_spec" in captured.err
-    assert "inputs.0.shape" in captured.err
+    assert "422 architecture_not_allowed" in captured.err
 
     # A job nobody runs: convert gives up at --timeout (exit 3) and says how to follow it.
     status = main(["convert", str(plain_state_dict), "--spec", f"@{spec_file}", "--timeout", "0.5",
@@ -205,3 +217,39 @@ def test_commands_against_the_api(api_env: str, plain_state_dict: Path, capsys: 
     # Nothing listens there: exit 3.
     assert main(["--url", "http://127.0.0.1:9", "jobs"]) == 3
     assert "cannot reach the service" in capsys.readouterr().err
+
+
+def test_a_failed_jobs_message_is_printed_once() -> None:
+    """The failed stage's line, the job's error and the stage log's tail all carry the message; the CLI
+    prints it once (it printed the same state_dict_mismatch message three times)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from modelport.cli.commands import describe_failure, follow_line
+    from modelport.schemas.job import JobOut
+
+    message = "the state dict does not fit torchvision.models.resnet18: 2 missing keys (fc.weight, fc.bias)"
+    error = {"code": "state_dict_mismatch", "message": message, "stage": "export_onnx"}
+    stage = {"name": "export_onnx", "toolchain": "torch", "state": "failed", "seconds": 1.5, "attempts": 1,
+             "started_at": None, "finished_at": None, "error": error}  # fmt: skip
+    now = "2026-12-01T10:00:00Z"
+    info = JobOut.model_validate(
+        {
+            "id": "j1", "status": "failed", "stage": None, "stages": [stage], "model": {}, "spec": {},
+            "error": {**error, "log_tail": f"loading the state dict\nERROR {message}\nstage failed"},
+            "created_at": now, "updated_at": now, "started_at": now, "finished_at": now,
+            "links": {"self": "", "artifacts": "", "report": "", "cancel": ""},
+        }
+    )  # fmt: skip
+    console = Console(file=StringIO(), width=300, highlight=False)
+    console.print(follow_line(info.stages[0]))
+    describe_failure(info, console)
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert printed.count(message) == 1, printed
+    assert "job j1 failed in export_onnx: state_dict_mismatch" in printed
+    assert "loading the state dict" in printed  # the rest of the log tail stays
+    # Without a stage line that gave it (a job error outside any stage), the message is printed.
+    console = Console(file=StringIO(), width=300, highlight=False)
+    describe_failure(info.model_copy(update={"stages": []}), console)
+    assert console.file.getvalue().count(message) == 1  # type: ignore[attr-defined]
