@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test envs venv locks lint clean bench browser
+.PHONY: run test envs venv locks lint clean bench browser catalog
 
 # The control environment: the project itself (editable) and its pinned dependencies, no ML framework.
 $(STAMP): locks/control.txt pyproject.toml
@@ -50,6 +50,10 @@ locks: $(STAMP)
 	@$(BIN)/python -m worker.envs lock torch
 	@$(BIN)/python -m worker.envs lock onnx-tf
 	@$(BIN)/python -m worker.envs lock onnx2tf
+
+# The builder names the API checks a state dict's architecture against (after a torch lock change).
+catalog: envs
+	@PYTHONPATH=$(CURDIR) $$($(BIN)/python -c "from testkit.toolchains import toolchain_python; print(toolchain_python('torch'))") -m stages.export.catalog > domain/architectures.json
 
 clean:
 	rm -rf var .pytest_cache

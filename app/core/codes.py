@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
 
     # 422 (409, 415) at submission, before a job exists
     INVALID_SPEC = "invalid_spec"
+    ARCHITECTURE_NOT_FOUND = "architecture_not_found"
     UNRECOGNIZED_FORMAT = "unrecognized_format"
     FORMAT_MISMATCH = "format_mismatch"
     FORMAT_DISABLED = "format_disabled"

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.core.codes import ErrorCode
 from app.core.errors import Conflict, InvalidRequest, NotFound
+from domain import architectures
 from domain.config import Settings
 from domain.jobs.plan import CONVERTERS, Plan, SpecLike, candidates
 from domain.jobs.states import FINAL, UNFINISHED, JobStatus, StageState
@@ -105,6 +106,12 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> PlanSpec
             raise InvalidRequest(
                 f"architecture {spec.architecture.name!r} is not allowed here; allowed prefixes: {', '.join(allowed)}",
                 code=ErrorCode.ARCHITECTURE_NOT_ALLOWED,
+            )
+        missing = architectures.unknown(spec.architecture.name)
+        if missing is not None:
+            raise InvalidRequest(
+                f"{missing} (checked against the torchvision and transformers the torch toolchain pins)",
+                code=ErrorCode.ARCHITECTURE_NOT_FOUND,
             )
     if model_format in ("state_dict", "torchscript", "pickled_module") and not spec.inputs:
         # ONNX files and ExportedPrograms carry their signature; the others do not.

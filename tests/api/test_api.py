@@ -93,6 +93,39 @@ def test_list_is_newest_first_and_paginated(client: TestClient, auth: dict[str, 
 
 
 @pytest.mark.parametrize(
+    ("name", "suggested"),
+    [
+        ("torchvision.models.resnet19", "torchvision.models.resnet18"),
+        ("torchvision.models.mobilenet_v3_smal", "torchvision.models.mobilenet_v3_small"),
+        ("torchvision.models.segmentaton.fcn_resnet50", "torchvision.models.segmentation"),
+        ("transformers.BertModle", "transformers.BertModel"),
+    ],
+)
+def test_a_misspelt_architecture_is_refused_at_submission_with_the_closest_names(
+    client: TestClient, auth: dict[str, str], squeezenet_pth: Path, name: str, suggested: str
+) -> None:
+    response = submit(client, auth, squeezenet_pth.read_bytes(), {**SPEC, "architecture": {"name": name}})
+    body = assert_problem(response, 422, "architecture_not_found")
+    assert suggested in body["detail"]
+    assert client.get("/v1/jobs", headers=auth).json()["items"] == []
+
+
+def test_real_architectures_pass_the_submission_check(
+    client: TestClient, auth: dict[str, str], squeezenet_pth: Path
+) -> None:
+    """Builders in submodules, transformers classes and paths the catalog does not cover are accepted
+    (the stage resolves them)."""
+    for name in (
+        "torchvision.models.segmentation.lraspp_mobilenet_v3_large",
+        "torchvision.models.resnet.resnet18",
+        "transformers.BertModel",
+        "transformers.models.bert.modeling_bert.BertModel",
+    ):
+        response = submit(client, auth, squeezenet_pth.read_bytes(), {**SPEC, "architecture": {"name": name}})
+        assert response.status_code == 202, (name, response.text)
+
+
+@pytest.mark.parametrize(
     ("model", "spec", "code"),
     [
         (b"", SPEC, "empty_model"),
