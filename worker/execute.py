@@ -20,6 +20,7 @@ import psutil
 import structlog
 from sqlalchemy import update
 
+from domain.config import Settings
 from domain.db import session_scope
 from domain.jobs import names
 from domain.jobs.plan import Plan, StageDef
@@ -65,6 +66,17 @@ def _suffix_for(path: Path) -> str:
     return ".npy" if magic == b"\x93NUMPY" else ".npz" if magic.startswith(b"PK") else ""
 
 
+def stage_limits(settings: Settings) -> RunLimits:
+    """A stage process's limits from the settings: timeout (s), memory of its process tree (bytes;
+    default 60 % of the machine's RAM), threads and nice."""
+    return RunLimits(
+        timeout_seconds=settings.limits.stage_timeout_seconds,
+        memory_bytes=settings.limits.stage_memory_bytes or int(psutil.virtual_memory().total * 0.6),
+        threads=settings.limits.stage_threads,
+        nice=settings.limits.stage_nice,
+    )
+
+
 def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> StageOutcome:
     definition = claim.definition
     assert definition.entry is not None
@@ -106,12 +118,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> StageOutcome:
             },
             "output_dir": str(workdir / "out"),
         }
-        limits = RunLimits(
-            timeout_seconds=settings.limits.stage_timeout_seconds,
-            memory_bytes=settings.limits.stage_memory_bytes or int(psutil.virtual_memory().total * 0.6),
-            threads=settings.limits.stage_threads,
-            nice=settings.limits.stage_nice,
-        )
+        limits = stage_limits(settings)
         log_key = f"jobs/{job_id}/logs/{definition.name}.log"
         try:
             outcome = ctx.runner.run(

@@ -10,7 +10,9 @@ parent, a network namespace and no new privileges where the host allows them; th
 watchdog (timeout, memory of the process tree, cancellation) kills it from here. Each child
 runs one stage of one job and exits, so nothing a stage does in memory reaches the next.
 
-A parent that died is started again on the next stage; one that cannot start (or a stage
+Parents start with the worker (``worker.main`` calls ``warm`` for the toolchains its queues
+serve, ``keep_warm``), which also starts again one that died; a stage that finds its
+parent dead starts it itself; one that cannot start (or a stage
 whose parent died under it) falls back to a cold ``SubprocessRunner`` run for that stage.
 """
 
@@ -156,6 +158,24 @@ class WarmRunner(SubprocessRunner):
                 self._servers.pop(toolchain, None)
                 return None
             return self._servers[toolchain]
+
+    def keep_warm(
+        self, toolchains: list[str], limits: RunLimits, interval: float = 10.0, stop: threading.Event | None = None
+    ) -> None:
+        """Start the warm parents of ``toolchains`` now, and start again any that dies, every
+        ``interval`` seconds until ``stop`` is set. A worker runs this in a thread of its own as
+        it starts (``worker.main``), so its first stage pays no framework import.
+
+        The thread must outlive the parents it starts: a parent is started with
+        ``PR_SET_PDEATHSIG``, which Linux fires when the *thread* that forked it ends
+        (prctl(2)), so a short-lived warm-up thread would take its parents with it. A toolchain
+        whose environment is missing or whose parent cannot start is left to the cold runner,
+        as ``server`` does."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            for toolchain in toolchains:
+                self.server(toolchain, limits)
+            stop.wait(interval)
 
     def close(self) -> None:
         with self._lock:

@@ -204,3 +204,33 @@ def test_the_worker_uses_warm_runners_unless_turned_off(tmp_path: Path) -> None:
     assert isinstance(build_context(make_settings(url, tmp_path / "on")).runner, WarmRunner)
     cold = build_context(make_settings(url, tmp_path / "off", warm_runners=False)).runner
     assert type(cold) is SubprocessRunner
+
+
+@pytest.mark.e2e
+def test_warm_parents_start_with_the_worker(tmp_path: Path) -> None:
+    """A toolchain worker starts its warm parent before any stage arrives (its first stage then pays
+    no framework import): the parent, with its preloaded modules, is among the worker's processes
+    while no job exists."""
+    import uuid
+
+    from app.local import LocalStack, free_port
+    from domain.toolchains import get_toolchain
+
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:6379/0", "MODELPORT_API_KEY": "warm-start",
+           "MODELPORT_QUEUE_PREFIX": f"warm-{uuid.uuid4().hex[:6]}-"}  # fmt: skip
+    env.pop("DATABASE_URL", None)
+    env.pop("MODELPORT_WARM_RUNNERS", None)
+    stack = LocalStack(data_dir=tmp_path / "data", port=free_port(), env=env, queues=["onnx2tf"])
+    stack.start()
+    try:
+        worker = psutil.Process(stack.processes["worker-onnx2tf"].pid)
+        deadline, parents = time.monotonic() + 90, []
+        while time.monotonic() < deadline and not parents:
+            parents = [p for p in worker.children(recursive=True) if "stages.kit.forkserver" in " ".join(p.cmdline())]
+            time.sleep(0.5)
+        assert parents, "no warm parent started with the onnx2tf worker"
+        argv = parents[0].cmdline()
+        assert "onnx2tf" in argv[-1]  # the preload list of the onnx2tf environment
+        assert argv[0] == str(get_toolchain("onnx2tf").interpreter)
+    finally:
+        stack.stop()
