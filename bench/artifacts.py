@@ -50,17 +50,22 @@ for n in threads:
     torch.set_num_threads(n)
     with torch.no_grad():
         result[f"pytorch/{n}"] = median_ms(lambda: model(*args))
+def invoke_ms(path, n):
+    interpreter = Interpreter(model_path=path, num_threads=n)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        if np.issubdtype(detail["dtype"], np.integer):  # token ids and masks: 0 and 1 are valid for both
+            value = rng.integers(0, 2, detail["shape"]).astype(detail["dtype"])
+        else:
+            value = rng.random(detail["shape"]).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+    return median_ms(interpreter.invoke)
 for label, path in files.items():
     for n in threads:
-        interpreter = Interpreter(model_path=path, num_threads=n)
-        interpreter.allocate_tensors()
-        for detail in interpreter.get_input_details():
-            if np.issubdtype(detail["dtype"], np.integer):  # token ids and masks: 0 and 1 are valid for both
-                value = rng.integers(0, 2, detail["shape"]).astype(detail["dtype"])
-            else:
-                value = rng.random(detail["shape"]).astype(detail["dtype"])
-            interpreter.set_tensor(detail["index"], value)
-        result[f"{label}/{n}"] = median_ms(interpreter.invoke)
+        try:
+            result[f"{label}/{n}"] = invoke_ms(path, n)
+        except Exception as exc:  # e.g. a file with flex ops: stock LiteRT cannot load it
+            result[f"{label}/{n}"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
 print(json.dumps(result))
 """
 )
@@ -119,6 +124,9 @@ def main() -> None:
                 sizes = {"pytorch": state.stat().st_size, **{label: p.stat().st_size for label, p in files.items()}}
                 for label, size in sizes.items():
                     one, many = ms[f"{label}/1"], ms[f"{label}/{cores}"]
+                    if isinstance(one, str) or isinstance(many, str):
+                        print(f"  {label:<14}{size / 1e6:9.2f}  does not run in stock LiteRT: {one}")
+                        continue
                     print(
                         f"  {label:<14}{size / 1e6:9.2f}{one:13.2f}{one / ms['pytorch/1']:10.2f}"
                         f"{many:14.2f}{many / ms[f'pytorch/{cores}']:10.2f}"
