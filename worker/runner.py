@@ -54,7 +54,7 @@ class RunOutcome:
     """A stage process that wrote its result: ``seconds`` from launch to its end, the peak
     resident memory of its process tree (bytes), and ``startup_seconds``: how much of
     ``seconds`` was start-up (launch until the stage's code began, plus its framework
-    imports: ``stages.kit.startup``; None when the result does not say)."""
+    imports: ``stages.kit.usage``; None when the result does not say)."""
 
     result: dict[str, Any]
     seconds: float
@@ -231,8 +231,8 @@ class SubprocessRunner:
 
 
 def startup_seconds(result: dict[str, Any], launched_at: float) -> float | None:
-    """Launch until the stage's code began, plus its framework imports (``stages.kit.startup``
-    in the result); None for a result without them."""
+    """Launch until the stage's code began, plus its framework imports (``stages.kit.usage``'s
+    ``startup`` in the result); None for a result without them."""
     clock = result.get("startup")
     if not isinstance(clock, dict) or not isinstance(clock.get("entered_at"), int | float):
         return None
@@ -243,11 +243,13 @@ def startup_seconds(result: dict[str, Any], launched_at: float) -> float | None:
 def peak_rss_of(result: dict[str, Any] | None, sampled: int, rusage: int) -> int:
     """A stage's peak RSS in bytes: the watchdog's ``sampled`` peak of its process tree, and
     the peaks the stage reported itself (``stages.kit.usage.peak_memory``: its own and its
-    children's); ``rusage`` (the runner's ``ru_maxrss``) only when the stage reported none."""
+    children's). A stage that reported none (it crashed, or was killed): the samples, and
+    ``rusage`` (the runner's ``ru_maxrss``, which may count the launching worker's pages)
+    only when it ended before the first sample."""
     reported = result.get("usage") if isinstance(result, dict) else None
     own = reported.get("self_peak_rss_bytes") if isinstance(reported, dict) else None
     if not isinstance(own, int):
-        return max(sampled, rusage)
+        return sampled or rusage
     children = reported.get("children_peak_rss_bytes") if isinstance(reported, dict) else None
     return max(sampled, own, children if isinstance(children, int) else 0)
 
