@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import tempfile
@@ -29,12 +28,12 @@ from pathlib import Path
 
 import httpx
 
-from app.local import QUEUES, LocalStack, free_port
+from app.local import QUEUES
+from bench._stack import KEY, running_stack
 from domain.toolchains import CONTROL_QUEUE
 from testkit.db import PG_SERVER_URL, sqlite_url, throwaway_postgres
 from testkit.toolchains import toolchain_python
 
-KEY = "bench-load-key"
 FINAL = {"succeeded", "failed", "cancelled"}
 SUBMIT_TIMEOUT_SECONDS = 120
 # A few-kB convolutional net: the load is on the service, not the converter.
@@ -145,35 +144,29 @@ def run(args: argparse.Namespace) -> Outcome:
         data_dir = Path(tmp)
         model_path = data_dir / "tiny.pt"
         build_model(model_path)
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": "", "MODELPORT_API_KEY": KEY}
-        port = free_port()
-        stack = LocalStack(data_dir=data_dir, port=port, env=env, queues=queues, log_dir=data_dir / "logs")
-        try:
-            stack.start()
-            base_url = f"http://127.0.0.1:{port}"
+        with running_stack(data_dir, queues=queues, database_url=url) as service:
             deadline = time.monotonic() + args.timeout
             stop = threading.Event()
-            poller = threading.Thread(target=poll, args=(base_url, outcome, stop, deadline))
+            poller = threading.Thread(target=poll, args=(service.base_url, outcome, stop, deadline))
             started = time.monotonic()
             poller.start()
-            burst(base_url, model_path.read_bytes(), spec, args.jobs, outcome)
+            burst(service.base_url, model_path.read_bytes(), spec, args.jobs, outcome)
             outcome.burst_seconds = time.monotonic() - started
             while time.monotonic() < deadline and len(outcome.final) < len(outcome.accepted):
-                problem = stack.check_alive()
+                problem = service.stack.check_alive()
                 if problem:
-                    print(f"[load] {problem}; logs in {data_dir / 'logs'}")
+                    print(f"[load] {problem}; logs in {service.log_dir}")
                     break
                 time.sleep(0.2)
             if outcome.accepted and len(outcome.final) == len(outcome.accepted):
                 outcome.drain_seconds = time.monotonic() - started
             stop.set()
             poller.join()
-        finally:
-            stack.stop()
     return outcome
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
+    """The ``q``-th percentile (1-99) of ``values``, inclusive method; the value itself for one."""
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 

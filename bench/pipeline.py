@@ -18,12 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from app.local import LocalStack, free_port
+from bench._stack import running_stack
 from testkit.toolchains import toolchain_python
-
-KEY = "bench-key"
 
 TORCH_LATENCY = """
 import sys, time, statistics, torch, torchvision
@@ -61,16 +57,8 @@ def main() -> None:
             ],
             check=True,
         )
-        env = {**os.environ, "MODELPORT_API_KEY": KEY, "MODELPORT_DATA_DIR": str(data)}
-        env.pop("REDIS_URL", None)
-        env.pop("DATABASE_URL", None)
-        port = free_port()
-        stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
-        stack.start()
-        try:
-            client = httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
-            )
+        with running_stack(data) as service:
+            client = service.client
             spec = {
                 "architecture": {"name": f"torchvision.models.{args.builder}", "kwargs": {}},
                 "inputs": [{"name": "input", "shape": [1, 3, args.size, args.size], "dtype": "float32"}],
@@ -122,8 +110,6 @@ def main() -> None:
                     f"  latency {label}: tflite {lite_ms:.2f} ms  pytorch {torch_ms:.2f} ms  "
                     f"ratio tflite/pytorch {lite_ms / torch_ms:.2f}"
                 )
-        finally:
-            stack.stop()
 
 
 if __name__ == "__main__":

@@ -28,11 +28,10 @@ from typing import Any
 
 import httpx
 
-from app.local import LocalStack, free_port
+from bench._stack import running_stack
 from testkit.families import BERT_TINY, GPT2_TINY, MASK, TOKENS, VIT_TINY
 from testkit.toolchains import toolchain_python
 
-KEY = "bench-key"
 PRECISIONS = ["float32", "dynamic_range", "float16", "int8"]
 SAMPLES = 8
 JOB_TIMEOUT = 45 * 60
@@ -264,29 +263,17 @@ def main() -> None:
         data = Path(tmp)
         build_models(families, data)
         env = {
-            **os.environ,
-            "MODELPORT_API_KEY": KEY,
-            "MODELPORT_DATA_DIR": str(data),
             # torchvision.ops for the MLP stand-in, beyond the default allow-list.
             "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers.", "torchvision.ops."]),
         }
-        env.pop("REDIS_URL", None)
-        env.pop("DATABASE_URL", None)
-        port = free_port()
-        stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
-        stack.start()
         started = time.monotonic()
-        try:
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
-            ) as client:
-                print(
-                    f"one job per family: targets [tflite], toolchain auto, {SAMPLES} synthetic validation "
-                    "samples, no calibration upload (int8 calibrates on the synthetic samples)"
-                )
-                rows = [row for family in families for row in run_family(client, family, data)]
-        finally:
-            stack.stop()
+        with running_stack(data, env=env) as service:
+            client = service.client
+            print(
+                f"one job per family: targets [tflite], toolchain auto, {SAMPLES} synthetic validation "
+                "samples, no calibration upload (int8 calibrates on the synthetic samples)"
+            )
+            rows = [row for family in families for row in run_family(client, family, data)]
         print_table(rows)
         print(
             f"\nexpectation: float32/float16 pass; dynamic_range min cosine >= {DYNAMIC_RANGE_BAR}; int8 "

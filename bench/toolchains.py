@@ -22,11 +22,10 @@ from typing import Any
 
 import httpx
 
-from app.local import LocalStack, free_port
+from bench._stack import running_stack
 from testkit.families import VIT_TINY
 from testkit.toolchains import toolchain_python
 
-KEY = "bench-key"
 MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"builder": "torchvision.models.resnet18", "kwargs": {}, "shape": [1, 3, 224, 224]},
     "mobilenet_v2": {"builder": "torchvision.models.mobilenet_v2", "kwargs": {}, "shape": [1, 3, 224, 224]},
@@ -133,26 +132,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         env = {
-            **os.environ,
-            "MODELPORT_API_KEY": KEY,
-            "MODELPORT_DATA_DIR": str(data),
             "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers."]),
             "MODELPORT_ENABLED_TOOLCHAINS": json.dumps(["onnx-tf", "onnx2tf", "litert-torch"]),
         }
-        env.pop("REDIS_URL", None)
-        env.pop("DATABASE_URL", None)
-        port = free_port()
-        stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
-        stack.start()
-        try:
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
-            ) as client:
-                print("ratio = LiteRT latency / PyTorch latency (same machine, same run; < 1 is faster)")
-                for name in args.models.split(","):
-                    run_model(client, name, MODELS[name], data)
-        finally:
-            stack.stop()
+        with running_stack(data, env=env) as service:
+            client = service.client
+            print("ratio = LiteRT latency / PyTorch latency (same machine, same run; < 1 is faster)")
+            for name in args.models.split(","):
+                run_model(client, name, MODELS[name], data)
 
 
 if __name__ == "__main__":

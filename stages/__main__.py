@@ -8,6 +8,7 @@ import time
 import traceback
 from pathlib import Path
 
+from stages.kit import usage
 from stages.kit.contract import EXIT_STAGE_ERROR, StageError, StageRequest, error_json
 from stages.kit.failures import unexpected
 from stages.registry import get_stage, unforeseen
@@ -17,6 +18,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: python -m stages <stage-name> <request.json> <result.json>", file=sys.stderr)
         return 2
+    usage.install()  # the stage's own code begins: framework loads from here are start-up
     name, request_path, result_path = argv[0], Path(argv[1]), Path(argv[2])
     started = time.monotonic()
     try:
@@ -32,6 +34,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         result, code = error_json(unexpected(*unforeseen(name), exc)), EXIT_STAGE_ERROR
     result["seconds"] = round(time.monotonic() - started, 3)
+    result["startup"] = usage.startup()
+    result["usage"] = usage.peak_memory()
     Path(result_path).write_text(json.dumps(result, indent=2, default=float))
     print(f"stage.finished stage={name} ok={result['ok']} seconds={result['seconds']}", flush=True)
     return code

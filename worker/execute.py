@@ -149,6 +149,7 @@ def execute(ctx: WorkerContext, job_id: str, claim: Claim) -> StageOutcome:
             metrics=reply.metrics,
             info=reply.info,
             process_seconds=round(outcome.seconds, 3),
+            startup_seconds=outcome.startup_seconds,
             peak_rss_bytes=outcome.peak_rss_bytes,
             isolation=outcome.isolation,
             lock_sha256=get_toolchain(definition.toolchain).lock_hash,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -179,12 +180,14 @@ def record_outcome(
             run.log_key = StageOutcome.from_json(recorded).log_key or run.log_key
         else:
             run.log_key = f"jobs/{job_id}/logs/{definition.name}.log" if failure.log_tail else None
+            note = RunNote(peak_rss_bytes=failure.peak_rss_bytes, process_seconds=failure.process_seconds)
             if definition.role not in TOLERANT_ROLES:
+                run.result = note.to_json()  # the log's tail is the job's error
                 fail_job(job, run, failure.code, failure.message, failure.log_tail)
                 return []
             # One candidate failing is a finding for the report, not the job's end.
             run.state, run.error_code, run.error_message = StageState.FAILED, failure.code, failure.message
-            run.result = RunNote(log_tail=failure.log_tail[-4000:]).to_json()
+            run.result = replace(note, log_tail=failure.log_tail[-4000:]).to_json()
         session.flush()
         return advance(session, ctx, job)
 

@@ -26,11 +26,14 @@ from stages.kit.codes import StageCode
 
 
 class StageFailure(Exception):
-    """A stage ended without a result: the job fails with ``code``."""
+    """A stage ended without a result: the job fails with ``code``. A failure of a stage
+    process that ran carries its ``peak_rss_bytes`` and ``process_seconds`` (else None)."""
 
     def __init__(self, code: StageCode, message: str, log_tail: str = "") -> None:
         super().__init__(message)
         self.code, self.message, self.log_tail = code, message, log_tail
+        self.peak_rss_bytes: int | None = None
+        self.process_seconds: float | None = None
 
 
 class StageCancelled(Exception):
@@ -48,10 +51,16 @@ class RunLimits:
 
 @dataclass
 class RunOutcome:
+    """A stage process that wrote its result: ``seconds`` from launch to its end, the peak
+    resident memory of its process tree (bytes), and ``startup_seconds``: how much of
+    ``seconds`` was start-up (launch until the stage's code began, plus its framework
+    imports: ``stages.kit.usage``; None when the result does not say)."""
+
     result: dict[str, Any]
     seconds: float
     peak_rss_bytes: int
     isolation: list[str] = field(default_factory=list)
+    startup_seconds: float | None = None
 
 
 # Namespaces from util-linux: no network, own PID space (and /proc), no new privileges.
@@ -186,7 +195,7 @@ class SubprocessRunner:
         request_path.write_text(json.dumps(request))
         result_path.unlink(missing_ok=True)
         nice, parent = limits.nice, os.getpid()
-        started = time.monotonic()
+        started, launched_at = time.monotonic(), time.time()
         command = [str(interpreter), "-m", "stages", entry, str(request_path), str(result_path)]
         isolation = ["process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
         sandboxed = limits.sandbox and sandbox_available()
@@ -212,9 +221,37 @@ class SubprocessRunner:
             if sandboxed and 128 < returncode < 128 + 65:
                 returncode = -(returncode - 128)  # the shell's report of a signal death
             watch.stop()
-            peak_rss = max(watch.peak_rss, usage.ru_maxrss * 1024)
         seconds = time.monotonic() - started
-        return outcome_of(watch.reason, limits, result_path, log_path, returncode, seconds, peak_rss, isolation)
+        # The reaped process's ru_maxrss also counts its moments as a fork of this worker
+        # before its exec (the kernel carries the high-water mark over exec): only a fallback.
+        peaks = (watch.peak_rss, usage.ru_maxrss * 1024)
+        return outcome_of(
+            watch.reason, limits, result_path, log_path, returncode, seconds, peaks, isolation, launched_at
+        )
+
+
+def startup_seconds(result: dict[str, Any], launched_at: float) -> float | None:
+    """Launch until the stage's code began, plus its framework imports (``stages.kit.usage``'s
+    ``startup`` in the result); None for a result without them."""
+    clock = result.get("startup")
+    if not isinstance(clock, dict) or not isinstance(clock.get("entered_at"), int | float):
+        return None
+    launch = max(0.0, float(clock["entered_at"]) - launched_at)
+    return round(launch + float(clock.get("framework_import_seconds") or 0.0), 3)
+
+
+def peak_rss_of(result: dict[str, Any] | None, sampled: int, rusage: int) -> int:
+    """A stage's peak RSS in bytes: the watchdog's ``sampled`` peak of its process tree, and
+    the peaks the stage reported itself (``stages.kit.usage.peak_memory``: its own and its
+    children's). A stage that reported none (it crashed, or was killed): the samples, and
+    ``rusage`` (the runner's ``ru_maxrss``, which may count the launching worker's pages)
+    only when it ended before the first sample."""
+    reported = result.get("usage") if isinstance(result, dict) else None
+    own = reported.get("self_peak_rss_bytes") if isinstance(reported, dict) else None
+    if not isinstance(own, int):
+        return sampled or rusage
+    children = reported.get("children_peak_rss_bytes") if isinstance(reported, dict) else None
+    return max(sampled, own, children if isinstance(children, int) else 0)
 
 
 def outcome_of(
@@ -224,12 +261,35 @@ def outcome_of(
     log_path: Path,
     returncode: int,
     seconds: float,
-    peak_rss: int,
+    peaks: tuple[int, int],
     isolation: list[str],
+    launched_at: float,
 ) -> RunOutcome:
     """What a finished stage process amounts to, for every runner: the watchdog's ``reason``
     (cancelled, timeout, memory) first, then the result file, else a crash named by
-    ``returncode`` (negative: the signal). Raises ``StageCancelled`` or ``StageFailure``."""
+    ``returncode`` (negative: the signal). Raises ``StageCancelled`` or ``StageFailure``
+    (with the process's peak RSS and seconds). ``peaks`` are the watchdog's sampled peak and
+    the process's ``ru_maxrss`` in bytes (``peak_rss_of``); ``launched_at`` is the
+    ``time.time()`` at which the runner started (or asked a warm parent to fork) the process."""
+    peak_rss = peak_rss_of(_read_result(result_path), *peaks)
+    try:
+        return _outcome(reason, limits, result_path, log_path, returncode, seconds, peak_rss, isolation, launched_at)
+    except StageFailure as failure:
+        failure.peak_rss_bytes, failure.process_seconds = peak_rss, round(seconds, 3)
+        raise
+
+
+def _outcome(
+    reason: str | None,
+    limits: RunLimits,
+    result_path: Path,
+    log_path: Path,
+    returncode: int,
+    seconds: float,
+    peak_rss: int,
+    isolation: list[str],
+    launched_at: float,
+) -> RunOutcome:
     tail = log_tail(log_path)
     if reason == "cancelled":
         raise StageCancelled()
@@ -252,7 +312,13 @@ def outcome_of(
         else:
             message = f"the stage process exited with status {returncode} without a result"
         raise StageFailure(StageCode.STAGE_CRASHED, message, tail)
-    return RunOutcome(result=result, seconds=seconds, peak_rss_bytes=peak_rss, isolation=isolation)
+    return RunOutcome(
+        result=result,
+        seconds=seconds,
+        peak_rss_bytes=peak_rss,
+        isolation=isolation,
+        startup_seconds=startup_seconds(result, launched_at),
+    )
 
 
 def _read_result(path: Path) -> dict[str, Any] | None:

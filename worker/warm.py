@@ -213,7 +213,7 @@ class WarmRunner(SubprocessRunner):
             "nice": limits.nice,
             "sandbox": sandboxed,
         }
-        started = time.monotonic()
+        started, launched_at = time.monotonic(), time.time()
         pid = server.start_stage(job)
         if pid is None:
             server.close()
@@ -228,10 +228,10 @@ class WarmRunner(SubprocessRunner):
             raise StageFailure(
                 StageCode.STAGE_CRASHED, "the stage's warm parent process died while the stage ran", log_tail(log_path)
             )
-        peak_rss = max(watch.peak_rss, int(done.get("maxrss_kib", 0)) * 1024)
+        peaks = (watch.peak_rss, int(done.get("maxrss_kib", 0)) * 1024)
         isolation = ["warm_fork", "process_group", "nice", "memory_watchdog", "timeout", "own_tmpdir"]
         if sandboxed:
             isolation = [*server.sandbox, *isolation]
         return outcome_of(
-            watch.reason, limits, result_path, log_path, int(done["status"]), seconds, peak_rss, isolation
+            watch.reason, limits, result_path, log_path, int(done["status"]), seconds, peaks, isolation, launched_at
         )

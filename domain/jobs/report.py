@@ -207,6 +207,8 @@ def _report(
                 "attempts": s.attempts,
                 "peak_rss_bytes": RunNote.from_json(s.result).peak_rss_bytes,
                 "isolation": RunNote.from_json(s.result).isolation,
+                "process_seconds": RunNote.from_json(s.result).process_seconds,
+                "startup_seconds": RunNote.from_json(s.result).startup_seconds,
             }
             for s in job.stages
         ],

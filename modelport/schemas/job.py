@@ -36,6 +36,17 @@ class StageOut(BaseModel):
     finished_at: UtcDatetime | None
     error: JobError | None = None
     skipped_reason: str | None = None
+    peak_rss_bytes: int | None = Field(
+        default=None, description="Peak resident memory of the stage's process tree, bytes (null: no process ran)"
+    )
+    process_seconds: float | None = Field(
+        default=None, description="Wall seconds of the stage's process, launch to exit (within seconds)"
+    )
+    startup_seconds: float | None = Field(
+        default=None,
+        description="Of process_seconds, the start-up: launching the process and importing its framework "
+        "(near 0 for a stage forked from a warm parent)",
+    )
 
 
 class JobLinks(BaseModel):

@@ -115,6 +115,8 @@ class StageEntry(_Open):
     attempts: int
     peak_rss_bytes: int | None
     isolation: Any = None
+    process_seconds: float | None = None  # the stage process, launch to exit
+    startup_seconds: float | None = None  # of process_seconds: launch and framework imports
 
 
 class CandidateAttempt(_Open):

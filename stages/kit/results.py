@@ -6,10 +6,11 @@ the worker stores its files and records, as the stage run's ``result``::
     {"outputs": {"onnx": {"key", "size", "sha256", "file"}, ...},
      "metrics": {"onnx": {...a Check...}, ...},   # per artifact, by logical name
      "info": {...},                                # per role: ExportInfo, ConvertInfo, ...
-     "process_seconds", "peak_rss_bytes", "isolation", "lock_sha256", "log_key"}
+     "process_seconds", "startup_seconds", "peak_rss_bytes", "isolation", "lock_sha256", "log_key"}
 
-A failed tolerant stage records ``{"log_tail"}`` and a skipped one ``{"skipped_reason"}``
-(``RunNote``). ``from_json`` reads a recorded result once (every key optional, as in
+A failed stage records ``{"log_tail"}`` (a tolerant one; the job's error has a fatal one's)
+with the ``peak_rss_bytes`` and ``process_seconds`` of a process that ran, and a skipped
+one ``{"skipped_reason"}`` (``RunNote``). ``from_json`` reads a recorded result once (every key optional, as in
 results recorded before these types existed); ``to_json`` writes the same JSON, key for
 key. The fields the report copies verbatim stay in ``raw`` (a ``Check``'s or an info's
 source object), so a number a stage adds reaches the report without a change here.
@@ -219,6 +220,7 @@ class StageOutcome:
     isolation: Any = None
     lock_sha256: str | None = None
     log_key: str | None = None
+    startup_seconds: float | None = None  # of process_seconds: launch and framework imports
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StageOutcome:
@@ -231,6 +233,7 @@ class StageOutcome:
             "metrics": self.metrics,
             "info": self.info,
             "process_seconds": self.process_seconds,
+            "startup_seconds": self.startup_seconds,
             "peak_rss_bytes": self.peak_rss_bytes,
             "isolation": self.isolation,
             "lock_sha256": self.lock_sha256,
@@ -253,12 +256,16 @@ class StageOutcome:
 @dataclass(frozen=True)
 class RunNote:
     """What a stage run that did not succeed records: the log's tail of a failed stage
-    (at most 4,000 characters), or why a stage was skipped. Also the rusage of a run."""
+    (at most 4,000 characters) and the usage of its process (``peak_rss_bytes``,
+    ``process_seconds``; None when none ran to its end), or why a stage was skipped.
+    ``from_json`` of any stage's result reads its usage (a succeeded one's too)."""
 
     skipped_reason: str | None = None
     log_tail: str | None = None
     peak_rss_bytes: int | None = None
     isolation: Any = None
+    process_seconds: float | None = None
+    startup_seconds: float | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> RunNote:
@@ -267,4 +274,5 @@ class RunNote:
     def to_json(self) -> dict[str, Any]:
         if self.skipped_reason is not None:
             return {"skipped_reason": self.skipped_reason}
-        return {"log_tail": self.log_tail}
+        usage = {"peak_rss_bytes": self.peak_rss_bytes, "process_seconds": self.process_seconds}
+        return {"log_tail": self.log_tail, **{key: value for key, value in usage.items() if value is not None}}

@@ -2,7 +2,9 @@
 
 ``selftest.echo`` writes its request back as an output; ``selftest.sleep`` sleeps
 ``options.seconds``; ``selftest.abort`` kills itself with SIGABRT, as a crashing
-runtime does; ``selftest.allocate`` holds ``options.megabytes`` of memory.
+runtime does; ``selftest.allocate`` holds ``options.megabytes`` of memory;
+``selftest.imports`` imports numpy (in every toolchain environment), the start-up a
+framework import costs a fresh process and not a warm child.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def allocate(request: StageRequest) -> StageResult:
         block[i] = 1
     time.sleep(float(options.hold_seconds))
     return StageResult(metrics={"bytes": len(block)})
+
+
+def imports(request: StageRequest) -> StageResult:
+    """Import numpy as a stage imports its framework; report whether it was loaded already."""
+    import sys
+
+    preloaded = "numpy" in sys.modules
+    import numpy
+
+    return StageResult(info={"preloaded": preloaded, "numpy": numpy.__version__})
 
 
 def network(request: StageRequest) -> StageResult:

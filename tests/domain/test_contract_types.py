@@ -57,6 +57,7 @@ RECORDED = {
     },
     "info": {"runtime": "ai-edge-litert 1.0", "signature": {"input_transposes": {"x": [0, 2, 3, 1]}}},
     "process_seconds": 1.5,
+    "startup_seconds": 0.02,
     "peak_rss_bytes": 1024,
     "isolation": ["netns"],
     "lock_sha256": "cd",
@@ -97,4 +98,7 @@ def test_stage_replies_and_run_notes_keep_their_json() -> None:
     assert StageReply.from_json({"ok": False}).error_code == "stage_failed"
     assert RunNote(skipped_reason="auto").to_json() == {"skipped_reason": "auto"}
     assert RunNote(log_tail="boom").to_json() == {"log_tail": "boom"}
+    failed = RunNote(log_tail="boom", peak_rss_bytes=2048, process_seconds=0.5).to_json()
+    assert failed == {"log_tail": "boom", "peak_rss_bytes": 2048, "process_seconds": 0.5}
+    assert RunNote.from_json(RECORDED).startup_seconds == 0.02  # a succeeded stage's usage reads the same way
     assert RunNote.from_json(None) == RunNote()
