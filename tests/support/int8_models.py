@@ -132,3 +132,53 @@ def quantize_int8(name: str, factory: pytest.TempPathFactory, work: Path, **opti
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name), {"precisions": ["int8"], **options})
     assert run.ok, run.result
     return run
+
+
+def onnx2tf_file(name: str, factory: pytest.TempPathFactory) -> StageRun:
+    """convert.onnx2tf of the chain's ONNX file (its float32 .tflite is channel-last)."""
+    runs = int8_chain(name, factory)
+    if "onnx2tf" not in runs:
+        prepare = runs["prepare"]
+        inputs = {
+            "onnx": prepare.output("onnx"),
+            "samples": prepare.output("samples"),
+            "reference": prepare.output("reference"),
+        }
+        convert = run_stage(
+            "onnx2tf",
+            "convert.onnx2tf",
+            factory.mktemp(f"int8-{name}-onnx2tf"),
+            inputs,
+            spec(name, toolchain="onnx2tf"),
+        )
+        assert convert.ok, convert.result
+        runs["onnx2tf"] = convert
+    converted: StageRun = runs["onnx2tf"]
+    return converted
+
+
+def quantize_sources(
+    name: str, factory: pytest.TempPathFactory, work: Path, toolchain: str = "auto", precisions: list[str] | None = None
+) -> StageRun:
+    """quantize.litert as the worker runs it for a job with two passing candidates: onnx2tf's
+    float32 file (chosen) and litert-torch's, in that order, with the uploaded calibration."""
+    runs = int8_chain(name, factory)
+    onnx2tf = onnx2tf_file(name, factory)
+    prepare = runs["prepare"]
+    inputs = {
+        "tflite": onnx2tf.output("tflite_float32"),
+        "tflite_onnx2tf": onnx2tf.output("tflite_float32"),
+        "tflite_litert-torch": runs["convert"].output("tflite_float32"),
+        "samples": prepare.output("samples"),
+        "reference": prepare.output("reference"),
+        "calibration": runs["calibration"],
+    }
+    transposes = onnx2tf.result["info"].get("input_transposes")
+    sources = [
+        {"input": "tflite_onnx2tf", "candidate": "onnx2tf", "passed": True, "input_transposes": transposes},
+        {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
+    ]
+    options = {"precisions": precisions or ["int8"], "sources": sources}
+    run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
+    assert run.ok, run.result
+    return run
