@@ -96,6 +96,7 @@ class Attempt:
             "source_file": self.job.tflite.name,
             "outcome": outcome,
             "verdict": entry.get("verdict"),
+            "reasons": list(entry.get("reasons") or [])[:4],
             "min_cosine": entry.get("min_cosine"),
             "mean_abs_over_scale": max((m for m in means if m is not None), default=None),
             "top1_agreement": entry.get("top1_agreement"),
