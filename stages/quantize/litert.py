@@ -153,9 +153,9 @@ def _prepare(shared: _Shared, source: dict[str, Any], primary: bool) -> _Prepare
     request, options = shared.request, shared.options
     tflite = request.optional_input(str(source["input"]))
     if tflite is None:
-        if primary:
-            raise StageError(StageCode.INVALID_TFLITE, f"the input {source['input']!r} is missing")
-        return None
+        if not primary:
+            return None
+        tflite = request.input_path("tflite")  # the chosen file, always there
     try:
         float_ops = operators(tflite)
         boundary = read(tflite)
