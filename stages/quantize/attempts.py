@@ -62,7 +62,7 @@ class Job:
 
     @property
     def source_label(self) -> str:
-        return f"{self.candidate or 'chosen'}:{self.tflite.name}"
+        return f"{self.candidate}'s float32 file" if self.candidate else self.tflite.name
 
 
 @dataclass
