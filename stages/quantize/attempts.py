@@ -6,8 +6,8 @@ judges it (``stages.quantize.verdict``). The sources are every passing candidate
 file in selection order; int8 has two recipes per source (``RECIPES``: the full-integer
 one, then the one that keeps the numerically sensitive ops and the last layer float).
 Outside ``toolchain: best`` the attempts stop at the first that passes; under ``best``
-all run. The file kept is the best by verdict, then min cosine (higher), then
-single-thread latency; a file the runtime refuses is never kept. Every attempt is listed
+all run. The file kept is the best by verdict, then min cosine (higher, to 4 digits),
+then single-thread latency; a file the runtime refuses is never kept. Every attempt is listed
 (``summary``) with its quantizer, recipe, source file, outcome and numbers.
 """
 
@@ -35,6 +35,7 @@ from stages.quantize.verdict import ADVISORY, judge
 QUANTIZER_TIMEOUT = 1800
 RECIPES: dict[str, tuple[str, ...]] = {"int8": ("default", "float_sensitive")}
 VERDICT_RANK = {"pass": 0, "degraded": 1, "fail": 2}
+COSINE_DIGITS = 4  # cosines equal to 4 digits are a tie: latency decides
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Attempt:
         latency = (entry.get("latency_ms") or {}).get("median_1_thread")
         return (
             VERDICT_RANK.get(str(entry.get("verdict")), 3),
-            -(cosine if cosine is not None else -1.0),
+            -round(cosine if cosine is not None else -1.0, COSINE_DIGITS),
             float(latency) if latency is not None else float("inf"),
         )
 

@@ -56,6 +56,6 @@ def test_under_best_every_attempt_runs_and_the_best_is_kept(
     kept = next(a for a in attempts if a["outcome"] == "kept")
     assert kept["verdict"] == "pass"
     best_cosine = max(a["min_cosine"] for a in produced if a["verdict"] == kept["verdict"])
-    assert kept["min_cosine"] == best_cosine
+    assert round(kept["min_cosine"], 4) == round(best_cosine, 4)  # equal to 4 digits: latency decides
     assert all(a["outcome"].startswith(("kept", "lost: ", "failed: ")) for a in attempts)
     assert run.result["metrics"]["tflite_int8"]["min_cosine"] == kept["min_cosine"]
