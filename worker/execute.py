@@ -25,7 +25,7 @@ from domain.db import session_scope
 from domain.jobs import names
 from domain.jobs.plan import Plan, StageDef
 from domain.jobs.records import Records
-from domain.jobs.selection import choose
+from domain.jobs.selection import Candidate, choose, collect
 from domain.jobs.states import JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import utcnow
@@ -165,11 +165,40 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
     if definition.role == "quantize":
         chosen = choose(claim.plan.spec, claim.previous)
         candidate = chosen.name if chosen else None
-    elif definition.role != "validate":
+        sources = quantize_sources(claim, chosen)
+        convert = claim.previous.convert(candidate) if candidate else None
+        transposes = convert.info_as(ConvertInfo).input_transposes if convert is not None else None
+        return {"sources": sources, **({"input_transposes": transposes} if transposes else {})}
+    if definition.role != "validate":
         return {}
     convert = claim.previous.convert(candidate) if candidate else None
     transposes = convert.info_as(ConvertInfo).input_transposes if convert is not None else None
     return {"input_transposes": transposes} if transposes else {}
+
+
+def quantize_sources(claim: Claim, chosen: Candidate | None) -> list[dict[str, Any]]:
+    """The float32 files the quantize stage tries, in selection order: the chosen one, then
+    every other candidate that passed with builtin ops only (by rank under ``best``, by
+    priority otherwise); each ``{"input", "candidate", "passed", "input_transposes"}``."""
+    if chosen is None:
+        return []
+    others = [c for c in collect(claim.plan.spec, claim.previous) if c.deliverable and c.name != chosen.name]
+    if claim.plan.spec.toolchain == "best":
+        others.sort(key=Candidate.rank)
+    sources = []
+    for candidate in [chosen, *others]:
+        convert = claim.previous.convert(candidate.name)
+        if convert is None or convert.output("tflite_float32") is None:
+            continue
+        sources.append(
+            {
+                "input": f"tflite_{candidate.name}",
+                "candidate": candidate.name,
+                "passed": candidate.deliverable,
+                "input_transposes": convert.info_as(ConvertInfo).input_transposes,
+            }
+        )
+    return sources
 
 
 @contextmanager

@@ -35,6 +35,8 @@ TFLITE_DETAILS = (
     "min_cosine",
     "top1_agreement",
     "size_ratio_vs_float32",
+    "source",  # quantized: the candidate and float32 file it was made from
+    "float_ops",  # quantized: per op name, the ops that stayed float32
 )
 
 

@@ -2,7 +2,9 @@
 
 A stage's inputs are ``(source, name)`` pairs: ``source`` is ``"upload"`` for the
 user's files, the name of an earlier stage whose output ``name`` it consumes, or
-``"chosen"`` for the float32 .tflite of the candidate that won the selection.
+``"chosen"`` for the float32 .tflite of the candidate that won the selection. The
+quantize stage also gets every candidate's float32 file (``tflite_<candidate>``): it
+tries the passing ones in selection order.
 
 TFLite candidates (one per converter toolchain) each get a ``convert_<c>`` and a
 ``validate_<c>`` stage, and a ``validate_flex_<c>`` stage that runs only when the file
@@ -133,6 +135,12 @@ def candidates(spec: SpecLike) -> list[str]:
     return [name for name in order if name in available]
 
 
+def quantize_sources(converters: list[str]) -> dict[str, tuple[str, str]]:
+    """The quantize stage's other float32 files: ``tflite_<candidate>`` for every candidate
+    (the worker names those that passed, in selection order, in its ``sources`` option)."""
+    return {f"tflite_{name}": (names.convert(name), "tflite_float32") for name in converters}
+
+
 def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
     """The chain for a normalized spec: only what its targets need."""
     stages = [EXPORT]
@@ -151,7 +159,12 @@ def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
                 names.QUANTIZE,
                 "torch",
                 registry.entry("quantize"),
-                {"tflite": ("chosen", "tflite_float32"), "calibration": ("upload", "calibration"), **COMMON},
+                {
+                    "tflite": ("chosen", "tflite_float32"),
+                    **quantize_sources(converters),
+                    "calibration": ("upload", "calibration"),
+                    **COMMON,
+                },
                 {"precisions": list(spec.quantized)},
                 role="quantize",
             )

@@ -46,12 +46,14 @@ class PrecisionState:
     verdict: str | None = None
     code: str | None = None
     reason: str | None = None
+    attempts: list[dict[str, Any]] | None = None  # the quantize stage's, when it made any
 
     def to_json(self) -> dict[str, Any]:
+        tried = {"attempts": self.attempts} if self.attempts else {}
         if self.status == "produced":
-            return {"status": self.status, "artifact": self.artifact, "verdict": self.verdict}
+            return {"status": self.status, "artifact": self.artifact, "verdict": self.verdict, **tried}
         if self.status == "not_produced":
-            return {"status": self.status, "code": self.code, "reason": self.reason}
+            return {"status": self.status, "code": self.code, "reason": self.reason, **tried}
         return {"status": self.status, "reason": self.reason}
 
 
@@ -125,15 +127,19 @@ def _precisions(
 ) -> dict[str, PrecisionState]:
     by_precision = {e["precision"]: e for e in artifacts if e["kind"] == "tflite"}
     quantize_run = next((s for s in job.stages if s.name == names.QUANTIZE), None)
-    failed = records.quantize.info_as(QuantizeInfo).failed
+    info = records.quantize.info_as(QuantizeInfo)
+    failed = info.failed
     states: dict[str, PrecisionState] = {}
     for precision in spec.quantization:
         entry = by_precision[precision] if precision in by_precision else None
+        tried = info.attempts[precision] if precision in info.attempts else None
         if entry is not None:
-            states[precision] = PrecisionState("produced", artifact=entry["name"], verdict=entry["verdict"])
+            states[precision] = PrecisionState(
+                "produced", artifact=entry["name"], verdict=entry["verdict"], attempts=tried
+            )
         elif precision in failed:
             why = failed[precision]
-            states[precision] = PrecisionState("not_produced", code=why["code"], reason=why["reason"])
+            states[precision] = PrecisionState("not_produced", code=why["code"], reason=why["reason"], attempts=tried)
         elif quantize_run is not None and quantize_run.state == StageState.FAILED:
             states[precision] = PrecisionState(
                 "not_produced", code=quantize_run.error_code, reason=quantize_run.error_message

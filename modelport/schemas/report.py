@@ -105,6 +105,10 @@ class PrecisionOutcome(_Open):
     verdict: Verdict | None = None
     code: str | None = None
     reason: str | None = None
+    # Quantized precisions: every attempt (quantizer, recipe, variant, source, source_file,
+    # outcome, verdict, min_cosine, mean_abs_over_scale, top1_agreement, latency_ms,
+    # size_bytes, float_ops), in the order they ran.
+    attempts: list[dict[str, Any]] | None = None
 
 
 class StageEntry(_Open):

@@ -82,13 +82,17 @@ class RuntimeOptions:
 class QuantizeOptions:
     """``quantize.litert``: the ``precisions`` to make (validated by the stage), the
     quantizer child's ``threads`` and ``quantizer_timeout_seconds``, at most
-    ``calibration_limit`` calibration samples (None: the default), and the runtime options
+    ``calibration_limit`` calibration samples (None: the default), the float32 ``sources``
+    to try in order (each candidate's file; None: the ``tflite`` input), and the runtime options
     every file is checked with (``runtime``: the same keys as ``validate.tflite``'s)."""
 
     precisions: Any = None
     threads: int = 1
     quantizer_timeout_seconds: float | None = None
     calibration_limit: int | None = None
+    # The float32 files to quantize, in selection order (the worker's; None: the ``tflite``
+    # input alone): ``{"input", "candidate", "passed", "input_transposes"}`` each.
+    sources: list[dict[str, Any]] | None = None
     runtime: RuntimeOptions = RuntimeOptions()
 
     @classmethod

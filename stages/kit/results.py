@@ -191,10 +191,12 @@ class ValidateInfo:
 
 @dataclass(frozen=True)
 class QuantizeInfo:
-    """The quantizer's info: its runtime and, per precision it could not make, ``{code, reason}``."""
+    """The quantizer's info: its runtime, per precision it could not make ``{code, reason}``,
+    and per precision every attempt (quantizer, recipe, source file, outcome, numbers)."""
 
     runtime: str | None = None
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # per precision, in order
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> QuantizeInfo:

@@ -24,6 +24,15 @@ Recipes, as ai-edge-quantizer 0.10.0 defines them (``ai_edge_quantizer.recipe``,
   INPUT/OUTPUT ops get ``no_quantize``, so the file keeps float32 inputs and outputs
   with a QUANTIZE/DEQUANTIZE at the boundary. Ops the quantizer cannot quantize stay
   float.
+- ``int8`` with the job key ``recipe: "float_sensitive"``: the same, plus ``no_quantize``
+  for the numerically sensitive ops (``SENSITIVE_OPS``: softmax, GELU, division, the
+  pieces of a decomposed layer norm - RSQRT, SQRT, SQUARED_DIFFERENCE - and PADV2, whose
+  padding-value tensor ai-edge-quantizer 0.10 quantizes with the rank of the padded
+  tensor: "Ranks of scales (5) and zps (5) must be the same as the tensor rank (1)" on
+  onnx2tf's files of a padded max-pool) and for the last layer: the ops that write the
+  graph's outputs, followed back through ops that only move or join values (reshape,
+  transpose, concatenation, ...) to the ops that compute them. A head that concatenates
+  differently scaled values then keeps them in float.
 - ``int8`` with the job key ``int8_io`` (the spec's ``int8_io``): the recipe alone. Its
   INPUT/OUTPUT entries quantize the graph's float boundary tensors in place (the
   ``QUANTIZE_TENSOR`` transformation), so the file takes and returns int8 tensors with
@@ -34,6 +43,7 @@ Recipes, as ai-edge-quantizer 0.10.0 defines them (``ai_edge_quantizer.recipe``,
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,7 +74,64 @@ RECIPE_SUMMARIES = {
 }
 
 
-def build_quantizer(precision: str, float_model: Path, int8_io: bool = False) -> Any:
+SENSITIVE_OPS = ("SOFTMAX", "GELU", "DIV", "RSQRT", "SQRT", "SQUARED_DIFFERENCE", "PADV2")
+PASS_THROUGH = frozenset(
+    {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "PACK", "SLICE", "STRIDED_SLICE"}
+)
+FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
+
+
+def last_layer_scopes(float_model: Path) -> list[str]:
+    """The op scopes (ai-edge-quantizer's: output tensor names joined by ';') of the ops that
+    write subgraph 0's outputs, followed back through ``PASS_THROUGH`` ops to the first
+    computing op on each path (inclusive)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    model = tfl.read_model(float_model)
+    graph = model.subgraphs[0]
+    producer = {out: op for op in graph.operators for out in op.outputs}
+    scopes: list[str] = []
+    pending, seen = list(graph.outputs), set()
+    while pending:
+        tensor = pending.pop()
+        op = producer.get(tensor)
+        if op is None or id(op) in seen:
+            continue
+        seen.add(id(op))
+        scopes.append(tfl.get_op_scope(op, graph.tensors))
+        if tfl.TFL_OP_CODE_TO_NAME[model.operatorCodes[op.opcodeIndex].builtinCode] in PASS_THROUGH:
+            pending.extend(i for i in op.inputs if i >= 0)
+    return scopes
+
+
+def float_ops(model_bytes: bytes) -> dict[str, int]:
+    """Per op name, how many ops of the quantized file still write a float32 tensor
+    (QUANTIZE and DEQUANTIZE at the boundary not counted)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    names = {value: key for key, value in vars(schema.BuiltinOperator).items() if key.isupper()}
+    model = tfl.read_model(bytearray(model_bytes))
+    counts: dict[str, int] = {}
+    for graph in model.subgraphs[:1]:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            name = names.get(builtin, f"BUILTIN_{builtin}")
+            if name in ("QUANTIZE", "DEQUANTIZE"):
+                continue
+            if any(graph.tensors[i].type == FLOAT32 for i in op.outputs if i >= 0):
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+SENSITIVE_SUMMARY = (
+    "softmax, GELU, division, RSQRT/SQRT/SQUARED_DIFFERENCE (layer norm), PADV2 and the last layer stay float32"
+)
+
+
+def build_quantizer(precision: str, float_model: Path, int8_io: bool = False, variant: str = "") -> Any:
+    """The quantizer with its recipe; ``variant`` ``float_sensitive`` is int8's second recipe."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
 
     q = quantizer.Quantizer(str(float_model))
@@ -84,13 +151,22 @@ def build_quantizer(precision: str, float_model: Path, int8_io: bool = False) ->
         )
     elif precision == "int8":
         q.load_quantization_recipe(recipe.static_wi8_ai8())
-        if int8_io:
-            return q  # the recipe's own INPUT/OUTPUT entries make the boundary int8
         # The latest matching entry wins: keep the model's boundary in float32.
-        for boundary in (ops.INPUT, ops.OUTPUT):
+        for boundary in () if int8_io else (ops.INPUT, ops.OUTPUT):
             q.update_quantization_recipe(
                 regex=".*", operation_name=boundary, algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE
             )
+        if variant == "float_sensitive":
+            for name in SENSITIVE_OPS:
+                q.update_quantization_recipe(
+                    regex=".*", operation_name=ops[name], algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE
+                )
+            for scope in last_layer_scopes(float_model):
+                q.update_quantization_recipe(
+                    regex="^" + re.escape(scope) + "$",
+                    operation_name=ops.ALL_SUPPORTED,
+                    algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE,
+                )
     else:
         raise ValueError(f"no recipe for precision {precision!r}")
     return q
@@ -101,7 +177,8 @@ def main(job_path: str) -> int:
     precision = job["precision"]
     started = time.monotonic()
     int8_io = precision == "int8" and bool(job["int8_io"])
-    q = build_quantizer(precision, Path(job["float_model"]), int8_io)
+    variant = str(job["recipe"] or "")
+    q = build_quantizer(precision, Path(job["float_model"]), int8_io, variant)
     calibrated = 0
     calibration_result = None
     if q.need_calibration:
@@ -114,10 +191,19 @@ def main(job_path: str) -> int:
         calibration_result = q.calibrate({job["signature_key"]: dataset}, num_threads=max(1, int(job["threads"])))
         calibrated = count
     result = q.quantize(calibration_result)
-    Path(job["output"]).write_bytes(bytes(result.quantized_model))
+    model_bytes = bytes(result.quantized_model)
+    Path(job["output"]).write_bytes(model_bytes)
     name, summary = RECIPE_SUMMARIES["int8_io" if int8_io else precision]
+    if variant == "float_sensitive":
+        name, summary = f"{name}, sensitive ops float", summary + "; " + SENSITIVE_SUMMARY
     report = {
-        "recipe": {"name": name, "summary": summary, "entries": q.get_quantization_recipe()},
+        "recipe": {
+            "name": name,
+            "variant": variant or "default",
+            "summary": summary,
+            "entries": q.get_quantization_recipe(),
+        },
+        "float_ops": float_ops(model_bytes),
         "calibrated_samples": calibrated,
         "seconds": round(time.monotonic() - started, 3),
     }

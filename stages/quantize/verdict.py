@@ -7,6 +7,11 @@
   ``pass`` at >= 0.99, ``degraded`` at >= 0.9, else ``fail``. mean abs error / scale is
   reported next to it, and top-1 agreement with the top-2 margin for classifier-shaped
   outputs (both from ``stages.kit.metrics.compare``).
+- Advisory precisions are also judged per channel (``stages.quantize.channels``): a
+  channel that collapses to one value, or whose quantization step is a large share of
+  its own reference range, makes the file ``degraded`` or ``fail`` whatever the cosine,
+  with a reason naming the output, the axis and the channels. Segmentation maps get
+  ``pixel_class_agreement`` and token logits ``next_token_agreement`` next to it.
 
 The same rule judges the comparison with the float32 file's outputs (``vs_float32``),
 which isolates what quantization itself cost from what the float conversion did.
@@ -18,6 +23,7 @@ from typing import Any
 
 from stages.kit.metrics import compare
 from stages.kit.spec import PlanSpec
+from stages.quantize.channels import agreement, judge_channels
 
 ADVISORY = ("dynamic_range", "int8")
 DEFAULT_FLOAT16_TOLERANCE = 1e-2
@@ -57,6 +63,16 @@ def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec
                 f"output {name!r}: min cosine similarity {cosine:.4f} is below {threshold} "
                 f"({'degraded' if cosine >= COSINE_DEGRADED else 'fail'}: degraded down to {COSINE_DEGRADED})"
             )
+    for name, entry in result["outputs"].items():
+        if name not in actual or "cosine" not in entry:
+            continue
+        entry.update(agreement(expected[name], actual[name]))
+        channels = judge_channels(name, expected[name], actual[name])
+        if channels["verdict"] is None:
+            continue
+        entry["channels"] = channels["channels"]
+        reasons.extend(channels["reasons"])
+        verdict = _worse(verdict, channels["verdict"])
     result.update(
         {
             "verdict": verdict,
@@ -66,6 +82,11 @@ def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec
         }
     )
     return result
+
+
+def _worse(a: str, b: str) -> str:
+    order = ("pass", "degraded", "fail")
+    return a if order.index(a) >= order.index(b) else b
 
 
 def _add_mean_over_scale(result: dict[str, Any]) -> None:

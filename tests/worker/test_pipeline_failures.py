@@ -210,6 +210,49 @@ def test_a_quantized_precision_not_produced_fails_the_job_only_when_strict(
     assert job_out(client, auth, lenient)["status"] == "succeeded"
 
 
+ATTEMPTS = [
+    {"source": "onnx2tf", "variant": "default", "outcome": "failed: quantization_failed: PADV2"},
+    {
+        "source": "onnx2tf",
+        "variant": "float_sensitive",
+        "outcome": "kept",
+        "verdict": "pass",
+        "float_ops": {"PADV2": 1},
+    },
+]
+
+
+def test_the_report_lists_every_int8_attempt(settings: Settings, client: TestClient, auth: dict[str, str]) -> None:
+    ctx = build_context(settings)
+    produced = {
+        "outputs": INT8_MISSED["outputs"],
+        "metrics": {
+            "tflite_int8": {
+                "verdict": "pass",
+                "reasons": [],
+                "outputs": {},
+                "source": {"candidate": "onnx2tf", "file": "model_float32.tflite"},
+                "float_ops": {"PADV2": 1},
+            }
+        },
+        "info": {"failed": {}, "attempts": {"int8": ATTEMPTS}},
+    }
+    report = report_of(client, auth, run_quantized(ctx, QUANTIZED, produced))
+    assert report["precisions"]["int8"] == {
+        "status": "produced",
+        "artifact": "model_int8.tflite",
+        "verdict": "pass",
+        "attempts": ATTEMPTS,
+    }
+    (int8,) = [a for a in report["artifacts"] if a["precision"] == "int8"]
+    assert int8["source"] == {"candidate": "onnx2tf", "file": "model_float32.tflite"}
+    assert int8["float_ops"] == {"PADV2": 1}
+    failed = {"outputs": {}, "info": {**INT8_FAILED["info"], "attempts": {"int8": ATTEMPTS[:1]}}}
+    report = report_of(client, auth, run_quantized(ctx, QUANTIZED, failed))
+    assert report["precisions"]["int8"]["attempts"] == ATTEMPTS[:1]
+    assert report["precisions"]["int8"]["status"] == "not_produced"
+
+
 def test_strict_without_quantized_precisions_fails_nothing(
     settings: Settings, client: TestClient, auth: dict[str, str]
 ) -> None:

@@ -1,0 +1,132 @@
+"""Every int8 attempt per family stand-in, through the real service (not a test).
+
+    .venv/bin/python -m bench.quantizers [--families vit,bert,gpt2,mlp,segmentation,cnn]
+
+Starts the embedded stack once (as ``bench.precisions`` does, with its stand-ins and
+models) and submits one job per family with ``targets: [tflite]``, ``toolchain: best``
+(every candidate converts, and the quantize stage tries every passing candidate's
+float32 file with both int8 recipes) and ``quantization: [float32, int8]``, on the
+seeded synthetic calibration. Each attempt is one quantizer alone (ai-edge-quantizer
+with one recipe on one float32 file) on the same calibration data; the service keeps
+the best. Prints per family and attempt: source file, recipe, outcome, verdict, min
+cosine to PyTorch, mean error / scale, top-1 agreement, size, latency, the ops left
+float; then one markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.local import LocalStack, free_port
+from bench.precisions import FAMILIES, KEY, SAMPLES, build_models
+
+JOB_TIMEOUT = 1800
+DEFAULT_FAMILIES = "mlp,vit,bert,gpt2,segmentation"
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def run_family(client: httpx.Client, family: str, data: Path) -> list[dict[str, str]]:
+    stand_in = FAMILIES[family]
+    spec = {
+        "architecture": stand_in["architecture"],
+        "inputs": stand_in["inputs"],
+        "toolchain": "best",
+        "targets": ["tflite"],
+        "quantization": ["float32", "int8"],
+        "validation_samples": SAMPLES,
+        "seed": 0,
+    }
+    path = data / f"{family}.pth"
+    started = time.monotonic()
+    answer = client.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (path.name, path.read_bytes())})
+    job = answer.json()
+    if answer.status_code != 202:
+        print(f"\n{family}: submission refused ({answer.status_code}): {job}")
+        return []
+    while job.get("status") not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() - started > JOB_TIMEOUT:
+            print(f"\n{family}: gave up after {JOB_TIMEOUT} s")
+            return []
+        time.sleep(2)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    print(f"\n{family} ({stand_in['label']}): job {job['status']} in {time.monotonic() - started:.0f} s")
+    answer = client.get(f"/v1/jobs/{job['id']}/report")
+    if answer.status_code != 200:
+        print(f"  no report: {job.get('error')}")
+        return []
+    state: dict[str, Any] = answer.json()["precisions"].get("int8", {})
+    if state.get("status") != "produced":
+        print(f"  int8 {state.get('status')}: {state.get('code')}: {state.get('reason')}")
+    rows = []
+    for attempt in state.get("attempts") or []:
+        outcome = str(attempt["outcome"])
+        print(f"  {attempt['source']}/{attempt['variant']}: {outcome[:300]}")
+        for reason in attempt.get("reasons") or []:
+            print(f"    {reason[:300]}")
+        rows.append(
+            {
+                "family": family,
+                "source": str(attempt["source"]),
+                "recipe": str(attempt["variant"]),
+                "outcome": outcome.split(":")[0],
+                "verdict": str(attempt.get("verdict") or "—"),
+                "min cosine": _number(attempt.get("min_cosine"), ".4f"),
+                "mean err/scale": _number(attempt.get("mean_abs_over_scale"), ".2e"),
+                "top-1": _number(attempt.get("top1_agreement"), ".2f"),
+                "size KB": _number((attempt.get("size_bytes") or 0) / 1e3 or None, ".1f"),
+                "latency ms": _number(attempt.get("latency_ms"), ".3f"),
+                "float ops": ", ".join(f"{k} {v}" for k, v in (attempt.get("float_ops") or {}).items()) or "—",
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--families", default=DEFAULT_FAMILIES)
+    args = parser.parse_args()
+    families = args.families.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        build_models(families, data)
+        env = {
+            **os.environ,
+            "MODELPORT_API_KEY": KEY,
+            "MODELPORT_DATA_DIR": str(data),
+            "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers.", "torchvision.ops."]),
+        }
+        env.pop("REDIS_URL", None)
+        env.pop("DATABASE_URL", None)
+        port = free_port()
+        stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
+        stack.start()
+        started = time.monotonic()
+        try:
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
+            ) as client:
+                rows = [row for family in families for row in run_family(client, family, data)]
+        finally:
+            stack.stop()
+        if rows:
+            columns = list(rows[0])
+            print("\n| " + " | ".join(columns) + " |")
+            print("|" + "---|" * len(columns))
+            for row in rows:
+                print("| " + " | ".join(row[c] for c in columns) + " |")
+        print(f"\nTotal {time.monotonic() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()

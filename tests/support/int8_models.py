@@ -1,0 +1,184 @@
+"""Tiny models for the int8 verdict and fallback tests, as ExportedPrograms built in the torch
+env, and their chains (export.prepare -> convert.litert_torch) with a calibration .npz of other
+inputs than the validation samples.
+
+- ``detector``: a detection-style head, ``[1, 3, 16, 16] -> [1, 7, 256]``: rows 0-3 are box
+  coordinates (sigmoid x 640), rows 4-6 sigmoid scores, concatenated in one output.
+- ``cnn``: a clean tiny CNN classifier, ``[1, 3, 16, 16] -> [1, 10]``.
+- ``padded_pool``: a ResNet-style stem and block whose max-pool pads (``MaxPool2d(3, 2,
+  padding=1)``, as torchvision's resnet18), ``[1, 3, 32, 32] -> [1, 10]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.support.quantize_chains import CALIBRATION_SAMPLES
+from tests.support.stage_runner import StageRun, make_torch_models, run_stage
+
+MAKE = """
+import json, sys
+from pathlib import Path
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+
+
+class Detector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 7, 3, padding=1))
+
+    def forward(self, image):
+        x = self.body(image).flatten(2)  # [1, 7, 256]
+        return torch.cat([torch.sigmoid(x[:, :4]) * 640.0, torch.sigmoid(x[:, 4:])], dim=1)
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return torch.relu(x + self.b(self.a(x)))
+
+
+def classifier(stem, width):
+    return nn.Sequential(*stem, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+models = {
+    "detector": (Detector(), 16),
+    "cnn": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()], 16), 16),
+    "padded_pool": (
+        classifier(
+            [nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+             Block(16)],
+            16,
+        ),
+        32,
+    ),
+}
+files = {}
+for name, (model, side) in models.items():
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2); module.running_var.uniform_(0.5, 1.5)
+    path = out / f"{name}.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, side, side),)), str(path))
+    files[name] = str(path)
+print(json.dumps(files))
+"""
+SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32}
+_MODELS: dict[str, Path] = {}
+_CHAINS: dict[str, dict[str, Any]] = {}
+
+
+def spec(name: str, **changes: Any) -> dict[str, Any]:
+    side = SIDES[name]
+    return {
+        "model_format": "exported_program",
+        "inputs": [{"name": "image", "shape": [1, 3, side, side], "dtype": "float32"}],
+        "opset": None,
+        "exporter": "auto",
+        "toolchain": "litert-torch",
+        "layout": "nchw",
+        "tolerance": {"float32": 1e-4},
+        "quantization": ["float32", "int8"],
+        "validation_samples": 4,
+        "seed": 0,
+        **changes,
+    }
+
+
+def int8_chain(name: str, factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """export.prepare -> convert.litert_torch for one model, and its calibration .npz
+    (``CALIBRATION_SAMPLES`` images); once per session."""
+    if not _MODELS:
+        _MODELS.update(make_torch_models(MAKE, factory.mktemp("int8-models")))
+    if name not in _CHAINS:
+        work = factory.mktemp(f"int8-{name}")
+        model = _MODELS[name]
+        prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec(name))
+        assert prepare.ok, prepare.result
+        shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
+        convert = run_stage("torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, spec(name))
+        assert convert.ok, convert.result
+        calibration = work / "calibration.npz"
+        side = SIDES[name]
+        rng = np.random.default_rng(1)
+        np.savez(calibration, image=rng.standard_normal((CALIBRATION_SAMPLES, 1, 3, side, side)).astype(np.float32))
+        _CHAINS[name] = {"prepare": prepare, "convert": convert, "calibration": calibration, "model": model}
+    return _CHAINS[name]
+
+
+def quantize_int8(name: str, factory: pytest.TempPathFactory, work: Path, **options: Any) -> StageRun:
+    """quantize.litert at int8 on the chain's float32 file, with the uploaded calibration."""
+    runs = int8_chain(name, factory)
+    inputs = {
+        "tflite": runs["convert"].output("tflite_float32"),
+        "samples": runs["prepare"].output("samples"),
+        "reference": runs["prepare"].output("reference"),
+        "calibration": runs["calibration"],
+    }
+    run = run_stage("torch", "quantize.litert", work, inputs, spec(name), {"precisions": ["int8"], **options})
+    assert run.ok, run.result
+    return run
+
+
+def onnx2tf_file(name: str, factory: pytest.TempPathFactory) -> StageRun:
+    """convert.onnx2tf of the chain's ONNX file (its float32 .tflite is channel-last)."""
+    runs = int8_chain(name, factory)
+    if "onnx2tf" not in runs:
+        prepare = runs["prepare"]
+        inputs = {
+            "onnx": prepare.output("onnx"),
+            "samples": prepare.output("samples"),
+            "reference": prepare.output("reference"),
+        }
+        convert = run_stage(
+            "onnx2tf",
+            "convert.onnx2tf",
+            factory.mktemp(f"int8-{name}-onnx2tf"),
+            inputs,
+            spec(name, toolchain="onnx2tf"),
+        )
+        assert convert.ok, convert.result
+        runs["onnx2tf"] = convert
+    converted: StageRun = runs["onnx2tf"]
+    return converted
+
+
+def quantize_sources(
+    name: str, factory: pytest.TempPathFactory, work: Path, toolchain: str = "auto", precisions: list[str] | None = None
+) -> StageRun:
+    """quantize.litert as the worker runs it for a job with two passing candidates: onnx2tf's
+    float32 file (chosen) and litert-torch's, in that order, with the uploaded calibration."""
+    runs = int8_chain(name, factory)
+    onnx2tf = onnx2tf_file(name, factory)
+    prepare = runs["prepare"]
+    inputs = {
+        "tflite": onnx2tf.output("tflite_float32"),
+        "tflite_onnx2tf": onnx2tf.output("tflite_float32"),
+        "tflite_litert-torch": runs["convert"].output("tflite_float32"),
+        "samples": prepare.output("samples"),
+        "reference": prepare.output("reference"),
+        "calibration": runs["calibration"],
+    }
+    transposes = onnx2tf.result["info"].get("input_transposes")
+    sources = [
+        {"input": "tflite_onnx2tf", "candidate": "onnx2tf", "passed": True, "input_transposes": transposes},
+        {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
+    ]
+    options = {"precisions": precisions or ["int8"], "sources": sources}
+    run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
+    assert run.ok, run.result
+    return run

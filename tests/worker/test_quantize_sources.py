@@ -1,0 +1,76 @@
+"""What the worker hands the quantize stage: every candidate's float32 .tflite as an input
+(domain/jobs/plan.py) and, in its ``sources`` option, those that passed in selection order
+with their input transposes (worker/execute.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.jobs.plan import Plan
+from domain.jobs.records import Records
+from worker.execute import Claim, _input_key, _options_from_conversion
+
+EVERYTHING = ["onnx-tf", "onnx2tf", "litert-torch"]
+
+
+def _convert(name: str, transposes: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    output = {"key": f"jobs/j/stages/convert_{name}/model_float32.tflite", "size": 1, "sha256": "0", "file": "m"}
+    return {"outputs": {"tflite_float32": output}, "info": {"input_transposes": transposes}}
+
+
+def _validated(verdict: str, latency: float, flex: bool = False) -> dict[str, Any]:
+    metrics = {
+        "verdict": verdict,
+        "requires_flex": flex,
+        "latency_ms": {"median_1_thread": latency},
+        "outputs": {"output": {"max_abs": 1e-6, "scale": 1.0}},
+    }
+    return {"metrics": {"tflite_float32": metrics}}
+
+
+RESULTS = {
+    "convert_onnx2tf": _convert("onnx2tf", {"image": [0, 2, 3, 1]}),
+    "validate_onnx2tf": _validated("pass", 5.0),
+    "convert_litert_torch": _convert("litert_torch"),
+    "validate_litert_torch": _validated("pass", 2.0),
+    "convert_onnx_tf": _convert("onnx_tf"),
+    "validate_onnx_tf": _validated("pass", 1.0, flex=True),
+}
+
+
+def _claim(toolchain: str) -> Claim:
+    spec = {
+        "targets": ["tflite"],
+        "toolchain": toolchain,
+        "quantization": ["float32", "int8"],
+        "available_toolchains": EVERYTHING,
+    }
+    plan = Plan.of(spec)
+    return Claim(plan.stage("quantize"), plan, "model", None, None, Records.of(RESULTS))
+
+
+def test_the_quantize_stage_gets_every_candidates_float32_file() -> None:
+    claim = _claim("auto")
+    inputs = claim.definition.inputs
+    assert inputs["tflite"] == ("chosen", "tflite_float32")
+    for name, stage in (("onnx2tf", "convert_onnx2tf"), ("litert-torch", "convert_litert_torch")):
+        assert inputs[f"tflite_{name}"] == (stage, "tflite_float32")
+        assert _input_key(claim, *inputs[f"tflite_{name}"]) == RESULTS[stage]["outputs"]["tflite_float32"]["key"]
+
+
+def test_sources_are_the_passing_candidates_in_selection_order() -> None:
+    auto = _options_from_conversion(_claim("auto").definition, _claim("auto"))
+    # auto: the chosen (first builtin-only pass by priority), then the others by priority; onnx-tf
+    # needs flex ops, so it is no source.
+    assert [s["candidate"] for s in auto["sources"]] == ["onnx2tf", "litert-torch"]
+    assert auto["sources"][0] == {
+        "input": "tflite_onnx2tf",
+        "candidate": "onnx2tf",
+        "passed": True,
+        "input_transposes": {"image": [0, 2, 3, 1]},
+    }
+    assert auto["input_transposes"] == {"image": [0, 2, 3, 1]}
+    best = _options_from_conversion(_claim("best").definition, _claim("best"))
+    # best: by rank (the faster litert-torch file first).
+    assert [s["candidate"] for s in best["sources"]] == ["litert-torch", "onnx2tf"]
+    assert "input_transposes" not in best
