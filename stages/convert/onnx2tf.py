@@ -184,12 +184,12 @@ def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
     return inputs, opset
 
 
-def _run_onnx2tf(work: Path, arguments: list[str]) -> str:
+def _run_onnx2tf(work: Path, arguments: list[str], module: str = "onnx2tf") -> str:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
     env["TQDM_DISABLE"] = "1"  # progress bars would fill the log with carriage returns
     proc = subprocess.run(
-        [sys.executable, "-m", "onnx2tf", *arguments],
+        [sys.executable, "-m", module, *arguments],
         cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

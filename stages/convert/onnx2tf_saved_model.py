@@ -33,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from stages.convert.onnx2tf_boundary import Plan
+from stages.convert.onnx2tf_launch import PATCHED
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest
 
 FLAG = "-fdosm"  # --flatbuffer_direct_output_saved_model
+LAUNCHER = "stages.convert.onnx2tf_launch"  # onnx2tf's CLI with the exporter's missing kernels
 TARGET = "saved_model.zip"
 
 
@@ -56,19 +58,22 @@ class SavedModelResult:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def convert(work: Path, arguments: list[str], run_onnx2tf: Callable[[Path, list[str]], str]) -> tuple[str, str | None]:
-    """Run onnx2tf with ``-fdosm`` added; when that run fails, again without it.
+def convert(
+    work: Path, arguments: list[str], run_onnx2tf: Callable[[Path, list[str], str], str]
+) -> tuple[str, str | None]:
+    """Run onnx2tf with ``-fdosm`` added (through ``LAUNCHER``, which adds the exporter's
+    missing kernels); when that run fails, again without it.
 
     Returns ``(log, saved_model_error)``: the error is None when the SavedModel run
     succeeded. A failure of the second run (the .tflite's) raises as it would have.
     """
     try:
-        return run_onnx2tf(work, [*arguments, FLAG]), None
+        return run_onnx2tf(work, [*arguments, FLAG], LAUNCHER), None
     except StageError as exc:
         first = exc.message
     shutil.rmtree(work / "out", ignore_errors=True)
     print(f"onnx2tf with {FLAG} failed ({first}); converting again without the SavedModel", flush=True)
-    return run_onnx2tf(work, arguments), first
+    return run_onnx2tf(work, arguments, "onnx2tf"), first
 
 
 def collect(
@@ -119,6 +124,7 @@ def collect(
     result.info = {
         "tensorflow": tf.__version__,
         "flag": FLAG,
+        "launcher": {"module": LAUNCHER, "exporter_kernels_added": list(PATCHED)},
         "signature": signature,
         "signature_rewrite": rewrite,
     }

@@ -14,6 +14,7 @@ failure against the .tflite alone.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def onnx2tf_chain(work: Path, model: Path) -> dict[str, StageRun]:
     return {"prepare": prepare, "convert": convert, "validate": validate}
 
 
-FAMILIES = ("encoder", "decoder", "convnext")
+FAMILIES = tuple(os.environ.get("SM_FAMILIES", "encoder,decoder,convnext").split(","))
 
 
 @pytest.fixture(scope="module")
