@@ -124,7 +124,7 @@ def collect(
     result.info = {
         "tensorflow": tf.__version__,
         "flag": FLAG,
-        "launcher": {"module": LAUNCHER, "exporter_kernels_added": list(PATCHED)},
+        "launcher": {"module": LAUNCHER, "exporter_kernels_patched": list(PATCHED)},
         "signature": signature,
         "signature_rewrite": rewrite,
     }
