@@ -48,17 +48,20 @@ def test_plan_converts_saved_model_candidates_that_make_no_tflite() -> None:
     assert names == ["export_onnx", "convert_onnx2tf", "convert_onnx_tf", "report"]
     litert = [s.name for s in plan_stages({**SPEC, "toolchain": "litert-torch"})]
     assert litert[:3] == ["export_onnx", "convert_onnx2tf", "convert_onnx_tf"]
-    assert "validate_onnx2tf" not in litert and "validate_litert_torch" in litert
+    assert "validate_onnx2tf" not in litert
+    assert "validate_litert_torch" in litert
 
 
 def test_auto_takes_the_first_that_passes_and_best_the_smallest_error() -> None:
     results = {"convert_onnx2tf": saved("pass", error=5e-6), "convert_onnx_tf": saved("pass", error=1e-7)}
     chosen = choose_saved_model(SPEC, results)
-    assert chosen is not None and chosen.name == "onnx2tf"
+    assert chosen is not None
+    assert chosen.name == "onnx2tf"
     assert saved_model_satisfied(SPEC, results)
     best = {**SPEC, "toolchain": "best"}
     chosen = choose_saved_model(best, results)
-    assert chosen is not None and chosen.name == "onnx-tf"
+    assert chosen is not None
+    assert chosen.name == "onnx-tf"
     assert chosen.error == 1e-7
     assert not saved_model_satisfied(best, results)  # best runs every candidate anyway
 
@@ -67,10 +70,12 @@ def test_a_pass_beats_a_smaller_failing_error_and_a_failure_is_the_last_resort()
     results = {"convert_onnx2tf": saved("fail", error=1e-9), "convert_onnx_tf": saved("pass", error=1e-5)}
     for toolchain in ("auto", "best"):
         chosen = choose_saved_model({**SPEC, "toolchain": toolchain}, results)
-        assert chosen is not None and chosen.name == "onnx-tf"
+        assert chosen is not None
+        assert chosen.name == "onnx-tf"
     only_failing = {"convert_onnx2tf": saved("fail", error=1e-3), "convert_onnx_tf": saved("fail", error=1e-2)}
     chosen = choose_saved_model(SPEC, only_failing)
-    assert chosen is not None and (chosen.name, chosen.verdict) == ("onnx2tf", "fail")
+    assert chosen is not None
+    assert (chosen.name, chosen.verdict) == ("onnx2tf", "fail")
     assert not saved_model_satisfied(SPEC, only_failing)
     assert choose_saved_model(SPEC, {}) is None
 
@@ -86,10 +91,12 @@ def test_a_recorded_saved_model_failure_is_the_candidates_not_the_tflites() -> N
     )
     assert onnx_tf.verdict == "pass"
     chosen = choose_saved_model(SPEC, results)
-    assert chosen is not None and chosen.name == "onnx-tf"
+    assert chosen is not None
+    assert chosen.name == "onnx-tf"
     records = Records.of(results)
     converted = records.convert("onnx2tf")
-    assert converted is not None and tflite_failure(converted) is None  # its .tflite is fine
+    assert converted is not None
+    assert tflite_failure(converted) is None
 
 
 def test_a_kept_saved_model_whose_tflite_failed() -> None:
@@ -98,7 +105,9 @@ def test_a_kept_saved_model_whose_tflite_failed() -> None:
     results = {"convert_onnx_tf": saved("pass", tflite=False, failed=failed)}
     spec = {**SPEC, "toolchain": "onnx-tf"}
     chosen = choose_saved_model(spec, results)
-    assert chosen is not None and chosen.name == "onnx-tf" and chosen.verdict == "pass"
+    assert chosen is not None
+    assert chosen.name == "onnx-tf"
+    assert chosen.verdict == "pass"
     converted = Records.of(results).convert("onnx-tf")
     assert converted is not None
     assert tflite_failure(converted) == f"tflite_conversion_failed: {reason}"
