@@ -88,7 +88,7 @@ print(json.dumps(files))
 
 
 def spec(**changes: Any) -> dict[str, Any]:
-    return prepare_spec("onnx", tolerance={"float32": TOLERANCE}, targets=TARGETS, **changes)
+    return prepare_spec("onnx", **{"tolerance": {"float32": TOLERANCE}, "targets": TARGETS, **changes})
 
 
 @pytest.fixture(scope="module")
