@@ -83,6 +83,9 @@ export("encoder", Encoder(), (torch.randn(1, 6, 16),), ["tokens"], ["logits"], 1
 export("decoder", Decoder(), (torch.randn(1, 6, 16), torch.randn(1, 4, 16)), ["tokens", "memory"], ["hidden"], 17)
 export("convnext", ConvNeXtBlock(), (torch.randn(1, 8, 16, 16),), ["image"], ["features"], 17)
 export("einsum", Einsum(), (torch.randn(2, 3, 4),), ["x"], ["y"], 15)
+# Names TensorFlow cannot keep ("hidden:0") and a 4-D output: the signature is rebuilt.
+renamed = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh())
+export("renamed", renamed, (torch.randn(1, 3, 6, 5),), ["image"], ["hidden:0"], 17)
 print(json.dumps(files))
 """
 
