@@ -1,7 +1,8 @@
 """The SavedModel as a candidate output: onnx2tf writes one, onnx-tf keeps its own.
 
 ONNX uploads at opset 17 (LayerNormalization, which onnx-tf cannot read) of a tiny
-transformer encoder, a decoder and a ConvNeXt-style block: export.prepare ->
+transformer encoder, a decoder and a ConvNeXt-style block (and a convolution whose output
+onnx2tf leaves channel-last, named ``hidden:0``): export.prepare ->
 convert.onnx2tf with the ``saved_model`` target -> validate.tflite. Each gets
 ``model.onnx``, a validated SavedModel and a float32 .tflite; the SavedModel's numbers
 are checked again here by loading ``saved_model.zip`` in TensorFlow with
@@ -14,7 +15,6 @@ failure against the .tflite alone.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def onnx2tf_chain(work: Path, model: Path) -> dict[str, StageRun]:
     return {"prepare": prepare, "convert": convert, "validate": validate}
 
 
-FAMILIES = tuple(os.environ.get("SM_FAMILIES", "encoder,decoder,convnext").split(","))
+FAMILIES = ("encoder", "decoder", "convnext", "renamed")
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +206,14 @@ def test_einsum_keeps_the_passing_saved_model_when_its_tflite_fails(einsum: dict
         str(einsum["prepare"].output("reference")),
     )
     assert found["compared"]["y"]["max_abs"] <= TOLERANCE * found["compared"]["y"]["scale"]
+
+
+def test_an_output_left_channel_last_gets_pytorchs_layout_back(chains: dict[str, dict[str, StageRun]]) -> None:
+    # onnx2tf's own SavedModel returns this output NHWC: the stage re-signs it with the
+    # .tflite's boundary plan, and the check above found PyTorch's NCHW shape and values.
+    info = chains["renamed"]["convert"].result["info"]
+    assert info["converter"]["boundary_rewrite"]["output_transposes"] == {"hidden_0": [0, 3, 1, 2]}
+    rewrite = info["saved_model"]["signature_rewrite"]
+    assert rewrite["output_transposes"] == {"hidden_0": [0, 3, 1, 2]}
+    assert info["saved_model"]["signature"]["outputs"] == ["hidden_0"]
+    assert info["saved_model"]["signature"]["inputs"] == {"image": {"shape": [1, 3, 6, 5], "dtype": "float32"}}
