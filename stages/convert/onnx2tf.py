@@ -1,4 +1,4 @@
-"""Stage ``convert.onnx2tf`` (onnx2tf env): ONNX -> float32 TFLite, without TensorFlow.
+"""Stage ``convert.onnx2tf`` (onnx2tf env): ONNX -> float32 TFLite (and a SavedModel when asked).
 
 Inputs: ``onnx``, ``samples``, ``reference`` (from ``export.prepare``). Output:
 ``tflite_float32``, and ``saved_model`` when the job's targets include it
