@@ -22,7 +22,7 @@ from domain.jobs import names
 from domain.jobs.plan import CONTROL, Plan, StageDef
 from domain.jobs.records import Records
 from domain.jobs.report import finish_job
-from domain.jobs.selection import auto_satisfied, choose
+from domain.jobs.selection import auto_satisfied, choose, saved_model_satisfied, tflite_failure
 from domain.jobs.states import FINAL, STAGE_OVER, WAITING, JobStatus, StageState
 from domain.models import Job, StageRun
 from domain.models.base import as_utc, utcnow
@@ -210,9 +210,12 @@ def _skip_reason(job: Job, plan: Plan, definition: StageDef, records: Records) -
             return "builtin ops only: stock LiteRT validated it"
         if stock is not None and not auto_satisfied(spec, records):
             return None  # needs flex ops: TensorFlow's interpreter validates it
+    if definition.role == "convert" and candidate not in plan.candidates and saved_model_satisfied(spec, records):
+        return "auto: an earlier SavedModel candidate already passed"
     if definition.role in ("convert", "validate") and auto_satisfied(spec, records):
-        keeps_saved_model = definition.name == names.convert("onnx-tf") and "saved_model" in spec.targets
-        if not keeps_saved_model:
+        # A SavedModel candidate still converts while no SavedModel has passed.
+        wants_saved_model = candidate in plan.saved_model_candidates and not saved_model_satisfied(spec, records)
+        if not (definition.role == "convert" and wants_saved_model):
             return "auto: an earlier candidate already passed with builtin ops only"
     export = records.export.info_as(ExportInfo)
     if definition.candidate == "onnx-tf" and export.onnx_tf_compatible is False:
@@ -221,6 +224,10 @@ def _skip_reason(job: Job, plan: Plan, definition: StageDef, records: Records) -
         convert = _stage_run(job, names.convert(candidate))
         if convert is None or convert.state != StageState.SUCCEEDED:
             return "its conversion did not produce a .tflite"
+        converted = records.convert(candidate)
+        if converted is not None and converted.output("tflite_float32") is None:
+            why = tflite_failure(converted)
+            return "its conversion did not produce a .tflite" + (f": {why}" if why else "")
         if names.is_validate_flex(definition.name):
             return "its .tflite was not validated in stock LiteRT"
     if definition.role == "quantize" and choose(spec, records) is None:

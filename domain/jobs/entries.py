@@ -10,7 +10,8 @@ from typing import Any
 
 from domain.jobs import names
 from domain.jobs.records import Records
-from domain.jobs.selection import choose
+from domain.jobs.selection import choose, choose_saved_model
+from stages.kit.fields import nested
 from stages.kit.results import Check, ConvertInfo, ExportInfo, QuantizeInfo, StoredFile, ValidateInfo
 from stages.kit.spec import PlanSpec
 
@@ -96,13 +97,15 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
         extra = {"opset": provenance.opset, "exporter": provenance.exporter}
         entry = artifact_entry("onnx", "model.onnx", "float32", "torch", out, export.check("onnx"), runtime, extra)
         entries.append((entry, out.key))
-    onnx_tf = records.convert("onnx-tf")
-    out = onnx_tf.output("saved_model") if onnx_tf is not None else None
-    if "saved_model" in spec.targets and onnx_tf is not None and out is not None:
-        versions = onnx_tf.info_as(ConvertInfo).versions
-        runtime = f"tensorflow {versions['tensorflow'] if 'tensorflow' in versions else '?'} (serving_default)"
-        check = onnx_tf.check("saved_model")
-        entry = artifact_entry("saved_model", "saved_model.zip", "float32", "onnx-tf", out, check, runtime)
+    saved_model = choose_saved_model(spec, records) if "saved_model" in spec.targets else None
+    convert = records.convert(saved_model.name) if saved_model is not None else None
+    out = convert.output("saved_model") if convert is not None else None
+    if saved_model is not None and convert is not None and out is not None:
+        info = convert.info_as(ConvertInfo)
+        version = info.versions.get("tensorflow") or nested(convert.info, "saved_model", "tensorflow") or "?"
+        runtime = f"tensorflow {version} (serving_default)"
+        check = saved_model.metrics
+        entry = artifact_entry("saved_model", "saved_model.zip", "float32", saved_model.name, out, check, runtime)
         entries.append((entry, out.key))
     if "tflite" not in spec.targets:
         return entries
@@ -139,5 +142,5 @@ def stage_of_failing(entry: dict[str, Any]) -> str:
     if entry["kind"] == "onnx":
         return names.EXPORT
     if entry["kind"] == "saved_model":
-        return names.convert("onnx-tf")
+        return names.convert(entry["toolchain"])
     return names.validate(entry["toolchain"])

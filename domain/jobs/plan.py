@@ -6,6 +6,10 @@ user's files, the name of an earlier stage whose output ``name`` it consumes, or
 quantize stage also gets every candidate's float32 file (``tflite_<candidate>``): it
 tries the passing ones in selection order.
 
+SavedModel candidates are the converters that write one (``saved_model=True``),
+in ``SAVED_MODEL_PRIORITY`` order; one that is not also a TFLite candidate gets a
+``convert_<c>`` stage of its own, before the TFLite candidates.
+
 TFLite candidates (one per converter toolchain) each get a ``convert_<c>`` and a
 ``validate_<c>`` stage, and a ``validate_flex_<c>`` stage that runs only when the file
 needs Select-TF ("flex") ops: stock LiteRT cannot load those, so TensorFlow's
@@ -40,7 +44,7 @@ class Converter:
 
 CONVERTERS: dict[str, Converter] = {
     "onnx-tf": Converter("onnx-tf", "onnx-tf", registry.entry("convert", "onnx-tf"), "onnx", saved_model=True),
-    "onnx2tf": Converter("onnx2tf", "onnx2tf", registry.entry("convert", "onnx2tf"), "onnx"),
+    "onnx2tf": Converter("onnx2tf", "onnx2tf", registry.entry("convert", "onnx2tf"), "onnx", saved_model=True),
     "litert-torch": Converter("litert-torch", "torch", registry.entry("convert", "litert-torch"), "model"),
 }
 
@@ -56,6 +60,12 @@ PRIORITY: dict[str, list[str]] = {
     "torchscript": ["onnx2tf", "onnx-tf"],
     "onnx": ["onnx2tf", "onnx-tf"],
 }
+
+# The SavedModel candidates' order under `auto` (every converter with ``saved_model``).
+# onnx2tf first: it reads every opset and LayerNormalization, and its SavedModel costs
+# one extra export of the ModelIR it already built, where onnx-tf (opset <= 15) converts
+# the graph again in TensorFlow 2.15 (see docs/benchmarks.md).
+SAVED_MODEL_PRIORITY = ["onnx2tf", "onnx-tf"]
 
 
 @dataclass(frozen=True)
@@ -141,13 +151,29 @@ def quantize_sources(converters: list[str]) -> dict[str, tuple[str, str]]:
     return {f"tflite_{name}": (names.convert(name), "tflite_float32") for name in converters}
 
 
+def saved_model_candidates(spec: SpecLike) -> list[str]:
+    """The converters that write this job's SavedModel, in order (none without the target).
+
+    Every converter with ``saved_model=True`` that the job may use; a ``toolchain``
+    naming one of them keeps only it, one naming a converter without a SavedModel
+    (litert-torch) leaves the choice of the SavedModel's to the order.
+    """
+    spec = as_spec(spec)
+    if "saved_model" not in spec.targets:
+        return []
+    if spec.toolchain in CONVERTERS and CONVERTERS[spec.toolchain].saved_model:
+        return [spec.toolchain]
+    available = spec.available_toolchains or tuple(CONVERTERS)
+    return [name for name in SAVED_MODEL_PRIORITY if name in available and CONVERTERS[name].saved_model]
+
+
 def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
     """The chain for a normalized spec: only what its targets need."""
     stages = [EXPORT]
     tflite = "tflite" in spec.targets
     converters = candidates(spec) if tflite else []
-    if "saved_model" in spec.targets and "onnx-tf" not in converters:
-        stages.append(convert_stage(CONVERTERS["onnx-tf"]))
+    # A SavedModel candidate that is no .tflite candidate converts for the SavedModel alone.
+    stages += [convert_stage(CONVERTERS[name]) for name in saved_model_candidates(spec) if name not in converters]
     flex = FLEX_ENV in (spec.available_toolchains or tuple(CONVERTERS))
     for name in converters:
         stages += [convert_stage(CONVERTERS[name]), validate_stage(CONVERTERS[name])]
@@ -199,6 +225,11 @@ class Plan:
     def candidates(self) -> list[str]:
         """The TFLite converters this job tries, in order (none without a tflite target)."""
         return candidates(self.spec)
+
+    @cached_property
+    def saved_model_candidates(self) -> list[str]:
+        """The converters that write this job's SavedModel, in order (none without the target)."""
+        return saved_model_candidates(self.spec)
 
     @cached_property
     def onnx_consumers(self) -> list[str]:

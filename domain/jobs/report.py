@@ -19,6 +19,7 @@ from domain.jobs import names
 from domain.jobs.entries import build_artifacts, stage_of_failing
 from domain.jobs.plan import CONVERTERS
 from domain.jobs.records import NOTHING, Records
+from domain.jobs.saved_models import missing_targets, saved_model_attempts, tflite_outcome
 from domain.jobs.selection import choose, collect
 from domain.jobs.states import JobStatus, StageState
 from domain.models import Artifact, Job, StageRun
@@ -86,6 +87,8 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
         via_onnx = CONVERTERS[candidate.name].source == "onnx"  # the export's provenance applies
         if chosen is not None and candidate.name == chosen.name:
             outcome = "chosen"
+        elif (kept_saved_model := tflite_outcome(records.convert(candidate.name))) is not None:
+            outcome = kept_saved_model  # the convert stage succeeded for its SavedModel alone
         elif (ended := _outcome(convert_run, runs.get(names.validate(candidate.name)))) is not None:
             outcome = ended
         elif check is None:
@@ -219,6 +222,7 @@ def _report(
             for s in job.stages
         ],
         "attempts": _attempts(job, spec, records),
+        "saved_model_attempts": saved_model_attempts(job, spec, records),
     }
 
 
@@ -266,6 +270,11 @@ def finish_job(session: Session, store: ObjectStore, job: Job) -> None:
         job.status = JobStatus.FAILED
         job.error_code, job.error_stage, tail, cause = _job_error(job, spec, artifacts, precisions)
         job.error_log_tail = tail or job.error_log_tail
+        missing, code, stage = missing_targets(job, spec, records, artifacts, report["attempts"])
+        if missing and job.error_code != StageCode.ACCURACY_CHECK_FAILED:
+            # Per missing target, each candidate that tried it and why; what passed; what to change.
+            job.error_code, job.error_stage = code or job.error_code, stage or job.error_stage
+            cause = missing + "\n"
         job.error_message = (
             cause
             + "; ".join(report["reasons"])

@@ -148,6 +148,28 @@ class CandidateAttempt(_Open):
     lock_sha256: str | None
 
 
+class SavedModelAttempt(_Open):
+    """A SavedModel candidate (a converter that writes one): how it ended (``chosen``,
+    ``lost: ...``, ``failed: code: message``, ``skipped: ...``), its numbers in TensorFlow
+    and provenance."""
+
+    toolchain: str
+    outcome: str
+    chosen: bool
+    verdict: Verdict | None
+    runtime: str | None
+    max_abs_over_scale: float | None
+    size: int | None
+    signature: dict[str, Any] | None
+    convert_seconds: float | None
+    converter: Any
+    exporter: str | None
+    opset: int | None
+    seed: int
+    versions: dict[str, Any]
+    lock_sha256: str | None
+
+
 class Report(_Open):
     """The accuracy and performance report of a finished job (``report_version`` 2)."""
 
@@ -165,3 +187,4 @@ class Report(_Open):
     precisions: dict[str, PrecisionOutcome]
     stages: list[StageEntry]
     attempts: list[CandidateAttempt]
+    saved_model_attempts: list[SavedModelAttempt] = []

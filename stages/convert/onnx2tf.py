@@ -1,9 +1,10 @@
-"""Stage ``convert.onnx2tf`` (onnx2tf env): ONNX -> float32 TFLite, without TensorFlow.
+"""Stage ``convert.onnx2tf`` (onnx2tf env): ONNX -> float32 TFLite (and a SavedModel when asked).
 
 Inputs: ``onnx``, ``samples``, ``reference`` (from ``export.prepare``). Output:
-``tflite_float32``. onnx2tf 2.6.9's default backend (``flatbuffer_direct``) writes the
-.tflite itself, builtin ops only. There is no SavedModel here: onnx2tf's would need
-TensorFlow, and ModelPort takes the SavedModel from the onnx-tf toolchain. Its float16
+``tflite_float32``, and ``saved_model`` when the job's targets include it
+(``stages.convert.onnx2tf_saved_model``: only then is TensorFlow imported). onnx2tf
+2.6.9's default backend (``flatbuffer_direct``) writes the .tflite itself, builtin ops
+only. Its float16
 twin is not kept (see ``FLOAT16_NOT_KEPT``); nor is int8, which 2.6.9 gets wrong.
 
 How onnx2tf is driven, and why (verified with 2.6.9):
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.convert import onnx2tf_boundary as boundary
+from stages.convert import onnx2tf_saved_model
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
 from stages.kit.child import signal_name
@@ -82,7 +84,10 @@ def run(request: StageRequest) -> StageResult:
         keep = [name for name, rank in onnx_inputs.items() if rank in (3, 5) or (rank == 4 and layout == "nchw")]
         arguments = ["-i", model.name, "-o", "out", "-v", "info", *(["-k", *keep] if keep else [])]
         started = time.monotonic()
-        log = _run_onnx2tf(work, arguments)
+        if onnx2tf_saved_model.wanted(request):
+            log, saved_model_error = onnx2tf_saved_model.convert(work, arguments, _run_onnx2tf)
+        else:
+            log, saved_model_error = _run_onnx2tf(work, arguments), None
         tool_seconds = time.monotonic() - started
 
         raw = work / "out" / "model_float32.tflite"
@@ -100,6 +105,11 @@ def run(request: StageRequest) -> StageResult:
             ) from None
         sanity = boundary.sanity_check(target, samples, reference, plan, tolerance, work)
         check_seconds = time.monotonic() - started
+        saved_model = onnx2tf_saved_model.SavedModelResult()
+        if onnx2tf_saved_model.wanted(request):
+            saved_model = onnx2tf_saved_model.collect(
+                work / "out", plan, samples, reference, tolerance, request.output_dir, saved_model_error
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -147,9 +157,13 @@ def run(request: StageRequest) -> StageResult:
         "sanity_check": sanity,
         "warnings": _warnings(log),
         "float16": FLOAT16_NOT_KEPT,
+        "saved_model": saved_model.info or None,
+        "failed": saved_model.failed,
         "seconds": {"onnx2tf": round(tool_seconds, 3), "boundary_and_sanity_check": round(check_seconds, 3)},
     }
-    return StageResult(outputs={"tflite_float32": target.name}, metrics={}, info=info)
+    return StageResult(
+        outputs={"tflite_float32": target.name, **saved_model.outputs}, metrics=saved_model.metrics, info=info
+    )
 
 
 def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
@@ -170,12 +184,12 @@ def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
     return inputs, opset
 
 
-def _run_onnx2tf(work: Path, arguments: list[str]) -> str:
+def _run_onnx2tf(work: Path, arguments: list[str], module: str = "onnx2tf") -> str:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
     env["TQDM_DISABLE"] = "1"  # progress bars would fill the log with carriage returns
     proc = subprocess.run(
-        [sys.executable, "-m", "onnx2tf", *arguments],
+        [sys.executable, "-m", module, *arguments],
         cwd=work,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

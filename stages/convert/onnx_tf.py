@@ -10,6 +10,11 @@ ops only; Select-TF ("flex") ops are allowed only as a fallback, and flagged.
 Converter defaults matter for float32: no ``optimizations`` (``Optimize.DEFAULT``
 would quantize weights to int8) and no ``supported_types``; the flags used are
 recorded in ``info.converter``.
+
+When the SavedModel was written but the TFLite converter fails on it, a job that asked
+for ``saved_model`` keeps it: the stage succeeds without ``tflite_float32`` and records
+that failure as ``info.failed.tflite_float32 = {code, reason}`` (the .tflite's, not the
+candidate's); a job without that target fails the stage as before.
 """
 
 from __future__ import annotations
@@ -18,19 +23,17 @@ import os
 import re
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from stages.kit import samples as sample_io
+from stages.kit import saved_model as saved_model_kit
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
-from stages.kit.naming import match_names
 from stages.kit.options import OperatorOptions, read_options
 from stages.kit.versions import versions
 
 ONNX_TF_MAX_OPSET = 15
-ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 
 
 def run(request: StageRequest) -> StageResult:
@@ -54,13 +57,24 @@ def run(request: StageRequest) -> StageResult:
     convert_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    metrics, signature = _validate_saved_model(saved_model_dir, samples, reference, tolerance)
+    metrics, signature = saved_model_kit.validate(saved_model_dir, samples, reference, tolerance)
     metrics["seconds"] = round(time.monotonic() - started, 3)
 
-    _zip_dir(saved_model_dir, out / "saved_model.zip")
+    saved_model_kit.zip_dir(saved_model_dir, out / "saved_model.zip")
 
     started = time.monotonic()
-    flags, requires_flex, builtin_error = _convert_to_tflite(saved_model_dir, out / "model_float32.tflite")
+    outputs = {"saved_model": "saved_model.zip", "tflite_float32": "model_float32.tflite"}
+    failed: dict[str, dict[str, str]] = {}
+    flags: dict[str, Any] = {}
+    requires_flex, builtin_error = False, None
+    try:
+        flags, requires_flex, builtin_error = _convert_to_tflite(saved_model_dir, out / "model_float32.tflite")
+    except StageError as exc:
+        if "saved_model" not in request.spec.targets:
+            raise
+        # The SavedModel was made and checked: it stays; the .tflite's failure is its own.
+        del outputs["tflite_float32"]
+        failed["tflite_float32"] = {"code": str(exc.code), "reason": exc.message}
     tflite_seconds = time.monotonic() - started
     # Only the zip is an output; the directory was needed by the TFLite converter.
     shutil.rmtree(saved_model_dir, ignore_errors=True)
@@ -73,13 +87,14 @@ def run(request: StageRequest) -> StageResult:
         "onnx_opset": opset,
         "onnx_tf_patched_handlers": patched,
         "signature": signature,
+        "failed": failed,
         "seconds": {
             "onnx_to_saved_model": round(convert_seconds, 3),
             "saved_model_to_tflite": round(tflite_seconds, 3),
         },
     }
     return StageResult(
-        outputs={"saved_model": "saved_model.zip", "tflite_float32": "model_float32.tflite"},
+        outputs=outputs,
         metrics={"saved_model": metrics},
         info=info,
     )
@@ -121,45 +136,6 @@ def _convert_to_saved_model(model: Any, saved_model_dir: Path) -> list[str]:
     return patched
 
 
-def _validate_saved_model(
-    saved_model_dir: Path, samples: dict[str, Any], reference: dict[str, Any], tolerance: float
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    import numpy as np
-    import tensorflow as tf
-
-    from stages.kit.metrics import compare
-
-    loaded = tf.saved_model.load(str(saved_model_dir))
-    if "serving_default" not in loaded.signatures:
-        raise StageError(StageCode.CONVERSION_FAILED, "the SavedModel has no serving_default signature")
-    function = loaded.signatures["serving_default"]
-    specs: dict[str, Any] = function.structured_input_signature[1]
-    out_keys = list(function.structured_outputs)
-    in_map, in_left = match_names(list(samples), list(specs))
-    out_map, out_left = match_names(list(reference), out_keys)
-    if in_left or out_left:
-        raise StageError(
-            StageCode.CONVERSION_FAILED,
-            f"the SavedModel signature ({sorted(specs)} -> {out_keys}) "
-            f"does not match the model's inputs {list(samples)} / outputs {list(reference)}",
-        )
-    count = next(iter(samples.values())).shape[0]
-    collected: dict[str, list[Any]] = {name: [] for name in reference}
-    for index in range(count):
-        feed = {key: tf.constant(samples[name][index], dtype=specs[key].dtype) for name, key in in_map.items()}
-        result = function(**feed)
-        for name, key in out_map.items():
-            collected[name].append(result[key].numpy())
-    actual = {name: np.stack(values) for name, values in collected.items()}
-    signature = {
-        "inputs": {key: {"shape": _shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()},
-        "outputs": out_keys,
-        "input_map": in_map,
-        "output_map": out_map,
-    }
-    return compare(reference, actual, tolerance), signature
-
-
 def _convert_to_tflite(saved_model_dir: Path, target: Path) -> tuple[dict[str, Any], bool, str | None]:
     import tensorflow as tf
 
@@ -195,18 +171,6 @@ def _convert_to_tflite(saved_model_dir: Path, target: Path) -> tuple[dict[str, A
     raise AssertionError("unreachable")
 
 
-def _zip_dir(source: Path, target: Path) -> None:
-    # Sorted entries, fixed timestamps and modes: the same SavedModel zips to the same bytes.
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(source.rglob("*")):
-            relative = Path("saved_model") / path.relative_to(source)
-            name = relative.as_posix() + ("/" if path.is_dir() else "")
-            entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
-            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (0x10 if path.is_dir() else 0)
-            entry.compress_type = zipfile.ZIP_STORED if path.is_dir() else zipfile.ZIP_DEFLATED
-            archive.writestr(entry, b"" if path.is_dir() else path.read_bytes())
-
-
 def _builtin_failure(exc: BaseException) -> str:
     # The converter lists every TF op it could not lower as "tf.Name(...)"; the names are
     # what a user needs (e.g. Erf from exact GELU), the last line alone names only one.
@@ -214,10 +178,6 @@ def _builtin_failure(exc: BaseException) -> str:
     if ops:
         return f"not TFLite builtins: {', '.join(ops)}"
     return _last_line(exc)
-
-
-def _shape(shape: Any) -> list[int | None]:
-    return [None if dim is None else int(dim) for dim in shape.as_list()] if shape.rank is not None else []
 
 
 def _last_line(exc: BaseException, limit: int = 500) -> str:

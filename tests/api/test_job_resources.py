@@ -20,12 +20,14 @@ from tests.support.api import assert_problem
 from tests.support.pipeline import new_job_row
 from worker.context import WorkerContext, build_context
 
-# Three stages: export_onnx, convert_onnx_tf (the SavedModel's), report.
+# Three stages: export_onnx, convert_onnx_tf (the SavedModel's: the only SavedModel
+# candidate on a server with onnx-tf alone), report.
 SPEC = {
     "targets": ["onnx", "saved_model"],
     "quantization": ["float32"],
     "toolchain": "auto",
     "model_format": "state_dict",
+    "available_toolchains": ["onnx-tf"],
 }
 
 

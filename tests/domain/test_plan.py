@@ -28,10 +28,9 @@ def test_plan_tries_candidates_in_priority_order_and_quantizes_the_winner() -> N
     assert plan == ["export_onnx", *EVERY_CANDIDATE, "quantize", "report"]
     # litert-torch converts a PyTorch module: not a candidate for TorchScript or ONNX uploads.
     assert "convert_litert_torch" not in names(targets=["tflite"], available_toolchains=everything, model_format="onnx")
-    # An explicit toolchain is the only candidate; the SavedModel still comes from onnx-tf.
+    # An explicit toolchain is the only candidate, for the SavedModel too when it writes one.
     assert names(targets=["saved_model", "tflite"], toolchain="onnx2tf", available_toolchains=everything) == [
         "export_onnx",
-        "convert_onnx_tf",
         "convert_onnx2tf",
         "validate_onnx2tf",
         "validate_flex_onnx2tf",

@@ -12,7 +12,7 @@ import pytest
 
 from modelport.schemas.report import Report
 from tests.support.stack import Service, running_service
-from tests.support.toolchain import tf_script, torch_script
+from tests.support.toolchain import run_script, torch_script
 
 pytestmark = pytest.mark.e2e
 
@@ -44,12 +44,13 @@ def mobilenet_pth(models_dir: Path) -> Path:
 RUNNERS = {".onnx": "run_onnx", ".tflite": "run_tflite", ".ts": "run_torchscript"}
 
 
-def independent_error(artifact: Path, inputs: Path, reference: np.ndarray) -> float:
+def independent_error(artifact: Path, inputs: Path, reference: np.ndarray, toolchain: str = "onnx-tf") -> float:
     """max |ours - reference| of the artifact run by us on ``inputs``: onnxruntime, LiteRT or
-    TorchScript in the torch env, a SavedModel's serving_default in the onnx-tf env's TensorFlow."""
+    TorchScript in the torch env, a SavedModel's serving_default in the TensorFlow of the
+    environment that wrote it (``toolchain``: onnx-tf's 2.15 or onnx2tf's 2.21)."""
     out = artifact.with_name(artifact.name + ".ours.npz")
     if artifact.suffix == ".zip":
-        tf_script("run_saved_model", str(artifact), str(inputs), str(out))
+        run_script(toolchain, "tf_models.py", "run_saved_model", str(artifact), str(inputs), str(out))
     else:
         torch_script(RUNNERS[artifact.suffix], str(artifact), str(inputs), str(out))
     ours = np.load(out)["output"]
@@ -76,8 +77,8 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
     assert final["error"] is None
     assert final["stage"] is None
     states = {s["name"]: s["state"] for s in final["stages"]}
-    # auto: the first candidate (onnx2tf) passed, so later ones are skipped, except the
-    # SavedModel's converter (onnx-tf), whose own .tflite is then not validated.
+    # auto: the first candidate (onnx2tf) passed with its .tflite and its SavedModel, so
+    # the later ones are skipped, onnx-tf (the other SavedModel candidate) too.
     assert states == {
         "export_onnx": "succeeded",
         "convert_onnx2tf": "succeeded",
@@ -86,7 +87,7 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
         "convert_litert_torch": "skipped",
         "validate_litert_torch": "skipped",
         "validate_flex_litert_torch": "skipped",
-        "convert_onnx_tf": "succeeded",
+        "convert_onnx_tf": "skipped",
         "validate_onnx_tf": "skipped",
         "validate_flex_onnx_tf": "skipped",
         "report": "succeeded",
@@ -130,19 +131,22 @@ def test_state_dict_to_validated_tflite(service: Service, squeezenet_pth: Path, 
     reference = np.load(tmp_path / "ref.npz")["output"]
     scale = float(np.abs(reference).max())
     for name in ("model.onnx", "model_float32.tflite", "saved_model.zip"):
-        ours = independent_error(files[name], tmp_path / "inputs.npy", reference)
+        ours = independent_error(files[name], tmp_path / "inputs.npy", reference, entries[name]["toolchain"])
         assert ours <= 1e-4 * scale, (name, ours, scale)
         (reported,) = entries[name]["outputs"].values()
         assert reported["scale"] == pytest.approx(scale, rel=1e-5)
         assert_same_error(reported["max_abs"], ours, name)
         assert reported["top1_agreement"] == 1.0
     tflite = entries["model_float32.tflite"]
-    # auto: the first candidate that passes with builtin ops wins; the SavedModel still
-    # comes from onnx-tf, whose own .tflite is then not validated.
+    # auto: the first candidate that passes with builtin ops wins; the SavedModel too is
+    # the first SavedModel candidate's that passes (onnx2tf's).
     attempts = {a["toolchain"]: a for a in report["attempts"]}
     assert attempts[tflite["toolchain"]]["chosen"] is True
     assert [a["toolchain"] for a in report["attempts"] if a["chosen"]] == [tflite["toolchain"]]
-    assert entries["saved_model.zip"]["toolchain"] == "onnx-tf"
+    assert entries["saved_model.zip"]["toolchain"] == "onnx2tf"
+    saved_attempts = {a["toolchain"]: a["outcome"] for a in report["saved_model_attempts"]}
+    assert saved_attempts["onnx2tf"] == "chosen"
+    assert saved_attempts["onnx-tf"].startswith("skipped: auto: an earlier")
     assert tflite["requires_flex"] is False
     assert tflite["latency_ms"]["median_1_thread"] > 0
     assert tflite["operators"]["builtin"]
@@ -300,7 +304,7 @@ def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path, tmp_pa
         for name in ARTIFACTS:
             artifact = tmp_path / f"{model_format}-{name}"
             artifact.write_bytes(service.client.get(f"/v1/jobs/{job['id']}/artifacts/{name}").content)
-            ours = independent_error(artifact, inputs, reference)
+            ours = independent_error(artifact, inputs, reference, entries[name]["toolchain"])
             assert ours <= 1e-4 * scale, (model_format, name, ours, scale)
             (reported,) = entries[name]["outputs"].values()
             assert_same_error(reported["max_abs"], ours, f"{model_format} {name}")

@@ -53,7 +53,13 @@ print(json.dumps({"pickled_cnn": str(out / "pickled_cnn.pt")}))
 
 def spec_for(row: Conversion, consumers: list[str]) -> dict[str, Any]:
     # TINY_MODELS gives the inputs of TorchScript and pickled modules, which carry no signature.
-    return spec_of(row.tiny, tolerance={"float32": TOLERANCE}, onnx_consumers=consumers, toolchain=row.converter)
+    return spec_of(
+        row.tiny,
+        tolerance={"float32": TOLERANCE},
+        onnx_consumers=consumers,
+        toolchain=row.converter,
+        targets=list(row.targets),
+    )
 
 
 def consumers_of(model: str) -> list[str]:

@@ -81,13 +81,15 @@ def family_conversions() -> dict[str, Conversion]:
 
 # tests/stages/test_conversions.py: each upload format that is not a state dict, prepared
 # and converted by onnx2tf (auto's first candidate for every format), TorchScript also by
-# onnx-tf with its SavedModel.
+# onnx-tf with its SavedModel; the ONNX upload with onnx2tf's SavedModel.
 UPLOAD_CONVERSIONS: dict[str, Conversion] = {
     "torchscript_onnx2tf": Conversion(("torchscript", "cnn"), "onnx2tf", file="cnn_torchscript"),
     "torchscript_onnx_tf": Conversion(
         ("torchscript", "cnn"), "onnx-tf", targets=("onnx", "saved_model", "tflite"), file="cnn_torchscript"
     ),
-    "onnx_onnx2tf": Conversion(("onnx", "cnn"), "onnx2tf", file="cnn_onnx18"),
+    "onnx_onnx2tf": Conversion(
+        ("onnx", "cnn"), "onnx2tf", targets=("onnx", "saved_model", "tflite"), file="cnn_onnx18"
+    ),
     "program_onnx2tf": Conversion(("exported_program", "cnn"), "onnx2tf", file="cnn_program"),
     "pickled_onnx2tf": Conversion(("pickled_module", "cnn"), "onnx2tf", file="pickled_cnn"),
 }

@@ -136,6 +136,9 @@ def prepare_spec(model_format: str, **changes: Any) -> dict[str, Any]:
     """A normalized job spec as export.prepare receives it; ``changes`` override fields."""
     spec: dict[str, Any] = {
         "model_format": model_format,
+        # No saved_model: onnx2tf writes one (and imports TensorFlow) only when asked, and
+        # the stage tests that check it ask (tests/stages/test_saved_model.py, matrix rows).
+        "targets": ["onnx", "tflite"],
         "opset": None,
         "exporter": "auto",
         "toolchain": "auto",

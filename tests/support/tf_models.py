@@ -1,4 +1,5 @@
-"""Running a SavedModel for the tests, executed by the onnx-tf environment's Python (TensorFlow).
+"""Running a SavedModel for the tests, executed by a TensorFlow environment's Python
+(onnx-tf's, or onnx2tf's for the SavedModels onnx2tf wrote).
 
     tf_models.py run_saved_model SAVED_MODEL.zip INPUTS.npy OUT.npz
 

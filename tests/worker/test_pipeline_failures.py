@@ -120,7 +120,12 @@ def test_when_every_candidate_fails_the_job_takes_the_first_failure(
     assert job["error"]["code"] == "conversion_failed"
     assert job["error"]["stage"] == "convert_onnx2tf"
     assert job["error"]["log_tail"] == "onnx2tf log line"
-    assert job["error"]["message"].startswith("convert_onnx2tf: onnx2tf: no tflite. ")
+    # The missing target, then one line per candidate that tried it and why.
+    assert job["error"]["message"].splitlines()[:3] == [
+        "target 'tflite' was not produced:",
+        "- onnx2tf: failed: conversion_failed: onnx2tf: no tflite",
+        "- litert-torch: failed: tflite_conversion_failed: litert: no",
+    ]
     assert artifact_names(client, auth, job_id) == []
     assert report_of(client, auth, job_id)["reasons"] == ["target 'tflite' was not produced at float32"]
 

@@ -1,0 +1,107 @@
+"""SavedModel helpers shared by the converters that write one (onnx-tf, onnx2tf).
+
+Import this only where TensorFlow is installed and wanted: ``validate`` imports it.
+
+``validate`` runs every sample through the SavedModel's ``serving_default`` signature
+in TensorFlow and compares with the PyTorch reference (``stages.kit.metrics.compare``:
+shapes, so the outputs' layout, then values). The signature's input and output keys
+must map onto the spec's input names and the reference's output names
+(``stages.kit.naming.match_names``); a SavedModel whose signature cannot be mapped is
+``conversion_failed``. ``zip_dir`` packs the directory reproducibly.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from stages.kit.codes import StageCode
+from stages.kit.contract import StageError
+from stages.kit.naming import match_names
+
+ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
+SIGNATURE = "serving_default"
+
+
+def validate(
+    saved_model_dir: Path,
+    samples: dict[str, Any],
+    reference: dict[str, Any],
+    tolerance: float,
+    input_transposes: dict[str, list[int]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(check, signature)`` of the SavedModel at ``saved_model_dir``.
+
+    ``samples`` / ``reference`` map names to arrays with the sample axis first
+    (``[samples, *shape]``); each sample is fed on its own. ``input_transposes`` gives,
+    per input name, the permutation from a PyTorch-layout sample to what the signature
+    takes (e.g. ``[0, 2, 3, 1]`` for an NHWC input); outputs are compared as they come,
+    so an output left channel-last fails on its shape. ``check`` is
+    ``stages.kit.metrics.compare``'s result; ``signature`` records the signature's
+    inputs (shape, dtype), output keys in PyTorch's order and the name maps.
+    Raises ``StageError(conversion_failed)`` when there is no ``serving_default`` or its
+    keys cannot be mapped to the model's names.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from stages.kit.metrics import compare
+
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    if SIGNATURE not in loaded.signatures:
+        raise StageError(StageCode.CONVERSION_FAILED, f"the SavedModel has no {SIGNATURE} signature")
+    function = loaded.signatures[SIGNATURE]
+    specs: dict[str, Any] = function.structured_input_signature[1]
+    out_keys = list(function.structured_outputs)
+    in_map, in_left = match_names(list(samples), list(specs))
+    out_map, out_left = match_names(list(reference), out_keys)
+    if in_left or out_left:
+        raise StageError(
+            StageCode.CONVERSION_FAILED,
+            f"the SavedModel signature ({sorted(specs)} -> {out_keys}) "
+            f"does not match the model's inputs {list(samples)} / outputs {list(reference)}",
+        )
+    transposes = input_transposes or {}
+    count = next(iter(samples.values())).shape[0]
+    collected: dict[str, list[Any]] = {name: [] for name in reference}
+    for index in range(count):
+        feed = {}
+        for name, key in in_map.items():
+            value = samples[name][index]
+            if name in transposes:
+                value = np.transpose(value, transposes[name])
+            feed[key] = tf.constant(value, dtype=specs[key].dtype)
+        result = function(**feed)
+        for name, key in out_map.items():
+            collected[name].append(result[key].numpy())
+    actual = {name: np.stack(values) for name, values in collected.items()}
+    signature = {
+        "signature_key": SIGNATURE,
+        "inputs": {key: {"shape": shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()},
+        "outputs": [out_map[name] for name in reference],
+        "input_map": in_map,
+        "output_map": out_map,
+        "input_transposes": transposes,
+    }
+    return compare(reference, actual, tolerance), signature
+
+
+def zip_dir(source: Path, target: Path) -> None:
+    """Zip ``source`` as ``saved_model/...`` into ``target``: sorted entries, fixed
+    timestamps and modes, so the same SavedModel zips to the same bytes."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            relative = Path("saved_model") / path.relative_to(source)
+            name = relative.as_posix() + ("/" if path.is_dir() else "")
+            entry = zipfile.ZipInfo(name, date_time=ZIP_TIMESTAMP)
+            entry.external_attr = ((0o40755 if path.is_dir() else 0o100644) << 16) | (0x10 if path.is_dir() else 0)
+            entry.compress_type = zipfile.ZIP_STORED if path.is_dir() else zipfile.ZIP_DEFLATED
+            archive.writestr(entry, b"" if path.is_dir() else path.read_bytes())
+
+
+def shape(tensor_shape: Any) -> list[int | None]:
+    """A ``tf.TensorShape`` as a list, ``None`` for unknown dimensions (``[]`` for unknown rank)."""
+    if tensor_shape.rank is None:
+        return []
+    return [None if dim is None else int(dim) for dim in tensor_shape.as_list()]
