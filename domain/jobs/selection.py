@@ -75,8 +75,15 @@ def choose(spec: SpecLike, results: RecordsLike) -> Candidate | None:
 
 
 def auto_satisfied(spec: SpecLike, results: RecordsLike) -> bool:
-    """Under `auto`, a builtin-only candidate already passed: later candidates are skipped."""
-    if as_spec(spec).toolchain != "auto":
+    """Under `auto`, a builtin-only candidate already passed: later candidates are skipped.
+
+    Not for a job that asks for int8: its quantizers fall back to the other candidates'
+    float32 files when the chosen one's fails or degrades (ai-edge-quantizer refuses
+    onnx2tf's PADV2 in resnet18 and quantizes litert-torch's file of it; issue 12), so every
+    candidate converts and validates; the float32 choice is still the first that passed.
+    """
+    spec = as_spec(spec)
+    if spec.toolchain != "auto" or "int8" in spec.quantized:
         return False
     return any(c.deliverable for c in collect(spec, results))
 

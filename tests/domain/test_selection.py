@@ -28,6 +28,12 @@ def test_selection_by_verdict_builtin_latency_error() -> None:
     # auto: the first builtin-only pass in priority order
     assert choose(spec, results).name == "onnx2tf"
     assert auto_satisfied(spec, results)
+    # ... except for int8, whose quantizers fall back to the other candidates' float32 files:
+    # every candidate converts, and the float32 choice stays the first that passed.
+    int8 = {**spec, "quantization": ["float32", "int8"]}
+    assert not auto_satisfied(int8, results)
+    assert choose(int8, results).name == "onnx2tf"
+    assert auto_satisfied({**spec, "quantization": ["float32", "float16"]}, results)
     # best: all ranked; the faster builtin-only pass wins
     assert choose({**spec, "toolchain": "best"}, results).name == "litert_torch".replace("_", "-")
     # nothing deliverable: the best of what exists (a flex pass beats a failure)
