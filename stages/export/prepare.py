@@ -54,7 +54,7 @@ from stages.export.onnx_export import (
 )
 from stages.export.onnx_file import input_dims, onnx_tf_fields
 from stages.export.onnx_file import validate as validate_onnx
-from stages.export.outputs import flat_module, probe_output_dims, reference
+from stages.export.outputs import flat_module, probe_output_dims, reference, reference_shapes
 from stages.export.tokens import embedding_tables, integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
@@ -184,7 +184,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "onnx_input_names": onnx_inputs,
             "onnx_input_shapes": input_dims(onnx_path),
             "output_names": output_names,
-            "output_shapes": output_shapes,
+            "output_shapes": reference_shapes(ref, output_names, declared or output_shapes, inputs),
             "exporter": exported.exporter,
             "opset": exported.opset,
             "opset_conversion": exported.conversion,

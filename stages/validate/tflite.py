@@ -16,7 +16,9 @@ the stage itself succeeds and reports. Operators are read from the flatbuffer
 (``stages.kit.tflite_ops``), without loading the file. A file with quantized integer
 inputs/outputs (``int8_io``) gets the float samples quantized with each input's scale
 and zero point, and its outputs dequantized before the comparison;
-``info.boundary_quantization`` lists those parameters.
+``info.boundary_quantization`` lists those parameters. A dimension the spec names but the
+file fixes (``stages.kit.dims``) is listed in ``frozen_dims`` and said in the reasons,
+without changing the verdict (the numbers stand; ``domain.jobs.selection`` ranks it lower).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from stages.kit import samples as sample_io
 from stages.kit.child import ChildReport, run_litert
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.dims import frozen_dims, frozen_reasons
 from stages.kit.metrics import compare
 from stages.kit.options import RuntimeOptions, read_options
 from stages.kit.versions import versions
@@ -81,6 +84,14 @@ def run(request: StageRequest) -> StageResult:
         # Outputs came back, but the run died later (during the latency runs).
         result["verdict"] = "fail"
         result["reasons"].append(failure)
+    # A declared dynamic dimension the file fixes: the numbers stand, the reasons say it.
+    frozen = frozen_dims(
+        [{"name": item.name, "shape": list(item.shape)} for item in spec.inputs],
+        report.tflite_inputs or {},
+        report.input_map or {},
+        options.input_transposes,
+    )
+    result["reasons"] = [*result["reasons"], *frozen_reasons(frozen)]
     if requires_flex and runtime == "tensorflow":
         # The numbers stand, but users of stock LiteRT cannot load the file.
         result["notes"] = [f"requires_flex: validated in TensorFlow's interpreter; uses Select-TF ops {ops['flex']}"]
@@ -92,8 +103,9 @@ def run(request: StageRequest) -> StageResult:
             "operator_counts": ops["counts"],
             "transpose_count": ops["transpose_count"],
             "latency_ms": report.latency_ms,
-            # A named dynamic batch: the file resized to 2 and matched the one-by-one run.
+            # Every file: a named dynamic batch resized to 2 and matched the one-by-one run, or fixed.
             "dynamic_batch": report.dynamic_batch,
+            "frozen_dims": frozen,
             "requires_flex": requires_flex,
             "precision": precision,
         }
