@@ -60,7 +60,8 @@ def test_a_file_that_fixes_a_declared_dynamic_dimension_loses_to_one_that_keeps_
         "validate_litert_torch": _validated("pass", latency=9.0),
     }
     (frozen,) = [c for c in collect(spec, results) if c.name == "onnx2tf"]
-    assert frozen.frozen and frozen.deliverable
+    assert frozen.frozen
+    assert frozen.deliverable
     # auto: the first deliverable that keeps the dimension, though later and slower
     assert choose(spec, results).name == "litert-torch"
     # best: the frozen one ranks below, whatever its latency
