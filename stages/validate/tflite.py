@@ -19,6 +19,8 @@ and zero point, and its outputs dequantized before the comparison;
 ``info.boundary_quantization`` lists those parameters. A dimension the spec names but the
 file fixes (``stages.kit.dims``) is listed in ``frozen_dims`` and said in the reasons,
 without changing the verdict (the numbers stand; ``domain.jobs.selection`` ranks it lower).
+Then the file runs at a second size of every named dimension (``stages.validate.probing``;
+``probes``, ``sample_shapes``): a failure or a miss there fails the file.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from stages.kit.dims import frozen_dims, frozen_reasons
 from stages.kit.metrics import compare
 from stages.kit.options import RuntimeOptions, read_options
 from stages.kit.versions import versions
+from stages.validate.probing import run_probes
 
 DEFAULT_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "dynamic_range": 1e-1, "int8": 1e-1}
 
@@ -91,7 +94,15 @@ def run(request: StageRequest) -> StageResult:
         report.input_map or {},
         options.input_transposes,
     )
+    probed: list[dict[str, Any]] = []
+    if actual is not None and not failure:
+        # The other sizes of every named dimension (stages.validate.probing): a miss fails.
+        probed, missed = run_probes(tflite, request.input_path("reference"), options, input_names, tolerance, frozen)
+        if missed:
+            result["verdict"] = "fail"
+            result["reasons"] = [*result["reasons"], *missed]
     result["reasons"] = [*result["reasons"], *frozen_reasons(frozen)]
+    base_shapes = {name: [int(d) for d in value.shape[1:]] for name, value in sample_io.load(samples_path).items()}
     if requires_flex and runtime == "tensorflow":
         # The numbers stand, but users of stock LiteRT cannot load the file.
         result["notes"] = [f"requires_flex: validated in TensorFlow's interpreter; uses Select-TF ops {ops['flex']}"]
@@ -106,6 +117,9 @@ def run(request: StageRequest) -> StageResult:
             # Every file: a named dynamic batch resized to 2 and matched the one-by-one run, or fixed.
             "dynamic_batch": report.dynamic_batch,
             "frozen_dims": frozen,
+            # Every input shape the file ran at: the samples', then each probe's.
+            "sample_shapes": [base_shapes, *(p["shapes"] for p in probed if p.get("ran"))],
+            "probes": probed,
             "requires_flex": requires_flex,
             "precision": precision,
         }
