@@ -57,7 +57,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec)
     assert prepare.ok, prepare.result
     shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
-    convert = run_stage("onnx2tf", "convert.onnx2tf", work / "convert", {"onnx": prepare.output("onnx"), **shared}, spec)
+    onnx = {"onnx": prepare.output("onnx"), **shared}
+    convert = run_stage("onnx2tf", "convert.onnx2tf", work / "convert", onnx, spec)
     assert convert.ok, convert.result
     tflite = {"tflite": convert.output("tflite_float32"), **shared}
     validate = run_stage("torch", "validate.tflite", work / "validate", tflite, spec)
