@@ -23,6 +23,9 @@ TFLITE_EXTRA = (
     "requires_flex",
     "size_bytes",
     "dynamic_batch",
+    "frozen_dims",
+    "sample_shapes",
+    "probes",
 )
 # What a .tflite entry copies from its check when the stage wrote it (quantized files mostly).
 TFLITE_DETAILS = (

@@ -97,8 +97,10 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
             outcome = "lost: needs Select-TF (flex) ops, which stock LiteRT cannot run"
         elif candidate.verdict != "pass":
             outcome = "lost: " + "; ".join(check.reasons or [candidate.verdict])
+        elif candidate.frozen and chosen is not None and not chosen.frozen:
+            outcome = "lost: " + "; ".join(check.reasons or ["fixes a dimension the spec declares dynamic"])
         else:
-            outcome = "lost: ranked lower (verdict, builtin-only, latency, error)"
+            outcome = "lost: ranked lower (verdict, builtin-only, dynamic dimensions kept, latency, error)"
         attempts.append(
             {
                 "toolchain": candidate.name,

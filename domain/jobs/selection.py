@@ -1,6 +1,6 @@
-"""Choosing among TFLite candidates: by verdict, builtin-only, latency, then error;
-and among SavedModel candidates by the same rules (a SavedModel has no flex ops and no
-measured latency, so: by verdict, then error).
+"""Choosing among TFLite candidates: by verdict, builtin-only, keeping the spec's dynamic
+dimensions, latency, then error; and among SavedModel candidates by the same rules (a
+SavedModel has no flex ops and no measured latency, so: by verdict, then error).
 
 Pure functions over the recorded stage results, used by the pipeline (what to skip,
 what to quantize) and by the report (what was chosen and why the others lost).
@@ -40,6 +40,11 @@ class Candidate:
         return self.metrics is not None and self.verdict == "pass" and not self.requires_flex
 
     @property
+    def frozen(self) -> bool:
+        """The file fixes a dimension the spec declares dynamic (``stages.kit.dims``)."""
+        return self.metrics is not None and bool(self.metrics.frozen_dims)
+
+    @property
     def latency(self) -> float:
         return self.metrics.latency if self.metrics is not None else float("inf")
 
@@ -47,8 +52,8 @@ class Candidate:
     def error(self) -> float:
         return self.metrics.worst_error if self.metrics is not None else float("inf")
 
-    def rank(self) -> tuple[int, int, float, float]:
-        return (VERDICT_RANK.get(self.verdict, 3), int(self.requires_flex), self.latency, self.error)
+    def rank(self) -> tuple[int, int, int, float, float]:
+        return (VERDICT_RANK.get(self.verdict, 3), int(self.requires_flex), int(self.frozen), self.latency, self.error)
 
 
 def as_records(results: RecordsLike) -> Records:
@@ -68,14 +73,16 @@ def choose(spec: SpecLike, results: RecordsLike) -> Candidate | None:
     if not validated:
         return None
     if as_spec(spec).toolchain != "best":
-        for candidate in validated:
+        # The first deliverable file that keeps the declared dynamic dimensions, else the first deliverable.
+        for candidate in sorted(validated, key=lambda c: c.frozen):
             if candidate.deliverable:
                 return candidate
     return min(validated, key=Candidate.rank)
 
 
 def auto_satisfied(spec: SpecLike, results: RecordsLike) -> bool:
-    """Under `auto`, a builtin-only candidate already passed: later candidates are skipped.
+    """Under `auto`, a builtin-only candidate already passed and keeps the spec's dynamic
+    dimensions: later candidates are skipped.
 
     Not for a job that asks for int8: its quantizers fall back to the other candidates'
     float32 files when the chosen one's fails or degrades (ai-edge-quantizer refuses
@@ -85,7 +92,7 @@ def auto_satisfied(spec: SpecLike, results: RecordsLike) -> bool:
     spec = as_spec(spec)
     if spec.toolchain != "auto" or "int8" in spec.quantized:
         return False
-    return any(c.deliverable for c in collect(spec, results))
+    return any(c.deliverable and not c.frozen for c in collect(spec, results))
 
 
 @dataclass

@@ -16,8 +16,10 @@ How litert-torch 0.10.0 is driven, and why (verified on this machine):
 - ``torch.export`` turns keyword names into Python parameters, so a spec name that is
   not an identifier (``input.1``) is exported under a sanitized name and renamed back in
   the flatbuffer afterwards (``stages.kit.tflite_boundary.rewrite``).
-- Shapes are static: the sample fixes every dimension, named dynamic ones included
-  (``info.static_shapes``). 64-bit inputs become 32-bit (``enable_x64=False``, the
+- The spec's named dimensions are passed as ``dynamic_shapes`` first; when litert-torch
+  cannot lower them (0.10: every model tried so far) the shapes are static: the sample
+  fixes every dimension, named dynamic ones included (``info.static_shapes``,
+  ``info.dynamic_shapes`` says what was tried and why it failed). 64-bit inputs become 32-bit (``enable_x64=False``, the
   default, which is what stock LiteRT kernels take); ``info.signature`` shows the dtypes.
 - A module rebuilt by ``torch.export.load(...).module()`` refuses ``eval()``; its graph
   is already fixed, so only the wrappers are marked as not training.
@@ -95,9 +97,12 @@ def run(request: StageRequest) -> StageResult:
     import litert_torch
 
     started = time.monotonic()
+    # The spec's named dimensions first (litert-torch's dynamic_shapes), static when that fails.
+    dynamic = _convert_dynamic(litert_torch, wrapper, inputs, keys, samples, target)
     try:
-        edge_model = litert_torch.convert(wrapper, sample_kwargs=example, **CONVERTER_FLAGS)
-        edge_model.export(str(target))
+        if not dynamic["kept"]:
+            edge_model = litert_torch.convert(wrapper, sample_kwargs=example, **CONVERTER_FLAGS)
+            edge_model.export(str(target))
     except StageError:
         raise
     except Exception as exc:  # torch.export and the MLIR lowering raise anything
@@ -130,8 +135,9 @@ def run(request: StageRequest) -> StageResult:
             "operators": {"builtin": ops["builtin"], "flex": ops["flex"], "custom": ops["custom"]},
             "transpose_count": ops["transpose_count"],
             "layout": layout,
-            "static_shapes": True,
-            "fixed_dimensions": _fixed_dimensions(inputs, samples),
+            "static_shapes": not dynamic["kept"],
+            "dynamic_shapes": dynamic,
+            "fixed_dimensions": {} if dynamic["kept"] else _fixed_dimensions(inputs, samples),
             "signature": _signature(target, inputs, output_names),
             "model_format": _model_format(spec),
             "seconds": {"load": round(load_seconds, 3), "convert": round(convert_seconds, 3)},
@@ -242,6 +248,64 @@ def _builtin_only(target: Path) -> dict[str, Any]:
             f"litert-torch wrote custom ops {ops['custom']}, which stock LiteRT cannot run. {ADVICE}",
         )
     return ops
+
+
+def _convert_dynamic(
+    litert_torch: Any,
+    wrapper: Any,
+    inputs: list[dict[str, Any]],
+    keys: dict[str, str],
+    samples: dict[str, Any],
+    target: Path,
+) -> dict[str, Any]:
+    """Convert with the spec's named dimensions dynamic (``litert_torch.convert(...,
+    dynamic_shapes={key: {axis: torch.export.Dim(name)}})``); ``{"tried", "kept", "error"}``.
+
+    The example is the first sample cycled to size 2 along each named axis (torch.export
+    specializes a dimension of size 1). Measured with litert-torch 0.10: it fails even on an
+    MLP with a dynamic batch (an AssertionError in its lowering, ``use_v2`` too; on
+    mobilenet_v2 its JAX bridge wants concrete reshape sizes): then ``kept`` is False with
+    the first line of its error, and the caller converts with static shapes, which
+    ``validate.tflite`` reports as a frozen dimension.
+    """
+    import numpy as np
+    import torch
+
+    named = {item["name"]: sample_io.dynamic_axes(item["shape"]) for item in inputs}
+    if not any(named.values()):
+        return {"tried": False, "kept": False, "error": None}
+    dims: dict[str, Any] = {}
+    shapes: dict[str, dict[int, Any]] = {}
+    example: dict[str, Any] = {}
+    for item in inputs:
+        name = item["name"]
+        array = samples[name][0]
+        for axis, dim in named[name].items():
+            dims.setdefault(dim, torch.export.Dim(re.sub(r"\W", "_", dim) or "dim"))
+            array = np.take(array, np.arange(max(2, array.shape[axis])) % array.shape[axis], axis=axis)
+        example[keys[name]] = torch.from_numpy(np.ascontiguousarray(array))
+        shapes[keys[name]] = {axis: dims[dim] for axis, dim in named[name].items()}
+    try:
+        edge_model = litert_torch.convert(wrapper, sample_kwargs=example, dynamic_shapes=shapes, **CONVERTER_FLAGS)
+        edge_model.export(str(target))
+    except StageError:
+        raise
+    except Exception as exc:  # torch.export's constraint violations, the lowering's refusals
+        target.unlink(missing_ok=True)
+        return {"tried": True, "kept": False, "error": first_line(exc)[:500]}
+    from stages.kit.tflite_boundary import read
+
+    ports = {port.key: port.shape for port in read(target).inputs}
+    lost = [
+        f"{item['name']}[{axis}]"
+        for item in inputs
+        for axis in named[item["name"]]
+        if keys[item["name"]] in ports and ports[keys[item["name"]]][axis] != -1
+    ]
+    if lost:  # specialized during export: the static conversion (at the sample's sizes) is what to ship
+        target.unlink(missing_ok=True)
+        return {"tried": True, "kept": False, "error": f"the file fixed {lost} although they were declared dynamic"}
+    return {"tried": True, "kept": True, "error": None}
 
 
 def _fixed_dimensions(inputs: list[dict[str, Any]], samples: dict[str, Any]) -> dict[str, dict[str, int]]:

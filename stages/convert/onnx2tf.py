@@ -24,7 +24,7 @@ How onnx2tf is driven, and why (verified with 2.6.9):
 
 Outputs keep PyTorch's layout and every name its stable form: onnx2tf leaves some
 outputs channel-last, so ``stages.convert.onnx2tf_boundary`` plans a TRANSPOSE where needed and
-``stages.kit.tflite_boundary`` adds it to the file; then one sample runs through the file
+``stages.kit.tflite_boundary`` adds it to the file; then every sample runs through the file
 in ai-edge-litert as a sanity check (``info.sanity_check``, numbers only - the verdict
 is ``validate.tflite``'s; a builtin-only file the runtime cannot run at all is
 ``conversion_failed`` here). ``info.signature.input_transposes`` gives, per input, the
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.convert import onnx2tf_boundary as boundary
+from stages.convert import onnx2tf_retry as retry
 from stages.convert import onnx2tf_saved_model
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
@@ -77,39 +78,21 @@ def run(request: StageRequest) -> StageResult:
     target = request.output_dir / "model_float32.tflite"
     work = Path(tempfile.mkdtemp(prefix="onnx2tf-", dir=request.output_dir))
     try:
-        model = work / "model.onnx"
-        # onnx2tf rewrites the file it is given (onnxsim, op names): never the caller's.
-        shutil.copyfile(request.input_path("onnx"), model)
-        onnx_inputs, opset = _onnx_inputs(model)
-        keep = [name for name, rank in onnx_inputs.items() if rank in (3, 5) or (rank == 4 and layout == "nchw")]
-        arguments = ["-i", model.name, "-o", "out", "-v", "info", *(["-k", *keep] if keep else [])]
-        started = time.monotonic()
-        if onnx2tf_saved_model.wanted(request):
-            log, saved_model_error = onnx2tf_saved_model.convert(work, arguments, _run_onnx2tf)
-        else:
-            log, saved_model_error = _run_onnx2tf(work, arguments), None
-        tool_seconds = time.monotonic() - started
-
-        raw = work / "out" / "model_float32.tflite"
-        started = time.monotonic()
-        try:
-            _refuse_custom_ops(raw, log)
-            plan = boundary.plan(raw, samples, reference, layout, work)
-            boundary_io.rewrite(
-                raw, target, input_perms=plan.input_perms, output_perms=plan.output_perms, renames=plan.renames
-            )
-        except (ValueError, IndexError) as exc:  # a flatbuffer this stage cannot read or edit
-            traceback.print_exc()
-            raise StageError(
-                StageCode.CONVERSION_FAILED, f"the .tflite onnx2tf wrote cannot be used: {type(exc).__name__}: {exc}"
-            ) from None
-        sanity = boundary.sanity_check(target, samples, reference, plan, tolerance, work)
-        check_seconds = time.monotonic() - started
+        # Every sample through the file; a miss is converted once more without onnxsim.
+        winner, attempts = retry.run_attempts(
+            lambda name, flags: _attempt(request, work / name, name, flags, samples, reference, tolerance)
+        )
+        assert winner.target is not None  # a winner was converted
+        shutil.copyfile(winner.target, target)
+        arguments, keep, opset, plan, log, tool_seconds, check_seconds, saved_model_error = winner.details
+        sanity = winner.check
         saved_model = onnx2tf_saved_model.SavedModelResult()
         if onnx2tf_saved_model.wanted(request):
+            started = time.monotonic()
             saved_model = onnx2tf_saved_model.collect(
-                work / "out", plan, samples, reference, tolerance, request.output_dir, saved_model_error
+                winner.target.parent / "out", plan, samples, reference, tolerance, request.output_dir, saved_model_error
             )
+            check_seconds += time.monotonic() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -133,6 +116,8 @@ def run(request: StageRequest) -> StageResult:
             "tool": "onnx2tf",
             "backend": "flatbuffer_direct (onnx2tf's default; no TensorFlow)",
             "command": ["python", "-m", "onnx2tf", *arguments],
+            # Which attempt's file this is (stages.convert.onnx2tf_retry; info.attempts has both).
+            "attempt": winner.name,
             "environment": {"PATH": "<env>/bin first (onnx2tf runs onnxsim from it)", "TQDM_DISABLE": "1"},
             "keep_ncw_or_nchw_or_ncdhw_input_names": keep,
             "onnx_opset": opset,
@@ -155,6 +140,7 @@ def run(request: StageRequest) -> StageResult:
             "input_transposes": plan.input_transposes,
         },
         "sanity_check": sanity,
+        **retry.attempts_info(winner, attempts),
         "warnings": _warnings(log),
         "float16": FLOAT16_NOT_KEPT,
         "saved_model": saved_model.info or None,
@@ -164,6 +150,52 @@ def run(request: StageRequest) -> StageResult:
     return StageResult(
         outputs={"tflite_float32": target.name, **saved_model.outputs}, metrics=saved_model.metrics, info=info
     )
+
+
+def _attempt(
+    request: StageRequest,
+    work: Path,
+    name: str,
+    flags: list[str],
+    samples: dict[str, Any],
+    reference: dict[str, Any],
+    tolerance: float,
+) -> retry.Attempt:
+    """One onnx2tf run with ``flags`` added, in ``work``: the file with its boundary
+    rewritten, checked on every sample (``stages.convert.onnx2tf_retry``)."""
+    layout = request.spec.layout
+    work.mkdir(parents=True)
+    model = work / "model.onnx"
+    # onnx2tf rewrites the file it is given (onnxsim, op names): never the caller's.
+    shutil.copyfile(request.input_path("onnx"), model)
+    onnx_inputs, opset = _onnx_inputs(model)
+    keep = [name for name, rank in onnx_inputs.items() if rank in (3, 5) or (rank == 4 and layout == "nchw")]
+    arguments = ["-i", model.name, "-o", "out", "-v", "info", *(["-k", *keep] if keep else []), *flags]
+    started = time.monotonic()
+    if onnx2tf_saved_model.wanted(request):
+        log, saved_model_error = onnx2tf_saved_model.convert(work, arguments, _run_onnx2tf)
+    else:
+        log, saved_model_error = _run_onnx2tf(work, arguments), None
+    tool_seconds = time.monotonic() - started
+
+    raw = work / "out" / "model_float32.tflite"
+    target = work / "model_float32.tflite"
+    started = time.monotonic()
+    try:
+        _refuse_custom_ops(raw, log)
+        plan = boundary.plan(raw, samples, reference, layout, work)
+        boundary_io.rewrite(
+            raw, target, input_perms=plan.input_perms, output_perms=plan.output_perms, renames=plan.renames
+        )
+    except (ValueError, IndexError) as exc:  # a flatbuffer this stage cannot read or edit
+        traceback.print_exc()
+        raise StageError(
+            StageCode.CONVERSION_FAILED, f"the .tflite onnx2tf wrote cannot be used: {type(exc).__name__}: {exc}"
+        ) from None
+    check = retry.check_all(target, samples, reference, plan, tolerance, work)
+    check_seconds = time.monotonic() - started
+    details = (arguments, keep, opset, plan, log, tool_seconds, check_seconds, saved_model_error)
+    return retry.Attempt(name, flags, target=target, check=check, details=details)
 
 
 def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:

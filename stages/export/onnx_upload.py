@@ -34,6 +34,7 @@ from stages.export.onnx_graph import (
     refuse_external_data,
     stable_output_names,
 )
+from stages.export.outputs import reference_shapes
 from stages.export.tokens import integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
@@ -147,7 +148,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             "onnx_input_shapes": input_dims(out / "model.onnx"),
             "output_names": output_names,
             "output_name_map": renamed,
-            "output_shapes": output_shapes,
+            "output_shapes": reference_shapes(reference, output_names, output_shapes, inputs),
             "exporter": "uploaded",
             "opset": opset,
             "source_opset": source_opset,

@@ -159,3 +159,51 @@ def probe_output_dims(
             for axis, (a, b) in enumerate(zip(before, after, strict=True))
         ]
     return declared
+
+
+def reference_shapes(
+    reference: dict[str, Any],
+    output_names: list[str],
+    named: dict[str, list[Any]] | None,
+    inputs: list[dict[str, Any]],
+) -> dict[str, list[int | str]]:
+    """``info.output_shapes`` as the report shows them: each output's shape in the reference
+    (``reference[name]`` is ``[N, *shape]``), an axis named only where ``named`` (the probe's
+    or the graph's shapes) gives it one of the inputs' declared dynamic dimensions.
+
+    An exporter's own symbolic names (``s0``, ``unk__3``, ``output_0_dim2``) never show:
+    on some graphs (asymmetric padding) they claim two different dimensions are equal.
+    """
+    import numpy as np
+
+    declared = {name for item in inputs for name in sample_io.dynamic_axes(item["shape"]).values()}
+    shapes: dict[str, list[int | str]] = {}
+    for name in output_names:
+        sizes = [int(d) for d in np.shape(reference[name])[1:]]
+        given = (named or {}).get(name)
+        if isinstance(given, list) and len(given) == len(sizes):
+            shapes[name] = [g if isinstance(g, str) and g in declared else s for g, s in zip(given, sizes, strict=True)]
+        else:
+            shapes[name] = list(sizes)
+    return shapes
+
+
+def probe_references(
+    model: Any, samples: dict[str, Any], inputs: list[dict[str, Any]], output_names: list[str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The reference at a second size of every named dimension (``stages.kit.probes``):
+    the probe sets and ``info.probes`` (the sizes, or why there is none)."""
+    from stages.kit import probes
+
+    base = probes.base_sizes(samples, inputs)
+    if not base:
+        return [], {"sizes": [], "reason": "no named dynamic dimension"}
+    sizes = probes.second_sizes(base)
+    feed = probes.resized(samples, inputs, sizes, probes.PROBE_SAMPLES)
+    try:
+        names, outputs = reference(model, feed, [item["name"] for item in inputs])
+    except StageError as exc:  # the model itself does not take that size
+        return [], {"sizes": [base], "reason": f"the PyTorch model fails at {sizes}: {exc.message}"}
+    if names != output_names:
+        return [], {"sizes": [base], "reason": f"the model returns {names} at {sizes}, not {output_names}"}
+    return [probes.ProbeSet(sizes, feed, outputs)], {"sizes": [base, sizes]}

@@ -54,12 +54,13 @@ from stages.export.onnx_export import (
 )
 from stages.export.onnx_file import input_dims, onnx_tf_fields
 from stages.export.onnx_file import validate as validate_onnx
-from stages.export.outputs import flat_module, probe_output_dims, reference
+from stages.export.outputs import flat_module, probe_output_dims, probe_references, reference, reference_shapes
 from stages.export.tokens import embedding_tables, integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 from stages.kit.options import OperatorOptions, read_options
+from stages.kit.probes import to_arrays as probe_arrays
 from stages.kit.spec import PlanSpec
 from stages.kit.versions import versions
 
@@ -148,7 +149,9 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
 
     out = request.output_dir
     sample_io.save(out / "samples.npz", samples)
-    sample_io.save(out / "reference.npz", ref)
+    # Every named dimension at a second size too (stages.kit.probes): validate.tflite runs them.
+    probe_sets, probe_info = probe_references(loaded.model, samples, inputs, output_names)
+    sample_io.save(out / "reference.npz", {**ref, **probe_arrays(probe_sets)})
 
     wrapper = flat_module(loaded.model).eval()
     example = tuple(torch.from_numpy(samples[name][0]) for name in input_names)
@@ -184,7 +187,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "onnx_input_names": onnx_inputs,
             "onnx_input_shapes": input_dims(onnx_path),
             "output_names": output_names,
-            "output_shapes": output_shapes,
+            "output_shapes": reference_shapes(ref, output_names, declared or output_shapes, inputs),
             "exporter": exported.exporter,
             "opset": exported.opset,
             "opset_conversion": exported.conversion,
@@ -195,6 +198,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             **({"unpickled": loaded.unpickled} if loaded.unpickled else {}),
             "export_attempts": [a.to_json() for a in exported.attempts],
             "output_shapes_probed": declared is not None,
+            "probes": probe_info,
             **sample_io.run_info(
                 samples,
                 uploaded=bool(uploaded),

@@ -116,28 +116,34 @@ def _batch_probe(
     single: dict[str, np.ndarray],
 ) -> dict[str, Any] | None:
     """Where every input's leading dimension is dynamic (-1), resize it to 2 and check
-    the batched run against the one-by-one outputs. None when the file fixes the batch."""
-    if not in_map or any(int(runner.inputs[key]["shape_signature"][0]) != -1 for key in in_map.values()):
-        return None
+    the batched run against the one-by-one outputs (``dynamic: true``). A file that fixes
+    the batch says so (``dynamic: false`` and each input's leading size), never None."""
+    leading = {
+        key: int(runner.inputs[key]["shape_signature"][0]) if len(runner.inputs[key]["shape_signature"]) else None
+        for key in in_map.values()
+    }
+    if not in_map or any(size != -1 for size in leading.values()):
+        return {"dynamic": False, "probed": False, "leading_sizes": leading}
     pick = [0, 1] if next(iter(samples.values())).shape[0] > 1 else [0, 0]
     feed = {key: np.concatenate([samples[name][i] for i in pick]) for name, key in in_map.items()}
     try:
         result = runner(feed)
     except Exception as exc:  # the runtime refused the resize
-        return {"batch": 2, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        return {"dynamic": True, "batch": 2, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     worst = 0.0
     for name, key in out_map.items():
         expected = np.concatenate([single[name][i] for i in pick])
         got = np.asarray(result[key])
         if got.shape != expected.shape:
             return {
+                "dynamic": True,
                 "batch": 2,
                 "ok": False,
                 "error": f"output {name!r} has shape {list(got.shape)}, expected {list(expected.shape)}",
             }
         scale = float(np.max(np.abs(expected))) or 1.0
         worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - expected))) / scale)
-    return {"batch": 2, "ok": worst <= 1e-3, "max_abs_over_scale": worst}
+    return {"dynamic": True, "batch": 2, "ok": worst <= 1e-3, "max_abs_over_scale": worst}
 
 
 def _median_ms(runner: Runner, feed: dict[str, np.ndarray], warmup: int, runs: int) -> float:

@@ -98,7 +98,33 @@ def _compare_output(
             f"{tolerance:g} x scale {entry['scale']:.3g} = {bound:.3g}"
             + ("" if entry["scale"] > 0 else " (reference is all zeros: absolute bound)")
         )
+        drift = _state_drift(ref64, act64, bound)
+        if drift is not None:
+            entry["keeps_state"] = drift
+            problems.append(
+                f"output {name!r}: sample 1 matches (max abs error {drift['first_max_abs']:.3g}) but later samples "
+                f"drift (worst: sample {drift['worst_sample'] + 1}, {drift['worst_max_abs']:.3g}): "
+                "the file likely keeps state between invocations (e.g. a recurrent initial state "
+                "that became a variable tensor)"
+            )
     return entry, problems
+
+
+def _state_drift(ref: np.ndarray, act: np.ndarray, bound: float) -> dict[str, Any] | None:
+    """Samples run one after another in one interpreter: the first within ``bound`` and
+    a later one beyond it is the signature of state kept between ``invoke()`` calls."""
+    if ref.ndim == 0 or ref.shape[0] < 2:
+        return None
+    per_sample = np.abs(act - ref).reshape(ref.shape[0], -1).max(axis=1)
+    if per_sample[0] > bound:
+        return None
+    worst = int(np.argmax(per_sample))
+    return {
+        "first_max_abs": float(per_sample[0]),
+        "worst_sample": worst,
+        "worst_max_abs": float(per_sample[worst]),
+        "failing_samples": int(np.count_nonzero(per_sample > bound)),
+    }
 
 
 def _per_sample(shape: tuple[int, ...]) -> list[int]:

@@ -98,6 +98,7 @@ class Check:
     toolchain: str | None = None  # quantize: the library that made the file
     warnings: list[str] | None = None
     calibration_warning: str | None = None  # quantize: synthetic calibration, accuracy unknown
+    frozen_dims: list[dict[str, Any]] | None = None  # declared dynamic dimensions the file fixes
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod

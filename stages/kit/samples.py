@@ -166,8 +166,10 @@ def save(path: Path, samples: dict[str, np.ndarray]) -> None:
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a samples/reference file by name; the probe sets a reference file also
+    holds (``stages.kit.probes``, reserved ``__probe`` keys) are left out."""
     with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+        return {name: data[name] for name in data.files if not name.startswith("__probe")}
 
 
 def _is_dim(dim: Any) -> bool:

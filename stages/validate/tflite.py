@@ -16,7 +16,11 @@ the stage itself succeeds and reports. Operators are read from the flatbuffer
 (``stages.kit.tflite_ops``), without loading the file. A file with quantized integer
 inputs/outputs (``int8_io``) gets the float samples quantized with each input's scale
 and zero point, and its outputs dequantized before the comparison;
-``info.boundary_quantization`` lists those parameters.
+``info.boundary_quantization`` lists those parameters. A dimension the spec names but the
+file fixes (``stages.kit.dims``) is listed in ``frozen_dims`` and said in the reasons,
+without changing the verdict (the numbers stand; ``domain.jobs.selection`` ranks it lower).
+Then the file runs at a second size of every named dimension (``stages.validate.probing``;
+``probes``, ``sample_shapes``): a failure or a miss there fails the file.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from stages.kit import samples as sample_io
 from stages.kit.child import ChildReport, run_litert
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.dims import frozen_dims, frozen_reasons
 from stages.kit.metrics import compare
 from stages.kit.options import RuntimeOptions, read_options
 from stages.kit.versions import versions
+from stages.validate.probing import run_probes
 
 DEFAULT_TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "dynamic_range": 1e-1, "int8": 1e-1}
 
@@ -81,6 +87,22 @@ def run(request: StageRequest) -> StageResult:
         # Outputs came back, but the run died later (during the latency runs).
         result["verdict"] = "fail"
         result["reasons"].append(failure)
+    # A declared dynamic dimension the file fixes: the numbers stand, the reasons say it.
+    frozen = frozen_dims(
+        [{"name": item.name, "shape": list(item.shape)} for item in spec.inputs],
+        report.tflite_inputs or {},
+        report.input_map or {},
+        options.input_transposes,
+    )
+    probed: list[dict[str, Any]] = []
+    if actual is not None and not failure:
+        # The other sizes of every named dimension (stages.validate.probing): a miss fails.
+        probed, missed = run_probes(tflite, request.input_path("reference"), options, input_names, tolerance, frozen)
+        if missed:
+            result["verdict"] = "fail"
+            result["reasons"] = [*result["reasons"], *missed]
+    result["reasons"] = [*result["reasons"], *frozen_reasons(frozen)]
+    base_shapes = {name: [int(d) for d in value.shape[1:]] for name, value in sample_io.load(samples_path).items()}
     if requires_flex and runtime == "tensorflow":
         # The numbers stand, but users of stock LiteRT cannot load the file.
         result["notes"] = [f"requires_flex: validated in TensorFlow's interpreter; uses Select-TF ops {ops['flex']}"]
@@ -92,8 +114,12 @@ def run(request: StageRequest) -> StageResult:
             "operator_counts": ops["counts"],
             "transpose_count": ops["transpose_count"],
             "latency_ms": report.latency_ms,
-            # A named dynamic batch: the file resized to 2 and matched the one-by-one run.
+            # Every file: a named dynamic batch resized to 2 and matched the one-by-one run, or fixed.
             "dynamic_batch": report.dynamic_batch,
+            "frozen_dims": frozen,
+            # Every input shape the file ran at: the samples', then each probe's.
+            "sample_shapes": [base_shapes, *(p["shapes"] for p in probed if p.get("ran"))],
+            "probes": probed,
             "requires_flex": requires_flex,
             "precision": precision,
         }

@@ -5,8 +5,11 @@ from __future__ import annotations
 from domain.jobs.selection import auto_satisfied, choose, collect
 
 
-def _validated(verdict: str, flex: bool = False, latency: float = 1.0, error: float = 1e-6) -> dict:
+def _validated(
+    verdict: str, flex: bool = False, latency: float = 1.0, error: float = 1e-6, frozen: list | None = None
+) -> dict:
     metrics = {
+        "frozen_dims": frozen or [],
         "verdict": verdict,
         "requires_flex": flex,
         "latency_ms": {"median_1_thread": latency},
@@ -49,3 +52,27 @@ def test_selection_by_verdict_builtin_latency_error() -> None:
     exact = {"convert_onnx2tf": {}, "validate_onnx2tf": _validated("pass", error=0.0)}
     (candidate,) = [c for c in collect(spec, exact) if c.metrics]
     assert candidate.error == 0.0
+
+
+FROZEN = [{"input": "input", "dim": "batch", "axis": 0, "fixed_at": 1}]
+
+
+def test_a_file_that_fixes_a_declared_dynamic_dimension_loses_to_one_that_keeps_it() -> None:
+    spec = {"toolchain": "auto", "available_toolchains": ["onnx-tf", "onnx2tf", "litert-torch"]}
+    results = {
+        "convert_onnx2tf": {},
+        "validate_onnx2tf": _validated("pass", latency=1.0, frozen=FROZEN),
+        "convert_litert_torch": {},
+        "validate_litert_torch": _validated("pass", latency=9.0),
+    }
+    (frozen,) = [c for c in collect(spec, results) if c.name == "onnx2tf"]
+    assert frozen.frozen
+    assert frozen.deliverable
+    # auto: the first deliverable that keeps the dimension, though later and slower
+    assert choose(spec, results).name == "litert-torch"
+    # best: the frozen one ranks below, whatever its latency
+    assert choose({**spec, "toolchain": "best"}, results).name == "litert-torch"
+    # a frozen pass alone does not satisfy auto (later candidates still run), but is chosen
+    only = {"convert_onnx2tf": {}, "validate_onnx2tf": _validated("pass", frozen=FROZEN)}
+    assert not auto_satisfied(spec, only)
+    assert choose(spec, only).name == "onnx2tf"

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stages.kit import probes as probe_io
+from stages.kit import samples as sample_io
 from tests.support.stage_runner import ALLOW_TORCHVISION, StageRun, image_spec, run_chain
 
 TOLERANCE = 1e-4
@@ -62,9 +64,13 @@ def test_samples_and_reference_have_the_sample_axis(chain: dict[str, StageRun]) 
         assert samples.files == ["input"]
         assert samples["input"].shape == (4, 1, 3, 64, 64)
         assert samples["input"].dtype == np.float32
-    with np.load(prepare.output("reference")) as reference:
-        assert reference.files == ["output"]
-        assert reference["output"].shape == (4, 1, 10)
+    reference = sample_io.load(prepare.output("reference"))
+    assert list(reference) == ["output"]
+    assert reference["output"].shape == (4, 1, 10)
+    # The batch at a second size (stages.kit.probes), under keys every reader skips.
+    (probe,) = probe_io.load(prepare.output("reference"))
+    assert probe.sizes == {"batch": 2}
+    assert probe.outputs["output"].shape == (probe_io.PROBE_SAMPLES, 2, 10)
 
 
 def test_saved_model_matches_pytorch(chain: dict[str, StageRun]) -> None:

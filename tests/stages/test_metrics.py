@@ -122,3 +122,27 @@ def test_no_classifier_stats_for_other_shapes() -> None:
 def test_integer_outputs_compare_numerically() -> None:
     ref = np.arange(12, dtype=np.int64).reshape(3, 4)
     assert compare({"ids": ref}, {"ids": ref.astype(np.int32)}, 1e-4)["verdict"] == "pass"
+
+
+def test_first_sample_matching_and_later_ones_drifting_says_the_file_keeps_state() -> None:
+    # An LSTM whose initial state persists across invoke() calls: sample 1 is exact,
+    # samples 2.. carry the previous sample's state (a few percent off).
+    ref = RNG.standard_normal((4, 1, 5, 32)).astype(np.float32)
+    drifted = ref.copy()
+    drifted[1:] += 0.03 * np.abs(ref).max() * RNG.standard_normal(ref[1:].shape).astype(np.float32)
+    result = compare({"output_0": ref}, {"output_0": drifted}, 1e-4)
+    assert result["verdict"] == "fail"
+    assert any("keeps state between invocations" in reason for reason in result["reasons"]), result["reasons"]
+    state = result["outputs"]["output_0"]["keeps_state"]
+    assert state["first_max_abs"] == 0.0
+    assert state["worst_sample"] >= 1
+    assert state["failing_samples"] == 3
+    json.dumps(result)
+
+
+def test_a_file_wrong_from_the_first_sample_is_not_called_stateful() -> None:
+    ref = RNG.standard_normal((4, 1, 8)).astype(np.float32)
+    result = compare({"output": ref}, {"output": ref + 0.5}, 1e-4)
+    assert result["verdict"] == "fail"
+    assert not any("keeps state" in reason for reason in result["reasons"])
+    assert "keeps_state" not in result["outputs"]["output"]

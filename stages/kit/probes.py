@@ -1,0 +1,95 @@
+"""Probe sets: the validation samples at other sizes of every named dimension (issue 9, item 7).
+
+Synthetic samples give each named dynamic dimension one size (1, or an ExportedProgram's
+example size). A file declared dynamic in a sequence or time axis could pass there and
+fail at every other length, so ``export.prepare`` also runs the PyTorch reference at a
+second size of every named dimension and stores those inputs and outputs in
+``reference.npz`` under reserved keys (``PREFIX``), which ``stages.kit.samples.load``
+hides from every other reader. ``validate.tflite`` runs the file at those shapes too.
+
+Layout in ``reference.npz``: ``__probe0__sizes`` (a JSON string: dimension -> size),
+``__probe0__in__<input>`` (``[M, *shape]``), ``__probe0__out__<output>`` (``[M, *shape]``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PREFIX = "__probe"
+PROBE_SAMPLES = 2  # samples per probe set: enough to see a wrong size, cheap to run
+
+
+@dataclass
+class ProbeSet:
+    """One probe: the size of each named dimension, inputs and reference outputs (``[M, ...]``)."""
+
+    sizes: dict[str, int]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+def second_sizes(base: dict[str, int]) -> dict[str, int]:
+    """Another size for each named dimension: small ones grow, larger ones shrink (a sequence
+    may not grow past the model's maximum)."""
+    return {dim: size + 1 if size <= 2 else size - 1 for dim, size in base.items()}
+
+
+def resized(samples: dict[str, Any], inputs: list[dict[str, Any]], sizes: dict[str, int], count: int) -> dict[str, Any]:
+    """The first ``count`` samples with every named axis cycled to ``sizes`` (token ids stay ids)."""
+    import numpy as np
+
+    from stages.kit.samples import dynamic_axes
+
+    found: dict[str, Any] = {}
+    for item in inputs:
+        array = samples[item["name"]][:count]
+        for axis, dim in dynamic_axes(item["shape"]).items():
+            have = array.shape[1 + axis]
+            array = np.take(array, np.arange(sizes[dim]) % have, axis=1 + axis)
+        found[item["name"]] = np.ascontiguousarray(array)
+    return found
+
+
+def base_sizes(samples: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, int]:
+    """Each named dimension's size in the samples."""
+    from stages.kit.samples import dynamic_axes
+
+    base: dict[str, int] = {}
+    for item in inputs:
+        for axis, dim in dynamic_axes(item["shape"]).items():
+            base.setdefault(dim, int(samples[item["name"]].shape[1 + axis]))
+    return base
+
+
+def to_arrays(probes: list[ProbeSet]) -> dict[str, Any]:
+    """The reserved ``reference.npz`` keys of ``probes``."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for index, probe in enumerate(probes):
+        key = f"{PREFIX}{index}__"
+        arrays[key + "sizes"] = np.array(json.dumps(probe.sizes))
+        arrays.update({f"{key}in__{name}": value for name, value in probe.inputs.items()})
+        arrays.update({f"{key}out__{name}": value for name, value in probe.outputs.items()})
+    return arrays
+
+
+def load(path: Path) -> list[ProbeSet]:
+    """The probe sets stored in ``reference.npz`` (none for a file without them)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files if name.startswith(PREFIX)}
+    probes: list[ProbeSet] = []
+    index = 0
+    while f"{PREFIX}{index}__sizes" in arrays:
+        key = f"{PREFIX}{index}__"
+        sizes = {str(k): int(v) for k, v in json.loads(str(arrays[key + "sizes"])).items()}
+        ins = {name[len(key) + 4 :]: value for name, value in arrays.items() if name.startswith(key + "in__")}
+        outs = {name[len(key) + 5 :]: value for name, value in arrays.items() if name.startswith(key + "out__")}
+        probes.append(ProbeSet(sizes, ins, outs))
+        index += 1
+    return probes
