@@ -41,7 +41,7 @@ from stages.export.onnx_export import (
     may_keep_higher_opset,
     onnx_consumers,
 )
-from stages.export.onnx_file import convert_opset
+from stages.export.onnx_file import conversion_info, convert_opset
 from stages.export.outputs import flat_module
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
@@ -171,7 +171,7 @@ def _export_converted(job: ScriptExport, graph: Any, first: ExportFailed) -> Exp
     step = convert_opset(chosen, converted, job.opset, job.validate)
     attempts.append(step)
     _tag(attempts, CONVERTED_GRAPH)
-    conversion = {"from": native, "to": job.opset, "tool": "onnx.version_converter", "ok": step.ok, "error": step.error}
+    conversion = conversion_info(native, job.opset, step)
     if step.ok:
         converted.replace(chosen)
         return Exported(exporter, step.metrics or {}, attempts, job.opset, conversion=conversion)
