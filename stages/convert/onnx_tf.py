@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from stages.convert import onnx_tf_known
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
@@ -54,7 +55,10 @@ def run(request: StageRequest) -> StageResult:
     convert_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    metrics, signature = _validate_saved_model(saved_model_dir, samples, reference, tolerance)
+    try:
+        metrics, signature = _validate_saved_model(saved_model_dir, samples, reference, tolerance)
+    except Exception as exc:  # a SavedModel that cannot run: a known onnx-tf limitation, or unforeseen
+        raise onnx_tf_known.stacked_lstm(model, exc) or exc from None
     metrics["seconds"] = round(time.monotonic() - started, 3)
 
     _zip_dir(saved_model_dir, out / "saved_model.zip")
