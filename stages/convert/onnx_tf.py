@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stages.convert import onnx_tf_known
 from stages.kit import samples as sample_io
 from stages.kit import saved_model as saved_model_kit
 from stages.kit.codes import StageCode
@@ -57,7 +58,10 @@ def run(request: StageRequest) -> StageResult:
     convert_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    metrics, signature = saved_model_kit.validate(saved_model_dir, samples, reference, tolerance)
+    try:
+        metrics, signature = saved_model_kit.validate(saved_model_dir, samples, reference, tolerance)
+    except Exception as exc:  # a SavedModel that cannot run: a known onnx-tf limitation, or unforeseen
+        raise onnx_tf_known.stacked_lstm(model, exc) or exc from None
     metrics["seconds"] = round(time.monotonic() - started, 3)
 
     saved_model_kit.zip_dir(saved_model_dir, out / "saved_model.zip")

@@ -48,9 +48,12 @@ class Attempt:
     error: str | None = None
     opset: int | None = None
     metrics: dict[str, Any] | None = field(default=None, repr=False)  # onnxruntime's, when validated
+    route: str | None = None  # a TorchScript upload's: what was exported (stages.export.script_program)
+    decomposed: list[str] = field(default_factory=list)  # operators rewritten before a version conversion
 
     def to_json(self) -> dict[str, Any]:
-        return {"exporter": self.exporter, "ok": self.ok, "error": self.error, "opset": self.opset}
+        found = {"exporter": self.exporter, "ok": self.ok, "error": self.error, "opset": self.opset}
+        return {**found, **{k: v for k, v in (("route", self.route), ("decomposed", self.decomposed)) if v}}
 
 
 def choose_opset(spec: PlanSpec) -> int:

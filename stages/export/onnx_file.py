@@ -6,8 +6,10 @@ onnxruntime are imported inside the functions.
 Opset conversion (``onnx.version_converter``) serves the converters that read old
 opsets only (onnx-tf reads up to 15): the dynamo exporter writes opset 18 and an
 upload may be newer still. The converter has no adapter for operators that did not
-exist at the target opset (LayerNormalization, new in 17, cannot go to 15), so a
-conversion can fail; its file is kept only when onnxruntime agrees with the reference.
+exist at the target opset (LayerNormalization, new in 17, cannot go to 15): those with
+a definition in older operators are decomposed first (``stages.export.onnx_decompose``),
+others make the conversion fail. A converted file is kept only when onnxruntime agrees
+with the reference.
 """
 
 from __future__ import annotations
@@ -62,34 +64,50 @@ def validate(
 
 
 def convert_opset(source: Path, target: Path, opset: int, validate_file: Callable[[Path], dict[str, Any]]) -> Attempt:
-    """Convert ``source`` to ``opset`` into ``target``; ok only if onnxruntime still agrees."""
+    """Convert ``source`` to ``opset`` into ``target``; ok only if onnxruntime still agrees.
+
+    Operators the converter cannot take below the opset that introduced them
+    (LayerNormalization, Gelu) are first rewritten as older ones
+    (``stages.export.onnx_decompose``); ``attempt.decomposed`` lists them.
+    """
     import onnx
     from onnx import version_converter
 
+    from stages.export.onnx_decompose import decompose
+
     started = time.monotonic()
     target.unlink(missing_ok=True)
+    decomposed: list[str] = []
     try:
         model = onnx.load(str(source), load_external_data=False)
         _drop_default_reduce_flags(model.graph)
         _bypass_identities(model.graph)
+        decomposed = decompose(model, opset)
         converted = version_converter.convert_version(model, opset)
         onnx.checker.check_model(converted, full_check=False)
         onnx.save(converted, str(target))
     except Exception as exc:  # the converter raises bare RuntimeErrors for missing adapters
-        return Attempt("version_converter", False, f"onnx.version_converter failed: {_converter_error(exc)}", opset)
+        error = f"onnx.version_converter failed: {_converter_error(exc)}"
+        return Attempt("version_converter", False, error, opset, decomposed=decomposed)
     try:
         metrics = validate_file(target)
     except Exception as exc:
         target.unlink(missing_ok=True)
         error = f"onnxruntime cannot run the converted file: {first_line(exc)}"
-        return Attempt("version_converter", False, error, opset)
+        return Attempt("version_converter", False, error, opset, decomposed=decomposed)
     if metrics["verdict"] != "pass":
         target.unlink(missing_ok=True)
-        reasons = "; ".join(metrics["reasons"])
-        return Attempt("version_converter", False, f"the converted file disagrees with the reference: {reasons}", opset)
-    attempt = Attempt("version_converter", True, None, opset)
+        error = "the converted file disagrees with the reference: " + "; ".join(metrics["reasons"])
+        return Attempt("version_converter", False, error, opset, decomposed=decomposed)
+    attempt = Attempt("version_converter", True, None, opset, decomposed=decomposed)
     attempt.metrics = {**metrics, "seconds": round(time.monotonic() - started, 3)}
     return attempt
+
+
+def conversion_info(source: int, target: int, step: Attempt) -> dict[str, Any]:
+    """``info.opset_conversion``: from, to, tool, ok, error, and the operators decomposed (if any)."""
+    info = {"from": source, "to": target, "tool": "onnx.version_converter", "ok": step.ok, "error": step.error}
+    return {**info, "decomposed": step.decomposed} if step.decomposed else info
 
 
 def _drop_default_reduce_flags(graph: Any) -> None:

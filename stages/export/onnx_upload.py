@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from stages.export.onnx_export import OPSET_LIMITS, choose_opset, may_keep_higher_opset, onnx_consumers, onnx_io
-from stages.export.onnx_file import convert_opset, file_opset, input_dims, onnx_tf_fields, run_samples, session
+from stages.export.onnx_file import (
+    conversion_info,
+    convert_opset,
+    file_opset,
+    input_dims,
+    onnx_tf_fields,
+    run_samples,
+    session,
+)
 from stages.export.onnx_file import validate as validate_onnx
 from stages.export.onnx_graph import (
     check_spec_inputs,
@@ -111,8 +119,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     if target != source_opset:
         step = convert_opset(source_file, out / "model.onnx", target, validate)
         attempts.append(step.to_json())
-        conversion = {"from": source_opset, "to": target, "tool": "onnx.version_converter", "ok": step.ok}
-        conversion["error"] = step.error
+        conversion = conversion_info(source_opset, target, step)
         if step.ok:
             opset, metrics = target, step.metrics
             source_file.unlink()

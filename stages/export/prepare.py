@@ -9,7 +9,9 @@ Per ``spec.model_format``:
 
 - ``state_dict``: an allow-listed architecture (torchvision, transformers from a
   config) with the uploaded weights; legacy exporter, then dynamo (``exporter``).
-- ``torchscript``: ``torch.jit.load``; the legacy (TorchScript-based) exporter.
+- ``torchscript``: ``torch.jit.load``; the legacy (TorchScript-based) exporter on the
+  loaded graph, else on the graph converted to an ExportedProgram (``info.torchscript_route``,
+  ``stages.export.script_program``).
 - ``pickled_module`` (``torch.save(model)``; the control plane accepts it only when the
   operator enabled it): unpickled with code execution allowed, in this sandboxed process
   (``stages.export.formats.unpickle_module``), then like a state dict's module; ``info.unpickled``
@@ -55,6 +57,7 @@ from stages.export.onnx_export import (
 from stages.export.onnx_file import input_dims, onnx_tf_fields
 from stages.export.onnx_file import validate as validate_onnx
 from stages.export.outputs import flat_module, probe_output_dims, probe_references, reference, reference_shapes
+from stages.export.script_program import ScriptExport, export_torchscript_upload
 from stages.export.tokens import embedding_tables, integer_inputs, with_ranges
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
@@ -160,6 +163,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
     def validate(path: Path) -> dict[str, Any]:
         return validate_onnx(path, samples, ref, tolerance, threads)
 
+    route: dict[str, Any] | None = None
     started = time.monotonic()
     declared = probe_output_dims(wrapper, samples, inputs, output_names)
     if loaded.program is not None:
@@ -167,6 +171,15 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
 
         exported = export_program_best(
             loaded, wrapper, example, out, output_names, opset, exporters, declared, spec, validate
+        )
+    elif model_format == "torchscript":
+        job = ScriptExport(spec, exporters, example, inputs, output_names, out, opset, declared, validate)
+        exported, route = export_torchscript_upload(
+            job,
+            loaded.model,
+            lambda module: _export_with_fallback(
+                spec, exporters, module, example, out, inputs, output_names, opset, declared, validate
+            ),
         )
     else:
         exported = _export_with_fallback(
@@ -196,6 +209,7 @@ def _prepare_torch(request: StageRequest, model_format: str) -> StageResult:
             "reference_runtime": "pytorch",
             "parameters": loaded.parameters,
             **({"unpickled": loaded.unpickled} if loaded.unpickled else {}),
+            **({"torchscript_route": route} if route else {}),
             "export_attempts": [a.to_json() for a in exported.attempts],
             "output_shapes_probed": declared is not None,
             "probes": probe_info,

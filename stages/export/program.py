@@ -5,8 +5,8 @@ renamed after the signature's) at opset 18 or newer. When a consumer reads less
 (onnx-tf: 15), in this order:
 
 1. ``onnx.version_converter`` on the opset-18 file, kept if onnxruntime still agrees
-   with the reference (it has no adapter for operators newer than the target, e.g.
-   LayerNormalization: transformer encoders fail here);
+   with the reference (operators newer than the target, e.g. LayerNormalization, are
+   decomposed first, ``stages.export.onnx_decompose``; others without an adapter fail);
 2. the legacy (TorchScript-based) exporter on ``ep.module()`` at the target opset,
    unless ``exporter: dynamo`` was asked for;
 3. otherwise the opset-18 file is kept with ``onnx_tf_compatible: false`` and the
@@ -32,7 +32,7 @@ from stages.export.onnx_export import (
     onnx_consumers,
     validate_attempt,
 )
-from stages.export.onnx_file import convert_opset, rename_dims
+from stages.export.onnx_file import conversion_info, convert_opset, rename_dims
 from stages.kit import samples as sample_io
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError
@@ -71,8 +71,7 @@ def export_program_best(
             converted = out / "model.converted.onnx"
             step = convert_opset(native_file, converted, opset, validate)
             attempts.append(step)
-            conversion = {"from": native, "to": opset, "tool": "onnx.version_converter", "ok": step.ok}
-            conversion["error"] = step.error
+            conversion = conversion_info(native, opset, step)
             if step.ok:
                 converted.replace(out / "model.onnx")
                 native_file.unlink(missing_ok=True)

@@ -185,25 +185,23 @@ def test_exported_program_is_down_converted_for_onnx_tf(runs: dict[str, StageRun
     assert info["output_shapes"] == {"output": ["batch", 10]}
 
 
-def test_exported_text_encoder_falls_back_to_the_legacy_exporter(runs: dict[str, StageRun]) -> None:
-    # LayerNormalization (opset 17) has no opset-15 form in onnx.version_converter; the
-    # legacy exporter on ep.module() writes opset 15 directly.
+def test_exported_text_encoder_is_decomposed_for_onnx_tf(runs: dict[str, StageRun]) -> None:
+    # LayerNormalization (opset 17) has no opset-15 form in onnx.version_converter; it is
+    # rewritten as ReduceMean/Sub/Mul/Add/Sqrt/Div first (stages/export/onnx_decompose.py).
     info = passed(runs["program_bert"])
     assert info["output_names"] == ["last_hidden_state", "pooler_output"]
-    assert (info["exporter"], info["opset"], info["onnx_tf_compatible"]) == ("torchscript", 15, True)
-    assert attempts(info) == [("dynamo", True, 18), ("version_converter", False, 15), ("torchscript", True, 15)]
-    assert "LayerNormalization" in info["opset_conversion"]["error"]
+    assert (info["exporter"], info["opset"], info["onnx_tf_compatible"]) == ("dynamo", 15, True)
+    assert attempts(info) == [("dynamo", True, 18), ("version_converter", True, 15)]
+    assert info["opset_conversion"]["decomposed"] == ["LayerNormalization"]
     # Token ids below the vocabulary the program's embedding table has.
     assert info["synthetic_ranges"] == {"input_ids": {"range": [0, 100], "source": "embedding"}}
     assert info["inputs"][0]["shape"] == ["batch", "input_ids_dim1"]
 
 
-def test_exported_program_keeps_opset_18_when_only_onnx_tf_needs_less(runs: dict[str, StageRun]) -> None:
+def test_exported_program_with_the_dynamo_exporter_alone_reaches_onnx_tfs_opset(runs: dict[str, StageRun]) -> None:
     info = passed(runs["program_bert_dynamo"])
-    assert (info["exporter"], info["opset"]) == ("dynamo", 18)
-    assert info["onnx_tf_compatible"] is False
-    assert "up to 15" in info["onnx_tf_reason"]
-    assert "LayerNormalization" in info["onnx_tf_reason"]
+    assert (info["exporter"], info["opset"], info["onnx_tf_compatible"]) == ("dynamo", 15, True)
+    assert info["opset_conversion"]["decomposed"] == ["LayerNormalization"]
     assert info["output_shapes"]["last_hidden_state"] == ["batch", "input_ids_dim1", 32]
 
 
@@ -238,22 +236,21 @@ def test_onnx_upload_with_identity_nodes_reaches_onnx_tfs_opset(runs: dict[str, 
     assert runs["onnx_identities"].result["metrics"]["onnx"]["verdict"] == "pass"
 
 
-def test_onnx_upload_tokens_names_and_an_opset_onnx_tf_cannot_read(runs: dict[str, StageRun]) -> None:
+def test_onnx_upload_tokens_names_and_decomposed_layer_norm(runs: dict[str, StageRun]) -> None:
     info = passed(runs["onnx_tokens"])
     # The vocabulary (37) is below the samples' default id range: only the Gather table tells.
     assert info["synthetic_ranges"] == {"input_ids": {"range": [0, 37], "source": "embedding"}}
     assert info["inputs"][0]["shape"] == ["batch", "sequence"]
     assert info["output_names"] == ["hidden_0", "pooled"]
     assert info["output_name_map"] == {"hidden_0": "hidden:0"}
-    assert (info["opset"], info["onnx_tf_compatible"]) == (17, False)
-    assert "LayerNormalization" in info["onnx_tf_reason"]
-    # The file is the upload (plus a renaming Identity): exactly the reference.
-    assert all(o["max_abs"] == 0.0 for o in runs["onnx_tokens"].result["metrics"]["onnx"]["outputs"].values())
+    # Opset 17's LayerNormalization, decomposed, reaches onnx-tf's opset (checked by passed()).
+    assert (info["source_opset"], info["opset"], info["onnx_tf_compatible"]) == (17, 15, True)
+    assert info["opset_conversion"]["decomposed"] == ["LayerNormalization"]
 
 
-def test_onnx_upload_for_onnx_tf_alone_must_reach_its_opset(runs: dict[str, StageRun]) -> None:
-    run = runs["onnx_tokens_for_onnx_tf_only"]
-    assert_error(run, "opset_not_supported", "opset 17", "onnx-tf", "LayerNormalization")
+def test_onnx_upload_for_onnx_tf_alone_reaches_its_opset(runs: dict[str, StageRun]) -> None:
+    info = passed(runs["onnx_tokens_for_onnx_tf_only"])
+    assert (info["source_opset"], info["opset"], info["onnx_tf_compatible"]) == (17, 15, True)
 
 
 def test_onnx_external_data_is_refused(runs: dict[str, StageRun]) -> None:

@@ -168,10 +168,11 @@ def torch_env() -> dict[str, str]:
     return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": stages_pythonpath()}
 
 
-def make_torch_models(script: str, out: Path) -> dict[str, Path]:
-    """Run a model-building script in the torch env; it prints {name: path} as its last line."""
+def make_torch_models(script: str, out: Path, *args: str) -> dict[str, Path]:
+    """Run a model-building script in the torch env (``sys.argv[1:]`` = ``out``, ``args``);
+    it prints {name: path} as its last line."""
     proc = subprocess.run(
-        [str(toolchain_python("torch")), "-c", script, str(out)],
+        [str(toolchain_python("torch")), "-c", script, str(out), *args],
         capture_output=True,
         text=True,
         env=torch_env(),
