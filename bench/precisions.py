@@ -38,6 +38,10 @@ JOB_TIMEOUT = 45 * 60
 DYNAMIC_RANGE_BAR = 0.99
 INT8_BAR = 0.9
 TRANSFORMERS = {"vit", "bert", "gpt2"}
+# The stack's settings for the family stand-ins: torchvision.ops for the MLP, beyond the default allow-list.
+STACK_ENV = {
+    "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers.", "torchvision.ops."]),
+}
 
 
 def image(size: int) -> list[dict[str, Any]]:
@@ -151,6 +155,38 @@ def _number(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def family_job(
+    client: httpx.Client, family: str, spec: dict[str, Any], data: Path, timeout: float = JOB_TIMEOUT
+) -> tuple[dict[str, Any], dict[str, Any] | None, str, str | None]:
+    """Submit the family's model (``data/<family>.pth``, from ``build_models``) with ``spec``, wait
+    for the job's end (at most ``timeout`` seconds) and print a line saying how it ended.
+
+    Returns ``(job, report, seconds, problem)``: the last job resource, its report (None when
+    there is none), the wall seconds from submission as text, and why there is no report
+    (``refused``, ``timed out``, ``no report``; None when there is one). Shared by
+    ``bench.precisions``, ``bench.quantizers`` and ``bench.saved_models``."""
+    path = data / f"{family}.pth"
+    started = time.monotonic()
+    answer = client.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (path.name, path.read_bytes())})
+    job: dict[str, Any] = answer.json()
+    if answer.status_code != 202:
+        print(f"\n{family}: submission refused ({answer.status_code}): {job}")
+        return job, None, "", "refused"
+    while job.get("status") not in ("succeeded", "failed", "cancelled"):
+        if time.monotonic() - started > timeout:
+            print(f"\n{family}: gave up after {timeout} s (job {job['id']} still {job.get('status')})")
+            return job, None, "", "timed out"
+        time.sleep(1)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    seconds = f"{time.monotonic() - started:.0f}"
+    print(f"\n{family} ({FAMILIES[family]['label']}): job {job['status']} in {seconds} s")
+    answer = client.get(f"/v1/jobs/{job['id']}/report")
+    if answer.status_code != 200:
+        print(f"  no report: {job.get('error')}")
+        return job, None, seconds, "no report"
+    return job, answer.json(), seconds, None
+
+
 def run_family(client: httpx.Client, family: str, data: Path) -> list[dict[str, str]]:
     """Submit the family's job, print its details; one row per precision for the table."""
     stand_in = FAMILIES[family]
@@ -163,28 +199,11 @@ def run_family(client: httpx.Client, family: str, data: Path) -> list[dict[str, 
         "validation_samples": SAMPLES,
         "seed": 0,
     }
-    path = data / f"{family}.pth"
-    started = time.monotonic()
-    answer = client.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (path.name, path.read_bytes())})
-    job = answer.json()
-    if answer.status_code != 202:
-        print(f"\n{family}: submission refused ({answer.status_code}): {job}")
-        return [_row(family, p, "", "refused", {}, None, None) for p in PRECISIONS]
-    while job.get("status") not in ("succeeded", "failed", "cancelled"):
-        if time.monotonic() - started > JOB_TIMEOUT:
-            print(f"\n{family}: gave up after {JOB_TIMEOUT} s (job {job['id']} still {job.get('status')})")
-            return [_row(family, p, "", "timed out", {}, None, None) for p in PRECISIONS]
-        time.sleep(1)
-        job = client.get(f"/v1/jobs/{job['id']}").json()
-    seconds = f"{time.monotonic() - started:.0f}"
-    print(f"\n{family} ({stand_in['label']}): job {job['status']} in {seconds} s")
+    job, report, seconds, problem = family_job(client, family, spec, data)
+    if report is None:
+        return [_row(family, p, seconds, problem or "no report", {}, None, None) for p in PRECISIONS]
     for stage in job.get("stages", []):
         print(f"  stage {stage['name']:26} {stage.get('seconds') or 0:7.1f} s  {stage['state']}")
-    answer = client.get(f"/v1/jobs/{job['id']}/report")
-    if answer.status_code != 200:
-        print(f"  no report: {job.get('error')}")
-        return [_row(family, p, seconds, "no report", {}, None, None) for p in PRECISIONS]
-    report = answer.json()
     artifacts = {a["precision"]: a for a in report["artifacts"] if a["kind"] == "tflite"}
     samples = (artifacts.get("float32") or {}).get("samples") or report["validation"]["samples"]
     print(f"  validation: {samples} samples, {report['validation']['source']}")
@@ -262,12 +281,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         build_models(families, data)
-        env = {
-            # torchvision.ops for the MLP stand-in, beyond the default allow-list.
-            "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers.", "torchvision.ops."]),
-        }
         started = time.monotonic()
-        with running_stack(data, env=env) as service:
+        with running_stack(data, env=STACK_ENV) as service:
             client = service.client
             print(
                 f"one job per family: targets [tflite], toolchain auto, {SAMPLES} synthetic validation "

@@ -16,8 +16,6 @@ float; then one markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Any
 
 import httpx
 
-from app.local import LocalStack, free_port
-from bench.precisions import FAMILIES, KEY, SAMPLES, build_models
+from bench._stack import running_stack
+from bench.precisions import FAMILIES, SAMPLES, STACK_ENV, build_models, family_job
 
 JOB_TIMEOUT = 1800
 DEFAULT_FAMILIES = "mlp,vit,bert,gpt2,segmentation"
@@ -47,25 +45,10 @@ def run_family(client: httpx.Client, family: str, data: Path) -> list[dict[str, 
         "validation_samples": SAMPLES,
         "seed": 0,
     }
-    path = data / f"{family}.pth"
-    started = time.monotonic()
-    answer = client.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (path.name, path.read_bytes())})
-    job = answer.json()
-    if answer.status_code != 202:
-        print(f"\n{family}: submission refused ({answer.status_code}): {job}")
+    _, report, _, _ = family_job(client, family, spec, data, timeout=JOB_TIMEOUT)
+    if report is None:
         return []
-    while job.get("status") not in ("succeeded", "failed", "cancelled"):
-        if time.monotonic() - started > JOB_TIMEOUT:
-            print(f"\n{family}: gave up after {JOB_TIMEOUT} s")
-            return []
-        time.sleep(2)
-        job = client.get(f"/v1/jobs/{job['id']}").json()
-    print(f"\n{family} ({stand_in['label']}): job {job['status']} in {time.monotonic() - started:.0f} s")
-    answer = client.get(f"/v1/jobs/{job['id']}/report")
-    if answer.status_code != 200:
-        print(f"  no report: {job.get('error')}")
-        return []
-    state: dict[str, Any] = answer.json()["precisions"].get("int8", {})
+    state: dict[str, Any] = report["precisions"].get("int8", {})
     if state.get("status") != "produced":
         print(f"  int8 {state.get('status')}: {state.get('code')}: {state.get('reason')}")
     rows = []
@@ -100,25 +83,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         build_models(families, data)
-        env = {
-            **os.environ,
-            "MODELPORT_API_KEY": KEY,
-            "MODELPORT_DATA_DIR": str(data),
-            "MODELPORT_ALLOWED_ARCHITECTURES": json.dumps(["torchvision.models.", "transformers.", "torchvision.ops."]),
-        }
-        env.pop("REDIS_URL", None)
-        env.pop("DATABASE_URL", None)
-        port = free_port()
-        stack = LocalStack(data_dir=data, port=port, env=env, log_dir=data / "logs")
-        stack.start()
         started = time.monotonic()
-        try:
-            with httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=600
-            ) as client:
-                rows = [row for family in families for row in run_family(client, family, data)]
-        finally:
-            stack.stop()
+        with running_stack(data, env=STACK_ENV) as service:
+            rows = [row for family in families for row in run_family(service.client, family, data)]
         if rows:
             columns = list(rows[0])
             print("\n| " + " | ".join(columns) + " |")
