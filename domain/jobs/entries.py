@@ -108,7 +108,10 @@ def build_artifacts(spec: PlanSpec, records: Records) -> list[tuple[dict[str, An
         version = info.versions.get("tensorflow") or nested(convert.info, "saved_model", "tensorflow") or "?"
         runtime = f"tensorflow {version} (serving_default)"
         check = saved_model.metrics
-        entry = artifact_entry("saved_model", "saved_model.zip", "float32", saved_model.name, out, check, runtime)
+        probed = check.present(("sample_shapes", "probes")) if check is not None else {}
+        entry = artifact_entry(
+            "saved_model", "saved_model.zip", "float32", saved_model.name, out, check, runtime, probed
+        )
         entries.append((entry, out.key))
     if "tflite" not in spec.targets:
         return entries

@@ -90,7 +90,14 @@ def run(request: StageRequest) -> StageResult:
         if onnx2tf_saved_model.wanted(request):
             started = time.monotonic()
             saved_model = onnx2tf_saved_model.collect(
-                winner.target.parent / "out", plan, samples, reference, tolerance, request.output_dir, saved_model_error
+                winner.target.parent / "out",
+                plan,
+                samples,
+                reference,
+                tolerance,
+                request.output_dir,
+                saved_model_error,
+                probes_from=request.input_path("reference"),
             )
             check_seconds += time.monotonic() - started
     finally:

@@ -84,9 +84,11 @@ def collect(
     tolerance: float,
     output_dir: Path,
     run_error: str | None,
+    probes_from: Path | None = None,
 ) -> SavedModelResult:
-    """The SavedModel onnx2tf wrote under ``out``, given PyTorch's boundary, validated and
-    zipped into ``output_dir/saved_model.zip``; a failure is recorded, never raised."""
+    """The SavedModel onnx2tf wrote under ``out``, given PyTorch's boundary, validated (at
+    the probe sizes of ``probes_from`` too, ``stages.kit.saved_model.validate``) and zipped
+    into ``output_dir/saved_model.zip``; a failure is recorded, never raised."""
     result = SavedModelResult()
     if run_error is not None:
         result.failed["saved_model"] = {
@@ -103,7 +105,7 @@ def collect(
         from stages.kit import saved_model as saved_model_kit
 
         check, signature = saved_model_kit.validate(
-            final if rewrite else raw, samples, reference, tolerance, plan.input_transposes
+            final if rewrite else raw, samples, reference, tolerance, plan.input_transposes, probes_from
         )
         saved_model_kit.zip_dir(final if rewrite else raw, output_dir / TARGET)
     except StageError as exc:

@@ -59,7 +59,9 @@ def run(request: StageRequest) -> StageResult:
 
     started = time.monotonic()
     try:
-        metrics, signature = saved_model_kit.validate(saved_model_dir, samples, reference, tolerance)
+        metrics, signature = saved_model_kit.validate(
+            saved_model_dir, samples, reference, tolerance, probes_from=request.input_path("reference")
+        )
     except Exception as exc:  # a SavedModel that cannot run: a known onnx-tf limitation, or unforeseen
         raise onnx_tf_known.stacked_lstm(model, exc) or exc from None
     metrics["seconds"] = round(time.monotonic() - started, 3)

@@ -30,6 +30,7 @@ def validate(
     reference: dict[str, Any],
     tolerance: float,
     input_transposes: dict[str, list[int]] | None = None,
+    probes_from: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(check, signature)`` of the SavedModel at ``saved_model_dir``.
 
@@ -40,6 +41,11 @@ def validate(
     so an output left channel-last fails on its shape. ``check`` is
     ``stages.kit.metrics.compare``'s result; ``signature`` records the signature's
     inputs (shape, dtype), output keys in PyTorch's order and the name maps.
+    ``probes_from``: a ``reference.npz`` holding probe sets (``stages.kit.probes``): each
+    runs through the signature too (issue 9, item 7); ``check`` then has ``probes`` and
+    ``sample_shapes``, and a set that does not run or misses fails the SavedModel with the
+    size in the reason. A signature that fixes a probed dimension is not run there and says
+    so (``ran: false``), as ``validate.tflite`` does for a frozen dimension.
     Raises ``StageError(conversion_failed)`` when there is no ``serving_default`` or its
     keys cannot be mapped to the model's names.
     """
@@ -63,19 +69,32 @@ def validate(
             f"does not match the model's inputs {list(samples)} / outputs {list(reference)}",
         )
     transposes = input_transposes or {}
-    count = next(iter(samples.values())).shape[0]
-    collected: dict[str, list[Any]] = {name: [] for name in reference}
-    for index in range(count):
-        feed = {}
+
+    def run(inputs: dict[str, Any]) -> dict[str, Any]:
+        """Each sample of ``inputs`` (``[M, *shape]`` per name) through the signature."""
+        collected: dict[str, list[Any]] = {name: [] for name in out_map}
+        for index in range(next(iter(inputs.values())).shape[0]):
+            feed = {}
+            for name, key in in_map.items():
+                value = inputs[name][index]
+                if name in transposes:
+                    value = np.transpose(value, transposes[name])
+                feed[key] = tf.constant(value, dtype=specs[key].dtype)
+            result = function(**feed)
+            for name, key in out_map.items():
+                collected[name].append(result[key].numpy())
+        return {name: np.stack(values) for name, values in collected.items()}
+
+    def fits(inputs: dict[str, Any]) -> bool:
+        """The signature takes inputs of these shapes (it keeps the dimensions dynamic)."""
         for name, key in in_map.items():
-            value = samples[name][index]
-            if name in transposes:
-                value = np.transpose(value, transposes[name])
-            feed[key] = tf.constant(value, dtype=specs[key].dtype)
-        result = function(**feed)
-        for name, key in out_map.items():
-            collected[name].append(result[key].numpy())
-    actual = {name: np.stack(values) for name, values in collected.items()}
+            one = inputs[name].shape[1:]
+            shaped = [one[i] for i in transposes[name]] if name in transposes else list(one)
+            if not specs[key].shape.is_compatible_with(shaped):
+                return False
+        return True
+
+    actual = run(samples)
     signature = {
         "signature_key": SIGNATURE,
         "inputs": {key: {"shape": shape(spec.shape), "dtype": spec.dtype.name} for key, spec in specs.items()},
@@ -84,7 +103,57 @@ def validate(
         "output_map": out_map,
         "input_transposes": transposes,
     }
-    return compare(reference, actual, tolerance), signature
+    check = compare(reference, actual, tolerance)
+    if probes_from is not None:
+        _probe(check, probes_from, samples, tolerance, run, fits)
+    return check, signature
+
+
+def _probe(
+    check: dict[str, Any], reference_path: Path, samples: dict[str, Any], tolerance: float, run: Any, fits: Any
+) -> None:
+    """Run the probe sets of ``reference_path`` through ``run`` and add them to ``check``."""
+    from stages.kit import probes as probe_io
+    from stages.kit.metrics import compare
+
+    sets = probe_io.load(reference_path)
+    if not sets:
+        return
+    results: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for probe in sets:
+        shapes = {name: [int(d) for d in value.shape[1:]] for name, value in probe.inputs.items()}
+        at = ", ".join(f"{dim}={size}" for dim, size in probe.sizes.items())
+        entry: dict[str, Any] = {"sizes": probe.sizes, "shapes": shapes}
+        if not fits(probe.inputs):
+            results.append({**entry, "ran": False, "reason": "the signature fixes a declared dynamic dimension"})
+            continue
+        try:
+            actual = run(probe.inputs)
+        except Exception as exc:  # TensorFlow's errors at a shape are many and untyped
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            results.append({**entry, "ran": False, "verdict": "fail", "reason": reason})
+            reasons.append(f"at {at} the SavedModel does not run: {reason}")
+            continue
+        compared = compare(probe.outputs, actual, tolerance)
+        results.append(
+            {
+                **entry,
+                "ran": True,
+                "verdict": compared["verdict"],
+                "max_abs_over_scale": {
+                    name: out["max_abs"] / out["scale"] if out.get("scale") else out.get("max_abs")
+                    for name, out in compared["outputs"].items()
+                },
+            }
+        )
+        reasons.extend(f"at {at}: {reason}" for reason in compared["reasons"])
+    base = {name: [int(d) for d in value.shape[1:]] for name, value in samples.items()}
+    check["probes"] = results
+    check["sample_shapes"] = [base, *(r["shapes"] for r in results if r.get("ran"))]
+    if reasons:
+        check["verdict"] = "fail"
+        check["reasons"] = [*(check.get("reasons") or []), *reasons]
 
 
 def zip_dir(source: Path, target: Path) -> None:

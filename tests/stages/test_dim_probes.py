@@ -4,7 +4,8 @@ A TorchScript self-attention block over ``["batch", "seq", 16]``: ``export.prepa
 stores the reference at a second size of both named dimensions (``stages.kit.probes``,
 hidden from every other reader of ``reference.npz``), and ``validate.tflite`` runs
 onnx2tf's file at both sizes, reporting the input shapes it ran (``sample_shapes``) and
-the numbers at each size.
+the numbers at each size. The SavedModel onnx2tf writes of the same file is run at both
+sizes through ``serving_default`` in the stage (``stages.kit.saved_model.validate``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("dim-probes")
     model = make_torch_models(SCRIPT, work / "models")["attend"]
     spec = prepare_spec(
-        "torchscript", inputs=[{"name": "x", "shape": ["batch", "seq", 16], "dtype": "float32"}], toolchain="onnx2tf"
+        "torchscript",
+        inputs=[{"name": "x", "shape": ["batch", "seq", 16], "dtype": "float32"}],
+        toolchain="onnx2tf",
+        targets=["onnx", "saved_model", "tflite"],
     )
     prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec)
     assert prepare.ok, prepare.result
@@ -88,3 +92,14 @@ def test_the_file_runs_at_both_sizes_and_the_report_lists_the_shapes(chain: dict
     assert probe["max_abs_over_scale"]["output"] <= TOLERANCE
     assert metrics["verdict"] == "pass", metrics["reasons"]
     assert metrics["outputs"]["output"]["max_abs"] <= TOLERANCE * metrics["outputs"]["output"]["scale"]
+
+
+def test_the_saved_model_runs_at_both_sizes_too(chain: dict[str, Any]) -> None:
+    check = chain["convert"].result["metrics"]["saved_model"]
+    assert check["sample_shapes"] == [{"x": [1, 1, 16]}, {"x": [2, 2, 16]}]
+    (probe,) = check["probes"]
+    assert probe["sizes"] == {"batch": 2, "seq": 2}
+    assert probe["ran"] is True, probe
+    assert probe["verdict"] == "pass", check["reasons"]
+    assert probe["max_abs_over_scale"]["output"] <= TOLERANCE
+    assert check["verdict"] == "pass", check["reasons"]

@@ -174,6 +174,10 @@ def outcome(runs: dict[str, StageRun | None]) -> str:
         return "pass"
     if any(reason.startswith("runtime failed") for reason in metrics["reasons"]):
         return "runtime_failed"
+    if any(p.get("verdict") == "fail" for p in metrics.get("probes") or []) and all(
+        reason.startswith("at ") for reason in metrics["reasons"] if "dimension" not in reason
+    ):
+        return "fails_at_other_size"  # right on the samples, wrong or not running at a probed size
     return "mismatch"
 
 

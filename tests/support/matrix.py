@@ -49,7 +49,10 @@ FAMILY_OUTCOMES: dict[tuple[str, str], str] = {
     ("cnn", "onnx2tf"): "pass",
     ("cnn", "litert-torch"): "pass",
     ("cnn", "onnx-tf"): "pass",
-    ("vit", "onnx2tf"): "pass",
+    # Known gap, seen since every named dimension is probed (issue 9, item 7): onnx2tf's file
+    # passes at batch 1 but stock LiteRT cannot run it at batch 2 ("XNNPack delegate failed to
+    # reshape runtime"), so it fails and auto falls through to litert-torch.
+    ("vit", "onnx2tf"): "fails_at_other_size",
     ("vit", "litert-torch"): "pass",
     # Known gap: onnx-tf lowers exact GELU to Erf (FlexErf) and computes shape arithmetic
     # in float64 (FlexRealDiv).
