@@ -93,3 +93,25 @@ def load(path: Path) -> list[ProbeSet]:
         probes.append(ProbeSet(sizes, ins, outs))
         index += 1
     return probes
+
+
+def compared_entry(
+    entry: dict[str, Any], probe: ProbeSet, actual: dict[str, Any], tolerance: float
+) -> tuple[dict[str, Any], list[str]]:
+    """A probe that ran: ``entry`` with its verdict and max_abs/scale per output, and the
+    comparison's reasons prefixed with the probe's sizes (``at seq=2: ...``). Shared by
+    ``validate.tflite`` and the SavedModel check (``stages.kit.saved_model``)."""
+    from stages.kit.metrics import compare
+
+    compared = compare(probe.outputs, actual, tolerance)
+    result = {
+        **entry,
+        "ran": True,
+        "verdict": compared["verdict"],
+        "max_abs_over_scale": {
+            name: out["max_abs"] / out["scale"] if out.get("scale") else out.get("max_abs")
+            for name, out in compared["outputs"].items()
+        },
+    }
+    at = ", ".join(f"{dim}={size}" for dim, size in probe.sizes.items())
+    return result, [f"at {at}: {reason}" for reason in compared["reasons"]]

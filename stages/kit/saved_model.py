@@ -114,7 +114,6 @@ def _probe(
 ) -> None:
     """Run the probe sets of ``reference_path`` through ``run`` and add them to ``check``."""
     from stages.kit import probes as probe_io
-    from stages.kit.metrics import compare
 
     sets = probe_io.load(reference_path)
     if not sets:
@@ -135,19 +134,9 @@ def _probe(
             results.append({**entry, "ran": False, "verdict": "fail", "reason": reason})
             reasons.append(f"at {at} the SavedModel does not run: {reason}")
             continue
-        compared = compare(probe.outputs, actual, tolerance)
-        results.append(
-            {
-                **entry,
-                "ran": True,
-                "verdict": compared["verdict"],
-                "max_abs_over_scale": {
-                    name: out["max_abs"] / out["scale"] if out.get("scale") else out.get("max_abs")
-                    for name, out in compared["outputs"].items()
-                },
-            }
-        )
-        reasons.extend(f"at {at}: {reason}" for reason in compared["reasons"])
+        result, missed = probe_io.compared_entry(entry, probe, actual, tolerance)
+        results.append(result)
+        reasons.extend(missed)
     base = {name: [int(d) for d in value.shape[1:]] for name, value in samples.items()}
     check["probes"] = results
     check["sample_shapes"] = [base, *(r["shapes"] for r in results if r.get("ran"))]

@@ -19,7 +19,6 @@ from typing import Any
 from stages.kit import probes as probe_io
 from stages.kit import samples as sample_io
 from stages.kit.child import run_litert
-from stages.kit.metrics import compare
 from stages.kit.options import RuntimeOptions
 
 
@@ -56,19 +55,9 @@ def run_probes(
             results.append({**entry, "ran": False, "verdict": "fail", "reason": failure})
             reasons.append(f"at {_sizes(probe.sizes)} the file does not run: {failure}")
             continue
-        compared = compare(probe.outputs, ran.outputs, tolerance)
-        results.append(
-            {
-                **entry,
-                "ran": True,
-                "verdict": compared["verdict"],
-                "max_abs_over_scale": {
-                    name: out["max_abs"] / out["scale"] if out.get("scale") else out.get("max_abs")
-                    for name, out in compared["outputs"].items()
-                },
-            }
-        )
-        reasons.extend(f"at {_sizes(probe.sizes)}: {reason}" for reason in compared["reasons"])
+        result, missed = probe_io.compared_entry(entry, probe, ran.outputs, tolerance)
+        results.append(result)
+        reasons.extend(missed)
     return results, reasons
 
 
