@@ -13,12 +13,13 @@ from domain.config import Settings
 from domain.migrate import upgrade
 from tests.support.api import ADMIN_KEY, make_settings
 from tests.support.db import sqlite_url, throwaway_postgres
+from tests.support.redis_dbs import api_redis_url
 from tests.support.toolchain import torch_script
 
-# Tests use their own Redis database and queue names, so a `make run` on the same machine
+# Tests use their own Redis database (one per test process) and queue names, so a `make run` on the same machine
 # never sees (or eats) a test's tasks. Read when a test builds its Settings (nothing reads
 # settings at import), and inherited by the workers the tests start.
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ.setdefault("REDIS_URL", api_redis_url())
 os.environ.setdefault("MODELPORT_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
 
 

@@ -18,8 +18,9 @@ import psutil
 
 from app.local import QUEUES, LocalStack, free_port
 from tests.support.db import throwaway_postgres
+from tests.support.redis_dbs import e2e_redis_url
 
-E2E_REDIS_URL = os.environ.get("MODELPORT_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+E2E_REDIS_URL = e2e_redis_url()
 API_KEY = "e2e-admin-key"
 
 
