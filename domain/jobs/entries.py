@@ -41,6 +41,7 @@ TFLITE_DETAILS = (
     "size_ratio_vs_float32",
     "source",  # quantized: the candidate and float32 file it was made from
     "float_ops",  # quantized: per op name, the ops that stayed float32
+    "error_sources",  # a degraded or failed quantized file: the op outputs that drift most
 )
 
 

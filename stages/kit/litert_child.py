@@ -28,7 +28,14 @@ from stages.kit.naming import match_names
 class Runner:
     """One way to call the model by name: its signature if it has one, else raw tensors."""
 
-    def __init__(self, tflite: Path, threads: int, xnnpack: bool = True, runtime: str = "litert") -> None:
+    def __init__(
+        self,
+        tflite: Path,
+        threads: int,
+        xnnpack: bool = True,
+        runtime: str = "litert",
+        preserve_all_tensors: bool = False,
+    ) -> None:
         if runtime == "tensorflow":
             # TensorFlow's own interpreter links the flex delegate: it runs Select-TF ops.
             from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
@@ -38,8 +45,13 @@ class Runner:
         # Stock LiteRT applies the XNNPACK delegate by default; without it the
         # reference kernels run, which some users ship and which behave differently.
         resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        # preserve_all_tensors keeps every intermediate tensor readable after invoke (the
+        # quantization diagnostic, stages.quantize.error_sources); it costs memory.
         self.interpreter = Interpreter(
-            model_path=str(tflite), num_threads=threads, experimental_op_resolver_type=resolver
+            model_path=str(tflite),
+            num_threads=threads,
+            experimental_op_resolver_type=resolver,
+            experimental_preserve_all_tensors=preserve_all_tensors,
         )
         signatures = self.interpreter.get_signature_list()
         self.signature_key: str | None = None

@@ -8,7 +8,9 @@ one, then the one that keeps the numerically sensitive ops and the last layer fl
 Outside ``toolchain: best`` the attempts stop at the first that passes; under ``best``
 all run. The file kept is the best by verdict, then min cosine (higher, to 4 digits),
 then single-thread latency; a file the runtime refuses is never kept. Every attempt is listed
-(``summary``) with its quantizer, recipe, source file, outcome and numbers.
+(``summary``) with its quantizer, recipe, source file, outcome and numbers. A dynamic_range
+or int8 attempt whose verdict is ``degraded`` or ``fail`` also gets ``error_sources``: the op
+outputs that drift most from its float32 source file (``stages.quantize.error_sources``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from stages.kit.options import QuantizeOptions, RuntimeOptions
 from stages.kit.spec import PlanSpec
 from stages.kit.tflite_boundary import Boundary
 from stages.kit.versions import version
+from stages.quantize import error_sources
 from stages.quantize.int8_io import describe, int8_io_gaps
 from stages.quantize.verdict import ADVISORY, judge
 
@@ -104,6 +107,7 @@ class Attempt:
             "latency_ms": (entry.get("latency_ms") or {}).get("median_1_thread"),
             "size_bytes": entry.get("size_bytes"),
             "float_ops": entry.get("float_ops"),
+            "error_sources": entry.get("error_sources"),
         }
 
 
@@ -212,6 +216,10 @@ def produce(
     if entry["size_ratio_vs_float32"] > 0.95:
         entry.setdefault("warnings", []).append(
             "the file is barely smaller than the float32 one: the recipe found few weights to quantize"
+        )
+    if failure is None and error_sources.wanted(precision, entry["verdict"]):
+        entry["error_sources"] = error_sources.locate(
+            job.tflite, target, job.samples_path, job.input_names, job.transposes
         )
     if failure is not None:
         target.unlink(missing_ok=True)  # never delivered: it does not run in stock LiteRT

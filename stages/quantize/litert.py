@@ -24,6 +24,10 @@ still ``model_int8.tflite``); the runtime child quantizes the float samples with
 input's scale and zero point and dequantizes the outputs before they are compared, and
 ``signature`` in the metrics gives each port's dtype, scale and zero point
 (``stages.quantize.int8_io``). A float port the quantizer left float is a warning.
+A dynamic_range or int8 file that is ``degraded`` or ``fail`` is diagnosed: its metrics
+and its attempt get ``error_sources``, the op outputs whose error against the float32 file
+is largest, from both files' intermediate tensors on two samples
+(``stages.quantize.error_sources``; a failure there is a reason, never the attempt's).
 
 A precision that cannot be produced (``quantization_failed``), whose calibration file
 does not fit (``invalid_calibration``), or that crashes or fails in the runtime
