@@ -78,6 +78,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "architecture": {"name": "transformers.GPT2LMHeadModel", "config": {**GPT2_TINY, "use_cache": False}},
         "inputs": [TOKENS],
     },
+    # Recurrent: no allow-listed builder is one, so it is uploaded as TorchScript (traced).
+    "lstm": {
+        "label": "nn.LSTM(24, 32, num_layers=2), TorchScript, dynamic time",
+        "architecture": None,
+        "inputs": [{"name": "sequence", "shape": [1, "time", 24], "dtype": "float32"}],
+    },
     "mlp": {
         "label": "torchvision.ops.MLP 16-32-10",
         "architecture": {"name": "torchvision.ops.MLP", "kwargs": {"in_channels": 16, "hidden_channels": [32, 10]}},
@@ -90,10 +96,22 @@ FAMILIES: dict[str, dict[str, Any]] = {
 BUILD = """
 import importlib, json, sys, torch
 families, out = json.loads(sys.argv[1]), sys.argv[2]
+class Recurrent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(24, 32, num_layers=2, batch_first=True)
+
+    def forward(self, sequence):
+        return self.lstm(sequence)[0]
+
+
 for seed, (family, arch) in enumerate(families.items()):
+    torch.manual_seed(seed)
+    if arch is None:  # a TorchScript upload (the recurrent stand-in)
+        torch.jit.trace(Recurrent().eval(), torch.randn(1, 6, 24)).save(f"{out}/{family}.pt")
+        continue
     module, _, attr = arch["name"].rpartition(".")
     constructor = getattr(importlib.import_module(module), attr)
-    torch.manual_seed(seed)
     if arch.get("config") is not None:
         model = constructor(constructor.config_class(**arch["config"]))
     else:
@@ -158,14 +176,14 @@ def _number(value: float | None, fmt: str) -> str:
 def family_job(
     client: httpx.Client, family: str, spec: dict[str, Any], data: Path, timeout: float = JOB_TIMEOUT
 ) -> tuple[dict[str, Any], dict[str, Any] | None, str, str | None]:
-    """Submit the family's model (``data/<family>.pth``, from ``build_models``) with ``spec``, wait
-    for the job's end (at most ``timeout`` seconds) and print a line saying how it ended.
+    """Submit the family's model (``data/<family>.pth``, ``.pt`` for TorchScript; from ``build_models``)
+    with ``spec``, wait for the job's end (at most ``timeout`` seconds) and print a line saying how it ended.
 
     Returns ``(job, report, seconds, problem)``: the last job resource, its report (None when
     there is none), the wall seconds from submission as text, and why there is no report
     (``refused``, ``timed out``, ``no report``; None when there is one). Shared by
     ``bench.precisions``, ``bench.quantizers`` and ``bench.saved_models``."""
-    path = data / f"{family}.pth"
+    path = next(data.glob(f"{family}.pt*"))
     started = time.monotonic()
     answer = client.post("/v1/jobs", data={"spec": json.dumps(spec)}, files={"model": (path.name, path.read_bytes())})
     job: dict[str, Any] = answer.json()

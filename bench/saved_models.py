@@ -52,6 +52,9 @@ def run_family(client: httpx.Client, family: str, data: Path) -> list[str]:
                 f"  {kind:10} {attempt['toolchain']:13} {str(attempt.get('verdict')) + flex:14} "
                 f"{_error(attempt.get('max_abs_over_scale')):>8}  {outcome[:160]}"
             )
+            if attempt.get("verdict") not in (None, "pass"):
+                for reason in attempt.get("reasons") or []:
+                    print(f"      {reason[:300]}")
             rows.append(
                 ROW.format(
                     family=f"{family} ({stand_in['label']})",

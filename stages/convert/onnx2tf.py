@@ -27,7 +27,9 @@ outputs channel-last, so ``stages.convert.onnx2tf_boundary`` plans a TRANSPOSE w
 ``stages.kit.tflite_boundary`` adds it to the file; then every sample runs through the file
 in ai-edge-litert as a sanity check (``info.sanity_check``, numbers only - the verdict
 is ``validate.tflite``'s; a builtin-only file the runtime cannot run at all is
-``conversion_failed`` here). ``info.signature.input_transposes`` gives, per input, the
+``conversion_failed`` here - unless a SavedModel was asked for and written: then the stage
+keeps it and records the .tflite's failure as ``info.failed.tflite_float32``, as
+``convert.onnx_tf`` does). ``info.signature.input_transposes`` gives, per input, the
 permutation that turns a PyTorch-layout sample into what the file takes (``[0, 2, 3,
 1]`` for a 4-D input with ``layout: nhwc``).
 """
@@ -106,14 +108,17 @@ def run(request: StageRequest) -> StageResult:
     from stages.kit.tflite_ops import operators
 
     requires_flex = bool(operators(target)["flex"])
+    unrunnable = None
     if not sanity["ran"] and not requires_flex:
         # A builtin-only file that stock LiteRT cannot run is no candidate: say so here,
         # with the runtime's words, rather than hand it on to fail validation.
-        raise StageError(
+        unrunnable = StageError(
             StageCode.CONVERSION_FAILED,
             f"onnx2tf wrote a .tflite that stock LiteRT cannot run: {sanity['reason']}. "
             "A static input shape (no named dynamic dimension) or another toolchain may avoid it",
         )
+        if not saved_model.outputs:
+            raise unrunnable
     final = boundary_io.read(target)
     info: dict[str, Any] = {
         "versions": versions(
@@ -154,9 +159,17 @@ def run(request: StageRequest) -> StageResult:
         "failed": saved_model.failed,
         "seconds": {"onnx2tf": round(tool_seconds, 3), "boundary_and_sanity_check": round(check_seconds, 3)},
     }
-    return StageResult(
-        outputs={"tflite_float32": target.name, **saved_model.outputs}, metrics=saved_model.metrics, info=info
-    )
+    outputs = {"tflite_float32": target.name, **saved_model.outputs}
+    if unrunnable is not None:
+        # Artifacts are independent (issue 9, item 2): the SavedModel stands on its own check;
+        # the .tflite's failure is recorded against the .tflite (selection.tflite_failure).
+        target.unlink()
+        del outputs["tflite_float32"]
+        info["failed"] = {
+            **saved_model.failed,
+            "tflite_float32": {"code": str(unrunnable.code), "reason": unrunnable.message},
+        }
+    return StageResult(outputs=outputs, metrics=saved_model.metrics, info=info)
 
 
 def _attempt(
