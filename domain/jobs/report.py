@@ -203,6 +203,7 @@ def _report(
             "samples": check.samples if check is not None else None,
             "source": samples_source,
             "tolerance": spec.tolerance,
+            "probes": info.probes,
         },
         # The spec's inputs, else those the export read from the upload (an ONNX graph's, a program's).
         "inputs": [item.to_json() for item in spec.inputs] or info.inputs or [],

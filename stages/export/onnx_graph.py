@@ -169,6 +169,23 @@ def check_spec_inputs(given: list[dict[str, Any]], graph: list[dict[str, Any]], 
         )
 
 
+def fixed_named_dims(given: list[dict[str, Any]], graph: list[dict[str, Any]]) -> list[str]:
+    """Where the spec names a dimension the graph fixes: ``"batch (x axis 0) is 1"`` each.
+
+    ``check_spec_inputs`` accepts a name against a fixed size (the samples take the
+    graph's size), but such a file runs at that size only, so it cannot be probed."""
+    by_name = {item["name"]: item for item in graph}
+    fixed = []
+    for item in given:
+        want = (by_name.get(item["name"]) or {}).get("shape")
+        if want is None or len(want) != len(item["shape"]):
+            continue
+        for axis, (dim, size) in enumerate(zip(item["shape"], want, strict=True)):
+            if not isinstance(dim, int) and isinstance(size, int):
+                fixed.append(f"{dim} ({item['name']} axis {axis}) is {size}")
+    return fixed
+
+
 def _shape_fits(given: list[Any], graph: list[Any]) -> bool:
     if len(given) != len(graph):
         return False

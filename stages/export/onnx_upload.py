@@ -6,7 +6,10 @@
 2. Inputs: the spec's, which must match the graph's inputs (``input_mismatch`` lists
    them), or the graph's own; one too large to sample is ``input_too_large``. Integer
    inputs get synthetic ids below the vocabulary of the Gather table they feed.
-3. Reference: onnxruntime on the uploaded model as it is.
+3. Reference: onnxruntime on the uploaded model as it is, on the samples and at a second
+   size of every named dimension (``stages.kit.probes``, stored in ``reference.npz`` as
+   for PyTorch uploads; ``info.probes`` gives the sizes, or why there is none: no named
+   dimension, or the graph fixes one the spec names).
 4. The output file: outputs renamed to plain identifiers only where needed
    (``output_name_map``); when a consumer reads older opsets (onnx-tf: 15), converted
    with ``onnx.version_converter`` and kept only if onnxruntime agrees with the
@@ -36,6 +39,7 @@ from stages.export.onnx_file import validate as validate_onnx
 from stages.export.onnx_graph import (
     check_spec_inputs,
     describe,
+    fixed_named_dims,
     gather_tables,
     graph_inputs,
     parameter_count,
@@ -49,6 +53,7 @@ from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult, refuse_huge_inputs
 from stages.kit.failures import first_line
 from stages.kit.options import OperatorOptions, read_options
+from stages.kit.probes import to_arrays as probe_arrays
 from stages.kit.spec import PlanSpec
 from stages.kit.versions import versions
 
@@ -102,7 +107,11 @@ def prepare_onnx(request: StageRequest) -> StageResult:
     reference = {name: raw[renamed.get(name, name)] for name in output_names}
     out = request.output_dir
     sample_io.save(out / "samples.npz", samples)
-    sample_io.save(out / "reference.npz", reference)
+    # Every named dimension at a second size too, in onnxruntime: validate.tflite and the SavedModel check run them.
+    probe_sets, probe_info = _probe_references(
+        reference_session, samples, inputs, output_names, renamed, graph_inputs(model), inputs_source
+    )
+    sample_io.save(out / "reference.npz", {**reference, **probe_arrays(probe_sets)})
     source_file = out / "model.source.onnx"
     onnx.save(model, str(source_file))
 
@@ -166,6 +175,7 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             "parameters": parameter_count(model),
             "export_attempts": attempts,
             "output_shapes_probed": False,
+            "probes": probe_info,
             **sample_io.run_info(
                 samples,
                 uploaded=bool(uploaded),
@@ -176,6 +186,35 @@ def prepare_onnx(request: StageRequest) -> StageResult:
             ),
         },
     )
+
+
+def _probe_references(
+    reference_session: Any,
+    samples: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    output_names: list[str],
+    renamed: dict[str, str],
+    graph: list[dict[str, Any]],
+    inputs_source: str,
+) -> tuple[list[Any], dict[str, Any]]:
+    """onnxruntime's reference at a second size of every named dimension
+    (``stages.kit.probes.build``): the probe sets and ``info.probes``."""
+    from stages.kit import probes
+
+    fixed = fixed_named_dims(inputs, graph)
+    if fixed:
+        base = probes.base_sizes(samples, inputs)
+        why = f"the uploaded ONNX graph fixes {', '.join(fixed)}: it runs at that size only"
+        return [], {"sizes": [base], "reason": why}
+
+    def run(feed: dict[str, Any]) -> dict[str, Any]:
+        raw = run_samples(reference_session, feed)
+        return {name: raw[renamed.get(name, name)] for name in output_names}
+
+    unnamed = "no named dynamic dimension"
+    if inputs_source == "graph":
+        unnamed += ": every input of the ONNX graph has fixed sizes (export it with dynamic axes to have them probed)"
+    return probes.build(samples, inputs, output_names, run, "onnxruntime on the uploaded file", unnamed)
 
 
 def _read(path: Path) -> Any:

@@ -191,19 +191,14 @@ def reference_shapes(
 def probe_references(
     model: Any, samples: dict[str, Any], inputs: list[dict[str, Any]], output_names: list[str]
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The reference at a second size of every named dimension (``stages.kit.probes``):
+    """The PyTorch reference at a second size of every named dimension (``stages.kit.probes.build``):
     the probe sets and ``info.probes`` (the sizes, or why there is none)."""
     from stages.kit import probes
 
-    base = probes.base_sizes(samples, inputs)
-    if not base:
-        return [], {"sizes": [], "reason": "no named dynamic dimension"}
-    sizes = probes.second_sizes(base)
-    feed = probes.resized(samples, inputs, sizes, probes.PROBE_SAMPLES)
-    try:
-        names, outputs = reference(model, feed, [item["name"] for item in inputs])
-    except StageError as exc:  # the model itself does not take that size
-        return [], {"sizes": [base], "reason": f"the PyTorch model fails at {sizes}: {exc.message}"}
-    if names != output_names:
-        return [], {"sizes": [base], "reason": f"the model returns {names} at {sizes}, not {output_names}"}
-    return [probes.ProbeSet(sizes, feed, outputs)], {"sizes": [base, sizes]}
+    input_names = [item["name"] for item in inputs]
+
+    def run(feed: dict[str, Any]) -> dict[str, Any]:
+        names, outputs = reference(model, feed, input_names)
+        return {name: outputs[name] for name in names}
+
+    return probes.build(samples, inputs, output_names, run, "the PyTorch model")

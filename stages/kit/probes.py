@@ -2,10 +2,11 @@
 
 Synthetic samples give each named dynamic dimension one size (1, or an ExportedProgram's
 example size). A file declared dynamic in a sequence or time axis could pass there and
-fail at every other length, so ``export.prepare`` also runs the PyTorch reference at a
-second size of every named dimension and stores those inputs and outputs in
-``reference.npz`` under reserved keys (``PREFIX``), which ``stages.kit.samples.load``
-hides from every other reader. ``validate.tflite`` runs the file at those shapes too.
+fail at every other length, so ``export.prepare`` also runs the reference (PyTorch, or
+onnxruntime on an uploaded ONNX file) at a second size of every named dimension
+(``build``) and stores those inputs and outputs in ``reference.npz`` under reserved keys
+(``PREFIX``), which ``stages.kit.samples.load`` hides from every other reader.
+``validate.tflite`` and the SavedModel check run the file at those shapes too.
 
 Layout in ``reference.npz``: ``__probe0__sizes`` (a JSON string: dimension -> size),
 ``__probe0__in__<input>`` (``[M, *shape]``), ``__probe0__out__<output>`` (``[M, *shape]``).
@@ -14,6 +15,7 @@ Layout in ``reference.npz``: ``__probe0__sizes`` (a JSON string: dimension -> si
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,18 +40,28 @@ def second_sizes(base: dict[str, int]) -> dict[str, int]:
 
 
 def resized(samples: dict[str, Any], inputs: list[dict[str, Any]], sizes: dict[str, int], count: int) -> dict[str, Any]:
-    """The first ``count`` samples with every named axis cycled to ``sizes`` (token ids stay ids)."""
+    """The first ``count`` samples (``[count, *shape]`` per input) with every named axis at ``sizes``.
+
+    A grown axis is filled from the following samples: position ``k`` of sample ``j`` is
+    position ``k % have`` of sample ``(j + k // have) % N``. Every value is one the samples
+    hold (token ids stay ids, an uploaded sample stays in its domain), inputs sharing a
+    dimension stay aligned (ids and their mask), and the new positions differ from the old
+    ones: repeating one token or one row would let a file that mixes positions wrongly
+    (attention over the sequence, pooling, the batch) match the reference there. With one
+    sample the axis repeats it. A shrunk axis keeps its first positions.
+    """
     import numpy as np
 
     from stages.kit.samples import dynamic_axes
 
     found: dict[str, Any] = {}
     for item in inputs:
-        array = samples[item["name"]][:count]
+        pool = samples[item["name"]]
         for axis, dim in dynamic_axes(item["shape"]).items():
-            have = array.shape[1 + axis]
-            array = np.take(array, np.arange(sizes[dim]) % have, axis=1 + axis)
-        found[item["name"]] = np.ascontiguousarray(array)
+            have = pool.shape[1 + axis]
+            parts = [np.take(np.roll(pool, -(k // have), axis=0), k % have, axis=1 + axis) for k in range(sizes[dim])]
+            pool = np.stack(parts, axis=1 + axis)
+        found[item["name"]] = np.ascontiguousarray(pool[:count])
     return found
 
 
@@ -62,6 +74,41 @@ def base_sizes(samples: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[st
         for axis, dim in dynamic_axes(item["shape"]).items():
             base.setdefault(dim, int(samples[item["name"]].shape[1 + axis]))
     return base
+
+
+def build(
+    samples: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    output_names: list[str],
+    run: Callable[[dict[str, Any]], dict[str, Any]],
+    runtime: str,
+    unnamed: str = "no named dynamic dimension",
+) -> tuple[list[ProbeSet], dict[str, Any]]:
+    """The reference at a second size of every named dimension: ``(probe sets, info.probes)``.
+
+    ``samples``: input name -> ``[N, *shape]``; ``inputs``: the signature (a string or null
+    in a shape is a named dimension). ``run`` maps resized inputs (``[M, *shape]``) to the
+    reference runtime's outputs by name (``[M, *shape]``), and may raise: the model itself
+    does not take that size. ``runtime`` names it in the reason (``the PyTorch model``);
+    ``unnamed`` is the reason when no input names a dimension.
+    ``info.probes`` is ``{"sizes": [base, second]}``, or ``{"sizes", "reason"}`` saying why
+    there is no probe (no named dimension, the reference fails there, other outputs).
+    """
+    from stages.kit.failures import first_line
+
+    base = base_sizes(samples, inputs)
+    if not base:
+        return [], {"sizes": [], "reason": unnamed}
+    sizes = second_sizes(base)
+    feed = resized(samples, inputs, sizes, PROBE_SAMPLES)
+    try:
+        outputs = run(feed)
+    except Exception as exc:  # the reference runtime's errors at a shape are many and untyped
+        why = getattr(exc, "message", None) or first_line(exc)
+        return [], {"sizes": [base], "reason": f"{runtime} fails at {sizes}: {why}"}
+    if list(outputs) != output_names:
+        return [], {"sizes": [base], "reason": f"{runtime} returns {list(outputs)} at {sizes}, not {output_names}"}
+    return [ProbeSet(sizes, feed, outputs)], {"sizes": [base, sizes]}
 
 
 def to_arrays(probes: list[ProbeSet]) -> dict[str, Any]:

@@ -150,6 +150,7 @@ class ExportInfo:
     output_shapes: dict[str, Any] | list[Any] = field(default_factory=dict)
     onnx_tf_compatible: bool | None = None
     onnx_tf_reason: str = "opset above 15"
+    probes: dict[str, Any] | None = None  # the sizes the reference ran at, or why only one (stages.kit.probes)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ExportInfo:

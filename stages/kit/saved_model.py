@@ -112,12 +112,11 @@ def validate(
 def _probe(
     check: dict[str, Any], reference_path: Path, samples: dict[str, Any], tolerance: float, run: Any, fits: Any
 ) -> None:
-    """Run the probe sets of ``reference_path`` through ``run`` and add them to ``check``."""
+    """Run the probe sets of ``reference_path`` through ``run`` and add them to ``check``
+    (``probes``, and ``sample_shapes``: the samples' shapes, also when there is no probe set)."""
     from stages.kit import probes as probe_io
 
     sets = probe_io.load(reference_path)
-    if not sets:
-        return
     results: list[dict[str, Any]] = []
     reasons: list[str] = []
     for probe in sets:

@@ -1,9 +1,10 @@
 """``validate.tflite`` at the other sizes of every named dimension (issue 9, item 7).
 
 ``export.prepare`` stores probe sets in ``reference.npz`` (``stages.kit.probes``): the
-first samples with every named dynamic dimension at a second size, and PyTorch's outputs
-there. Each set runs through the file in its own runtime child (the inputs resize
-through the signature runner) and is compared with the same tolerance. A file that
+first samples with every named dynamic dimension at a second size, and the reference's
+outputs there (PyTorch's, or onnxruntime's for an ONNX upload). Each set runs through
+the file in its own runtime child (the inputs resize through the signature runner) and
+is compared with the same tolerance. A file that
 fails or misses at a size fails validation with the size in the reason, so ``auto``
 falls through to the next candidate. A file that fixes a declared dimension is not
 probed (``stages.kit.dims`` already says so, and ranks it lower).
