@@ -66,6 +66,7 @@ def saved_model_attempts(job: Job, spec: PlanSpec, records: Records) -> list[dic
                 "verdict": candidate.verdict if check else None,
                 "runtime": _runtime(convert.info) if check else None,
                 "max_abs_over_scale": _finite(candidate.error) if check else None,
+                "reasons": list(check.reasons or []) if check else [],
                 "size": out.size if out is not None else None,
                 "signature": nested(convert.info, "saved_model", "signature") or nested(convert.info, "signature"),
                 "convert_seconds": run.seconds if run else None,

@@ -159,6 +159,7 @@ class SavedModelAttempt(_Open):
     verdict: Verdict | None
     runtime: str | None
     max_abs_over_scale: float | None
+    reasons: list[str] = []
     size: int | None
     signature: dict[str, Any] | None
     convert_seconds: float | None
