@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -79,7 +80,7 @@ def test_warm_onnx2tf_runs_in_a_fork_not_a_new_interpreter(
 
     spec = image_spec("torchvision.models.squeezenet1_1", toolchain="onnx2tf")
 
-    def stage(toolchain: str, entry: str, inputs: dict[str, Path], options: dict[str, object]):  # type: ignore[no-untyped-def]
+    def stage(toolchain: str, entry: str, inputs: dict[str, Path], options: Any):  # type: ignore[no-untyped-def]
         workdir = tmp_path / entry
         request = {
             "stage": entry,
@@ -120,6 +121,7 @@ def test_warm_onnx2tf_runs_in_a_fork_not_a_new_interpreter(
 DRIVER = """
 import json, os, sys
 from pathlib import Path
+from typing import Any
 from stages.convert.onnx2tf import _run_onnx2tf
 from stages.kit.contract import StageError
 
