@@ -108,7 +108,17 @@ ROWS: tuple[StageEntry, ...] = (
     # Runner self-tests: real processes that sleep, crash or allocate (no framework).
     *(
         StageEntry(f"selftest.{function}", "stages.kit.selftest", function, "any", "selftest")
-        for function in ("echo", "sleep", "abort", "allocate", "imports", "network", "leak", "spawn")
+        for function in (
+            "echo",
+            "sleep",
+            "abort",
+            "allocate",
+            "imports",
+            "network",
+            "leak",
+            "spawn",
+            "fork_sleep",
+        )
     ),
 )
 STAGES: dict[str, StageEntry] = {row.name: row for row in ROWS}

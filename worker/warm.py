@@ -49,8 +49,11 @@ log = structlog.get_logger()
 # is left out, and imported by its stage as before).
 # Measured here (fresh interpreter, after the modules before them): transformers and its
 # modeling_utils 2.8 s and ~60 MB (every stage that builds a transformers model paid it),
-# tensorflow in the onnx2tf environment 5.1 s and ~510 MB (its SavedModel check pays it;
-# the onnx2tf CLI it runs is a process of its own and imports it again).
+# tensorflow in the onnx2tf environment 5.1 s and ~510 MB (its SavedModel check, and onnx2tf
+# with -fdosm), onnx2tf's converter (``onnx2tf.onnx2tf``: the package itself is a lazy stub)
+# 0.8 s after it and tf_keras (onnx2tf's require_tensorflow) 0.4 s: convert.onnx2tf runs
+# onnx2tf in a fork of itself (stages.kit.forked_cli), which finds them loaded. None of them
+# starts a Python thread; tensorflow starts one native thread, which a fork leaves behind.
 PRELOAD: dict[str, list[str]] = {
     "torch": [
         "numpy",
@@ -64,7 +67,17 @@ PRELOAD: dict[str, list[str]] = {
         "ai_edge_litert.interpreter",
     ],
     "onnx-tf": ["numpy", "tensorflow", "onnx", "onnx_tf.backend"],
-    "onnx2tf": ["numpy", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "ai_edge_litert.interpreter", "tensorflow"],
+    "onnx2tf": [
+        "numpy",
+        "onnx",
+        "onnxruntime",
+        "onnxsim",
+        "onnx2tf",
+        "ai_edge_litert.interpreter",
+        "tensorflow",
+        "tf_keras",
+        "onnx2tf.onnx2tf",
+    ],
 }
 START_TIMEOUT_SECONDS = 180
 COLD_FORMATS = frozenset({"pickled_module"})

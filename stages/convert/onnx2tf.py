@@ -9,10 +9,13 @@ twin is not kept (see ``FLOAT16_NOT_KEPT``); nor is int8, which 2.6.9 gets wrong
 
 How onnx2tf is driven, and why (verified with 2.6.9):
 
-- As ``python -m onnx2tf`` in a child process: it is chatty, calls ``sys.exit`` on
-  errors and runs ``onnxsim`` as a subprocess found on PATH (so the environment's
-  ``bin`` goes first on the child's PATH). Its output goes to the stage log; a failure
-  is ``conversion_failed`` with its last error line.
+- As ``python -m onnx2tf`` in a fork of the stage process (``stages.kit.forked_cli``),
+  one fork per attempt: it is chatty, calls ``sys.exit`` on errors, keeps module globals
+  and runs ``onnxsim`` as a subprocess found on PATH (so the environment's ``bin`` goes
+  first on the fork's PATH). A fork, not a fresh interpreter, so that what the warm
+  parent preloaded (``worker.warm.PRELOAD``: onnx2tf's converter, TensorFlow for
+  ``-fdosm``) is not imported again on every job. Its output goes to the stage log; a
+  failure is ``conversion_failed`` with its last error line.
 - On a copy of the ONNX file: it rewrites its input in place (onnxsim, op names).
 - With ``-k`` (keep_ncw_or_nchw_or_ncdhw_input_names) for every 3-D to 5-D input, as
   it would otherwise move them channel-last; with ``layout: nhwc`` the 4-D inputs are
@@ -39,7 +42,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +52,7 @@ from typing import Any
 from stages.convert import onnx2tf_boundary as boundary
 from stages.convert import onnx2tf_retry as retry
 from stages.convert import onnx2tf_saved_model
+from stages.kit import forked_cli
 from stages.kit import samples as sample_io
 from stages.kit import tflite_boundary as boundary_io
 from stages.kit.child import signal_name
@@ -128,6 +131,7 @@ def run(request: StageRequest) -> StageResult:
             "tool": "onnx2tf",
             "backend": "flatbuffer_direct (onnx2tf's default; no TensorFlow)",
             "command": ["python", "-m", "onnx2tf", *arguments],
+            "process": "a fork of the stage process, run as python -m (stages.kit.forked_cli)",
             # Which attempt's file this is (stages.convert.onnx2tf_retry; info.attempts has both).
             "attempt": winner.name,
             "environment": {"PATH": "<env>/bin first (onnx2tf runs onnxsim from it)", "TQDM_DISABLE": "1"},
@@ -237,28 +241,26 @@ def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:
 
 
 def _run_onnx2tf(work: Path, arguments: list[str], module: str = "onnx2tf") -> str:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
-    env["TQDM_DISABLE"] = "1"  # progress bars would fill the log with carriage returns
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *arguments],
-        cwd=work,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        env=env,
-    )
-    log = ANSI.sub("", proc.stdout)
+    """``python -m <module> *arguments`` in ``work``, run in a fork of this stage process
+    (``stages.kit.forked_cli``: what the warm parent preloaded is not imported again); its
+    output, ANSI colours removed, is returned and printed to the stage log. Raises
+    ``conversion_failed`` when a signal killed it, it exited non-zero or wrote no .tflite."""
+    env = {
+        "PATH": os.pathsep.join(p for p in (str(Path(sys.executable).parent), os.environ.get("PATH")) if p),
+        "TQDM_DISABLE": "1",  # progress bars would fill the log with carriage returns
+    }
+    log_path = work / "onnx2tf.log"
+    returncode = forked_cli.run_module(module, arguments, work, env, log_path)
+    log = ANSI.sub("", log_path.read_text(errors="replace"))
     print(log, flush=True)
-    if proc.returncode < 0:
+    if returncode < 0:
         raise StageError(
-            StageCode.CONVERSION_FAILED, f"onnx2tf was killed by signal {signal_name(-proc.returncode)}. {ADVICE}"
+            StageCode.CONVERSION_FAILED, f"onnx2tf was killed by signal {signal_name(-returncode)}. {ADVICE}"
         )
-    if proc.returncode != 0 or not (work / "out" / "model_float32.tflite").is_file():
+    if returncode != 0 or not (work / "out" / "model_float32.tflite").is_file():
         raise StageError(
             StageCode.CONVERSION_FAILED,
-            f"onnx2tf could not convert the model (exit {proc.returncode}): {_last_error(log)}. {ADVICE}",
+            f"onnx2tf could not convert the model (exit {returncode}): {_last_error(log)}. {ADVICE}",
         )
     return log
 

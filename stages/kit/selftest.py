@@ -4,7 +4,8 @@
 ``options.seconds``; ``selftest.abort`` kills itself with SIGABRT, as a crashing
 runtime does; ``selftest.allocate`` holds ``options.megabytes`` of memory;
 ``selftest.imports`` imports numpy (in every toolchain environment), the start-up a
-framework import costs a fresh process and not a warm child.
+framework import costs a fresh process and not a warm child; ``selftest.fork_sleep`` sleeps
+in a fork run as a command-line tool (``stages.kit.forked_cli``), as onnx2tf is run.
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ def allocate(request: StageRequest) -> StageResult:
 
 
 def imports(request: StageRequest) -> StageResult:
-    """Import numpy as a stage imports its framework; report whether it was loaded already."""
+    """Import numpy as a stage imports its framework; report whether it was loaded already,
+    and how many objects its process found frozen out of the collector's reach (a warm parent's)."""
+    import gc
     import sys
 
     preloaded = "numpy" in sys.modules
     import numpy
 
-    return StageResult(info={"preloaded": preloaded, "numpy": numpy.__version__})
+    return StageResult(info={"preloaded": preloaded, "numpy": numpy.__version__, "frozen": gc.get_freeze_count()})
 
 
 def network(request: StageRequest) -> StageResult:
@@ -111,3 +114,15 @@ def spawn(request: StageRequest) -> StageResult:
 
     child = subprocess.Popen(["sleep", "120"], start_new_session=True)
     return StageResult(info={"orphan": child.pid})
+
+
+def fork_sleep(request: StageRequest) -> StageResult:
+    """Sleep ``options.seconds`` in a fork of this stage run as ``python -m timeit`` through
+    ``stages.kit.forked_cli`` (as convert.onnx2tf runs onnx2tf); report the fork's exit code."""
+    from stages.kit.forked_cli import run_module
+
+    seconds = float(read_options(SelftestOptions, request.options).seconds)
+    statement = f"import time; time.sleep({seconds})"
+    out = request.output_dir
+    code = run_module("timeit", ["-n", "1", "-r", "1", statement], out, {}, out / "fork.log")
+    return StageResult(info={"code": code, "pid": os.getpid()})

@@ -60,6 +60,9 @@ def test_startup_is_the_interpreter_and_framework_import_cold_and_near_zero_warm
     # The interpreter's start comes on top of the import, and all of it lies within the process's time.
     assert clock["framework_import_seconds"] < cold.startup_seconds <= cold.seconds
     assert warm.result["info"]["preloaded"] is True  # the warm parent imported numpy
+    # ... and froze what it imported (gc.freeze): a child's collections do not walk it.
+    assert cold.result["info"]["frozen"] == 0
+    assert warm.result["info"]["frozen"] > 10_000
     assert warm.result["startup"]["frameworks"] == []
     assert warm.startup_seconds is not None
     assert warm.startup_seconds < 0.5

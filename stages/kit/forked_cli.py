@@ -1,0 +1,108 @@
+"""A Python command-line tool (``python -m <module> ...``) run in a fork of the stage process.
+
+Why not a fresh interpreter: it would import the tool and its frameworks again on every run
+(onnx2tf's converter 1.4 s, with TensorFlow for a SavedModel 5-6 s), while a stage forked
+from its warm parent (``stages.kit.forkserver``) already has them loaded. Why not a call in
+the stage process itself: such tools call ``sys.exit``, keep module globals between runs and
+change process-wide state (onnx2tf sets the recursion limit and the warning filters), and a
+second run must start clean. A fork inherits what is loaded and keeps every run apart.
+
+``run_module`` forks; the fork runs the module as ``-m`` would (``runpy``, ``__main__``),
+with its stdout and stderr on a log file, in its own working directory, with extra
+environment variables, and ends with the exit code the interpreter would have had. The
+fork stays in the stage's process group, so the worker's watchdog (timeout, memory,
+cancellation) kills it with the stage, and it is killed when the stage process dies
+(``PR_SET_PDEATHSIG``). A cold stage (a fresh interpreter) runs the same code: its fork
+then imports the tool itself, as the fresh interpreter did.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+EXIT_SETUP_FAILED = 71  # the fork could not become the tool (as stages.kit.forkserver's child)
+
+
+def run_module(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: Path) -> int:
+    """Run ``python -m module *arguments`` in a fork of this process and wait for it.
+
+    ``cwd`` is its working directory, ``env`` is added to its environment (subprocesses it
+    starts see it too), ``log`` (overwritten) gets its stdout and stderr. Returns its exit
+    code as ``subprocess`` does: ``sys.exit``'s code (None: 0, a non-integer: printed and
+    1), 1 after an uncaught exception (its traceback in the log), minus the signal number
+    when a signal killed it. A failure to fork raises ``OSError``.
+    """
+    sys.stdout.flush()  # what the stage printed must not be written twice (once by the fork)
+    sys.stderr.flush()
+    parent = os.getpid()
+    with open(log, "wb") as out:
+        pid = os.fork()
+        if pid == 0:
+            _become(module, arguments, cwd, env, out.fileno(), parent)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        # The stage itself is being torn down (an exception in this thread): take the fork along.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    return os.waitstatus_to_exitcode(status)
+
+
+def _become(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: int, parent: int) -> None:
+    """In the fork: become ``python -m module``, run it, never return."""
+    code = EXIT_SETUP_FAILED
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the stage died before the line above
+            os._exit(EXIT_SETUP_FAILED)
+        os.dup2(log, 1)  # sys.stdout/sys.stderr (and faulthandler) write to fds 1 and 2
+        os.dup2(log, 2)
+        os.close(log)
+        os.chdir(cwd)
+        os.environ.update(env)
+        sys.argv = [module, *arguments]
+        code = _run_as_main(module)
+    except BaseException:  # noqa: BLE001 - whatever happens, this process ends here
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _run_as_main(module: str) -> int:
+    """``runpy.run_module(module, run_name="__main__")``; the exit code the interpreter would give."""
+    import runpy
+
+    # A plain module the stage already imported would make runpy warn that it runs it a
+    # second time; here a fresh ``__main__`` copy is the point. A package stays: runpy runs
+    # its ``__main__`` submodule, and the loaded package is what the fork is for.
+    loaded = sys.modules.get(module)
+    if loaded is not None and not hasattr(loaded, "__path__"):
+        del sys.modules[module]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - as the interpreter: the traceback, then exit 1
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
