@@ -12,6 +12,7 @@ must map onto the spec's input names and the reference's output names
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def _probe(
         try:
             actual = run(probe.inputs)
         except Exception as exc:  # TensorFlow's errors at a shape are many and untyped
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            reason = error_line(exc)
             results.append({**entry, "ran": False, "verdict": "fail", "reason": reason})
             reasons.append(f"at {at} the SavedModel does not run: {reason}")
             continue
@@ -162,3 +163,28 @@ def shape(tensor_shape: Any) -> list[int | None]:
     if tensor_shape.rank is None:
         return []
     return [None if dim is None else int(dim) for dim in tensor_shape.as_list()]
+
+
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """The one line of a TensorFlow error that says what went wrong, with the node it names.
+
+    A ``tf.errors.OpError`` raised by a ``tf.function`` starts with "Graph execution error:"
+    and a Python traceback of where the node was defined; what failed (e.g. "Input to
+    reshape is a tensor with 96 values, but the requested shape has 48") is the last line
+    before ``[[{{node <name>}}]]``. Other errors: their first line. At most ``limit`` characters.
+    """
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines[0].startswith("Graph execution error"):
+        return lines[0][:limit]
+    skipped = ("Graph execution error", "Detected at node", "File ", "[[", "defined at")
+    causes = [
+        line
+        for line in lines
+        if not line.startswith(skipped) and not line.endswith("defined at (most recent call last):")
+    ]
+    node = re.search(r"\{\{node ([^}]+)\}\}", text)
+    cause = causes[-1] if causes else lines[0]
+    return (f"{cause} (node {node.group(1)})" if node else cause)[:limit]
