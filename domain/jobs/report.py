@@ -111,6 +111,7 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
                 "latency_ms": check.latency_ms if check else None,
                 "runtime": records.validation(candidate.name).info_as(ValidateInfo).runtime,
                 "max_abs_over_scale": _finite(candidate.error) if check else None,
+                "reasons": list(check.reasons or []) if check else [],
                 "size": out.size if out is not None else None,
                 "operators": check.operators if check else None,
                 "transpose_count": check.transpose_count if check else None,

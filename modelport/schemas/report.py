@@ -107,7 +107,7 @@ class PrecisionOutcome(_Open):
     reason: str | None = None
     # Quantized precisions: every attempt (quantizer, recipe, variant, source, source_file,
     # outcome, verdict, min_cosine, mean_abs_over_scale, top1_agreement, latency_ms,
-    # size_bytes, float_ops), in the order they ran.
+    # size_bytes, float_ops, error_sources), in the order they ran.
     attempts: list[dict[str, Any]] | None = None
 
 
@@ -135,6 +135,7 @@ class CandidateAttempt(_Open):
     latency_ms: dict[str, Any] | None
     runtime: str | None
     max_abs_over_scale: float | None
+    reasons: list[str] = []
     size: int | None
     operators: dict[str, Any] | None
     transpose_count: int | None

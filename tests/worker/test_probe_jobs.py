@@ -83,6 +83,9 @@ def test_a_tflite_that_does_not_run_at_the_second_size_loses_to_one_that_does(
     outcomes = {a["toolchain"]: a["outcome"] for a in report["attempts"]}
     assert outcomes["onnx-tf"] == "chosen"
     assert outcomes["onnx2tf"].startswith("lost"), outcomes
+    # Each attempt carries its check's reasons (the chosen one's are empty: it passed).
+    reasons = {a["toolchain"]: a["reasons"] for a in report["attempts"]}
+    assert reasons == {"onnx2tf": [f"at batch=2, seq=2 the file does not run: {NOT_RUN}"], "onnx-tf": []}
     (tflite,) = [a for a in report["artifacts"] if a["kind"] == "tflite"]
     assert (tflite["toolchain"], tflite["verdict"]) == ("onnx-tf", "pass")
     assert tflite["sample_shapes"] == [BASE, SECOND]

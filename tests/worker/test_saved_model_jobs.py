@@ -139,3 +139,20 @@ def test_best_skips_the_validation_of_a_tflite_that_was_not_made(
     assert stages["validate_onnx_tf"]["skipped_reason"] == (
         f"its conversion did not produce a .tflite: tflite_conversion_failed: {TFLITE_FAILED}"
     )
+
+
+def test_a_saved_model_that_fails_at_a_probe_size_says_why_in_its_attempt(
+    settings: Settings, client: TestClient, auth: dict[str, str]
+) -> None:
+    ctx = build_context(settings)
+    job_id = make_job(ctx, {**EINSUM, "toolchain": "onnx-tf"})
+    run(ctx, job_id, "export_onnx", exported())
+    result = onnx_tf_kept_saved_model()
+    why = "at batch=2 the SavedModel does not run: Input to reshape is a tensor with 8 values (node Reshape)"
+    result["metrics"]["saved_model"].update(verdict="fail", reasons=[why])
+    run(ctx, job_id, "convert_onnx_tf", result)
+    run(ctx, job_id, "report")
+
+    assert job_out(client, auth, job_id)["status"] == "failed"
+    (saved,) = report_of(client, auth, job_id)["saved_model_attempts"]
+    assert (saved["outcome"], saved["verdict"], saved["reasons"]) == ("chosen", "fail", [why])
