@@ -123,16 +123,27 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def _tree_rss(proc: psutil.Process) -> int:
+    """The memory of ``proc`` and every process under it, in bytes: the sum of their PSS
+    (proportional set size: a page shared by n processes counts 1/n), so that a fork sharing
+    its parent's pages (onnx2tf's attempt, stages.kit.forked_cli) is not counted twice, as
+    summed RSS would. RSS for a process whose PSS cannot be read (``/proc/<pid>/smaps_rollup``)."""
     total = 0
     try:
         for member in [proc, *proc.children(recursive=True)]:
             try:
-                total += member.memory_info().rss
+                total += _pss(member)
             except psutil.Error:
                 continue
     except psutil.Error:
         pass
     return total
+
+
+def _pss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_full_info().pss)
+    except (psutil.AccessDenied, AttributeError):
+        return int(process.memory_info().rss)
 
 
 def _kill_group(pid: int) -> None:
