@@ -123,15 +123,16 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def _tree_rss(proc: psutil.Process) -> int:
-    """The memory of ``proc`` and every process under it, in bytes: the sum of their PSS
-    (proportional set size: a page shared by n processes counts 1/n), so that a fork sharing
-    its parent's pages (onnx2tf's attempt, stages.kit.forked_cli) is not counted twice, as
-    summed RSS would. RSS for a process whose PSS cannot be read (``/proc/<pid>/smaps_rollup``)."""
+    """The memory of ``proc`` and every process under it, in bytes: the sum of their RSS,
+    except that a fork which did not exec (its command line is its parent's: onnx2tf's
+    attempt, stages.kit.forked_cli) counts its USS, the pages it made its own, since RSS
+    would count the pages it still shares with its parent twice. The stage process itself
+    counts its whole RSS, pages shared with a warm parent included, as a fresh process would."""
     total = 0
     try:
         for member in [proc, *proc.children(recursive=True)]:
             try:
-                total += _pss(member)
+                total += _resident(member, proc)
             except psutil.Error:
                 continue
     except psutil.Error:
@@ -139,11 +140,11 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def _pss(process: psutil.Process) -> int:
-    try:
-        return int(process.memory_full_info().pss)
-    except (psutil.AccessDenied, AttributeError):
-        return int(process.memory_info().rss)
+def _resident(process: psutil.Process, root: psutil.Process) -> int:
+    parent = process.parent() if process.pid != root.pid else None
+    if parent is not None and parent.cmdline() == process.cmdline():
+        return int(process.memory_full_info().uss)
+    return int(process.memory_info().rss)
 
 
 def _kill_group(pid: int) -> None:

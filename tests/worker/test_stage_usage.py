@@ -40,7 +40,7 @@ def test_peak_rss_counts_what_the_stage_allocated(
     runner: SubprocessRunner, tmp_path: Path, megabytes: int, in_fork: bool
 ) -> None:
     """Counted once also when a fork of the stage shares the pages (onnx2tf's attempt runs in
-    one): the watchdog sums the tree's PSS, not its RSS, which would count them twice."""
+    one): the watchdog counts such a fork by its USS, as summed RSS would count them twice."""
     idle = run(runner, tmp_path / "idle", "selftest.echo").peak_rss_bytes
     hold = 1.0 if in_fork else 0.3  # a few watchdog ticks (0.25 s) while the fork holds the pages
     options = {"megabytes": megabytes, "hold_seconds": hold, "in_fork": in_fork}
