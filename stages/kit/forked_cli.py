@@ -22,11 +22,12 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
-EXIT_SETUP_FAILED = 71  # the fork could not become the tool (as stages.kit.forkserver's child)
+EXIT_SETUP_FAILED = 71  # a fork that could not set itself up (finish_fork), or a stage child that could not start
 
 
 def run_module(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: Path) -> int:
@@ -57,18 +58,32 @@ def run_module(module: str, arguments: list[str], cwd: Path, env: Mapping[str, s
 
 def _become(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: int, parent: int) -> None:
     """In the fork: become ``python -m module``, run it, never return."""
-    code = EXIT_SETUP_FAILED
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the stage died before the line above
-            os._exit(EXIT_SETUP_FAILED)
-        os.dup2(log, 1)  # sys.stdout/sys.stderr (and faulthandler) write to fds 1 and 2
-        os.dup2(log, 2)
-        os.close(log)
+
+    def body() -> int:
         os.chdir(cwd)
         os.environ.update(env)
         sys.argv = [module, *arguments]
-        code = _run_as_main(module)
+        return _run_as_main(module)
+
+    finish_fork(parent, log, body)
+
+
+def finish_fork(parent: int, log: int, body: Callable[[], int]) -> NoReturn:
+    """What every fork of ModelPort does (a warm parent's stage child, a stage's tool fork):
+    die with ``parent`` (``PR_SET_PDEATHSIG``, and at once if it is gone already), write
+    fds 1 and 2 (``sys.stdout``/``sys.stderr``, faulthandler) to the file descriptor ``log``,
+    run ``body`` and end the process with its code, never returning into the caller's code.
+    An exception (setup or ``body``) prints its traceback to the log and exits
+    ``EXIT_SETUP_FAILED``; stdout and stderr are flushed before ``os._exit``."""
+    code = EXIT_SETUP_FAILED
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(EXIT_SETUP_FAILED)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        code = body()
     except BaseException:  # noqa: BLE001 - whatever happens, this process ends here
         import traceback
 

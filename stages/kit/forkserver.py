@@ -44,11 +44,12 @@ import tempfile
 import time
 from typing import Any
 
+from stages.kit.forked_cli import EXIT_SETUP_FAILED, finish_fork
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNET = 0x40000000
-EXIT_SETUP_FAILED = 71
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -76,44 +77,35 @@ def probe_sandbox() -> list[str]:
 
 def _child(job: dict[str, Any], parent: int) -> None:
     """In the forked child: become the stage's process, run it, never return."""
-    code = EXIT_SETUP_FAILED
     try:
         os.setsid()
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(EXIT_SETUP_FAILED)
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        if job.get("sandbox"):
-            _apply_sandbox()  # a promised sandbox that cannot be made is a failed start
-        os.nice(int(job.get("nice", 0)))
-        os.chdir(job["cwd"])
-        os.environ.clear()
-        os.environ.update(job["env"])
-        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
-        import faulthandler
+    except BaseException:  # noqa: BLE001 - never back into the server's loop
+        os._exit(EXIT_SETUP_FAILED)
+    finish_fork(parent, log, lambda: _run_stage(job))
 
-        faulthandler.enable()
-        from stages.__main__ import main
 
-        code = main([job["entry"], job["request"], job["result"]])
-    except BaseException:  # noqa: BLE001 - whatever happens, this process ends here
-        import traceback
+def _run_stage(job: dict[str, Any]) -> int:
+    """The stage child's body (after ``finish_fork``'s setup): stdin from /dev/null, line-buffered
+    stdout/stderr, the sandbox, nice, cwd, environment; then the stage's exit code."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    if job.get("sandbox"):
+        _apply_sandbox()  # a promised sandbox that cannot be made is a failed start
+    os.nice(int(job.get("nice", 0)))
+    os.chdir(job["cwd"])
+    os.environ.clear()
+    os.environ.update(job["env"])
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    import faulthandler
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    faulthandler.enable()
+    from stages.__main__ import main
+
+    return int(main([job["entry"], job["request"], job["result"]]))
 
 
 def _kill_orphans() -> None:
