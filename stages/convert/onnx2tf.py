@@ -121,6 +121,10 @@ def run(request: StageRequest) -> StageResult:
             "A static input shape (no named dynamic dimension) or another toolchain may avoid it",
         )
         if not saved_model.outputs:
+            # The stage fails for both artifacts: the SavedModel's own reason, when asked for, too.
+            why = saved_model.failed.get("saved_model")
+            if why:
+                raise StageError(unrunnable.code, f"{unrunnable.message}. The SavedModel: {why['reason']}")
             raise unrunnable
     final = boundary_io.read(target)
     info: dict[str, Any] = {
