@@ -41,11 +41,11 @@ from stages.kit.tflite_boundary import Boundary
 from stages.kit.versions import version
 from stages.quantize import error_sources
 from stages.quantize.int8_io import describe, int8_io_gaps
+from stages.quantize.prebuilt import LIBRARIES, PT2E, PT2E_FILE, copy_file, quantizer_of
 from stages.quantize.verdict import ADVISORY, judge
 
 QUANTIZER_TIMEOUT = 1800
 RECIPES: dict[str, tuple[str, ...]] = {"int8": ("default", "float_sensitive")}
-PT2E = "pt2e"  # the variant of litert-torch's PT2E int8 file, made by convert.litert_torch
 VERDICT_RANK = {"pass": 0, "degraded": 1, "fail": 2}
 COSINE_DIGITS = 4  # cosines equal to 4 digits are a tie: latency decides
 
@@ -68,8 +68,10 @@ class Job:
     options: QuantizeOptions
     int8_io: bool = False  # int8 only: int8 inputs and outputs instead of float32
     candidate: str | None = None  # the converter that wrote the source file
-    # int8 files another stage already made from the same model, by variant (``pt2e``)
+    # int8 files another stage already made from the same model, by variant (``pt2e``),
+    # and why the ones it could not make are missing (``stages.quantize.prebuilt``)
     prebuilt: dict[str, Path] = field(default_factory=dict)
+    prebuilt_failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def spec(self) -> PlanSpec:
@@ -83,7 +85,12 @@ class Job:
         """This source's attempts at ``precision``, in order: for int8 a prebuilt file
         (litert-torch's PT2E) first where the source has one, then ai-edge-quantizer's recipes."""
         own = RECIPES.get(precision, ("default",))
-        return (*self.prebuilt, *own) if precision == "int8" else own
+        return (*self.prebuilt, *self.prebuilt_failed, *own) if precision == "int8" else own
+
+    def file_for(self, recipe: str) -> str:
+        """The file an attempt quantized (the float32 source) or took (the PT2E file)."""
+        path = self.prebuilt.get(recipe)
+        return path.name if path else PT2E_FILE if recipe == PT2E else self.tflite.name
 
 
 @dataclass
@@ -122,7 +129,7 @@ class Attempt:
             "recipe": ((entry.get("quantizer") or {}).get("recipe") or {}).get("name") or self.recipe,
             "variant": self.recipe,
             "source": self.job.candidate,
-            "source_file": self.job.prebuilt.get(self.recipe, self.job.tflite).name,
+            "source_file": self.job.file_for(self.recipe),
             "outcome": outcome,
             "verdict": entry.get("verdict"),
             "reasons": list(entry.get("reasons") or [])[:4],
@@ -190,10 +197,7 @@ def best_of(
         )
     shutil.move(str(kept.path), target)
     entry = kept.entry
-    entry["source"] = {
-        "candidate": kept.job.candidate,
-        "file": kept.job.prebuilt.get(kept.recipe, kept.job.tflite).name,
-    }
+    entry["source"] = {"candidate": kept.job.candidate, "file": kept.job.file_for(kept.recipe)}
     entry["attempts"] = summaries
     return entry, None, summaries
 
@@ -209,8 +213,10 @@ def produce(
 ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """(the attempt's metrics, or None; its failure ``{code, reason}``, or None when usable)."""
     int8_io = job.int8_io and precision == "int8"
+    if recipe in job.prebuilt_failed:
+        return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": job.prebuilt_failed[recipe]}
     if recipe in job.prebuilt:
-        produced = prebuilt(job.prebuilt[recipe], target)
+        produced = copy_file(job.prebuilt[recipe], target)
     else:
         produced = quantize(
             precision,
@@ -261,30 +267,6 @@ def produce(
     if failure is not None:
         target.unlink(missing_ok=True)  # never delivered: it does not run in stock LiteRT
     return entry, failure
-
-
-def quantizer_of(recipe: str) -> str:
-    """The quantizer an attempt's variant belongs to, as the report names it."""
-    return "litert-torch-pt2e" if recipe == PT2E else "ai-edge-quantizer"
-
-
-LIBRARIES = {"ai-edge-quantizer": "ai-edge-quantizer", "litert-torch-pt2e": "litert-torch"}  # -> its package
-
-
-def prebuilt(source: Path, target: Path) -> dict[str, Any]:
-    """A file another stage quantized (litert-torch's PT2E int8 file), copied to ``target``:
-    ``{"recipe", "float_ops", "wall_seconds"}`` as ``quantize`` gives, or ``{"error": reason}``.
-    The file's boundary already follows ``int8_io`` (its convert stage read the same spec)."""
-    from stages.convert.litert_torch_pt2e import RECIPE
-    from stages.quantize.child import float_ops
-
-    started = time.monotonic()
-    shutil.copyfile(source, target)
-    try:
-        ops = float_ops(target.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - not a flatbuffer the quantizer's reader takes
-        return {"error": f"litert-torch's PT2E file cannot be read: {exc}"}
-    return {"recipe": dict(RECIPE), "float_ops": ops, "wall_seconds": round(time.monotonic() - started, 3)}
 
 
 def quantize(

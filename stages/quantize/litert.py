@@ -7,7 +7,8 @@ Inputs: ``tflite`` (the float32 file that won, from any toolchain), ``tflite_<ca
 candidate's model (``convert.litert_torch`` makes it from the PyTorch module), one more int8
 attempt on that source, judged like the others. Options: ``sources`` (the float32
 files to try, in selection order: ``{"input", "candidate", "passed",
-"input_transposes"}``; without it the ``tflite`` input alone), ``precisions`` (any of
+"input_transposes"}``, and ``pt2e_error`` where litert-torch could not make its PT2E
+file: a failed attempt; without it the ``tflite`` input alone), ``precisions`` (any of
 ``dynamic_range``, ``float16``, ``int8``), ``threads``, and as for ``validate.tflite``:
 ``runs``, ``warmup``, ``threads_all``, ``xnnpack``, ``timeout_seconds``,
 ``input_transposes`` (inferred for channel-last files when not given);
@@ -208,6 +209,7 @@ def _prepare(shared: _Shared, source: dict[str, Any], primary: bool) -> _Prepare
         request.spec.int8_io,
         source.get("candidate"),
         _prebuilt(request, str(source["input"])),
+        {attempts.PT2E: str(source["pt2e_error"])} if source.get("pt2e_error") else {},
         warnings=warnings,
         float_info={
             "size_bytes": tflite.stat().st_size,

@@ -129,3 +129,17 @@ def test_litert_torch_s_pt2e_file_is_one_more_int8_attempt(
         assert outputs == ["int8"]
     assert [op[0] for op in seen["ops"]][:1] == ["QUANTIZE"]
     assert [op[0] for op in seen["ops"]][-1:] == ["DEQUANTIZE"]
+
+
+def test_a_pt2e_file_litert_torch_could_not_make_is_a_failed_attempt(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    reason = "litert-torch's PT2E flow failed: a stand-in reason"
+    run = quantize_sources("padded_pool", tmp_path_factory, tmp_path, toolchain="best", pt2e_error=reason)
+    attempts = run.result["info"]["attempts"]["int8"]
+    pt2e = attempts[2]
+    assert (pt2e["source"], pt2e["variant"], pt2e["quantizer"]) == ("litert-torch", "pt2e", "litert-torch-pt2e 0.10.0")
+    assert pt2e["outcome"] == f"failed: quantization_failed: {reason}"
+    assert pt2e["source_file"] == "model_int8_pt2e.tflite"
+    assert run.result["info"]["failed"] == {}  # the others still give int8
+    assert run.result["outputs"] == {"tflite_int8": "model_int8.tflite"}

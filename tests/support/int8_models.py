@@ -171,10 +171,12 @@ def quantize_sources(
     toolchain: str = "auto",
     precisions: list[str] | None = None,
     pt2e: bool = False,
+    pt2e_error: str | None = None,
 ) -> StageRun:
     """quantize.litert as the worker runs it for a job with two passing candidates: onnx2tf's
     float32 file (chosen) and litert-torch's, in that order, with the uploaded calibration;
-    with ``pt2e`` also litert-torch's PT2E int8 file (the plan's ``tflite_int8_pt2e_<c>``)."""
+    with ``pt2e`` also litert-torch's PT2E int8 file (the plan's ``tflite_int8_pt2e_<c>``), with
+    ``pt2e_error`` the worker's word that litert-torch could not make it."""
     runs = int8_chain(name, factory)
     onnx2tf = onnx2tf_file(name, factory)
     prepare = runs["prepare"]
@@ -193,6 +195,8 @@ def quantize_sources(
         {"input": "tflite_onnx2tf", "candidate": "onnx2tf", "passed": True, "input_transposes": transposes},
         {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
     ]
+    if pt2e_error:
+        sources[1]["pt2e_error"] = pt2e_error
     options = {"precisions": precisions or ["int8"], "sources": sources}
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
     assert run.ok, run.result

@@ -91,6 +91,13 @@ def test_litert_torch_s_pt2e_file_reaches_the_quantize_stage_when_int8_is_asked(
     with_file = Claim(claim.definition, claim.plan, "model", None, None, Records.of(results))
     assert _input_key(with_file, *inputs["tflite_int8_pt2e_litert-torch"]) == stored["key"]
     assert _input_key(claim, *inputs["tflite_int8_pt2e_litert-torch"]) is None  # no file: the input is left out
+    # A PT2E file that could not be made reaches the stage as the source's reason (a failed attempt).
+    failed = {**results["convert_litert_torch"], "info": {"pt2e": {"quantizer": "litert-torch-pt2e", "error": "no"}}}
+    without = Claim(
+        claim.definition, claim.plan, "model", None, None, Records.of({**results, "convert_litert_torch": failed})
+    )
+    sources = _options_from_conversion(without.definition, without)["sources"]
+    assert {s["candidate"]: s.get("pt2e_error") for s in sources} == {"onnx2tf": None, "litert-torch": "no"}
     # The convert stage calibrates PT2E on the uploaded calibration, only when int8 is asked.
     assert claim.plan.stage("convert_litert_torch").inputs["calibration"] == ("upload", "calibration")
     assert "calibration" not in claim.plan.stage("convert_onnx2tf").inputs
