@@ -12,9 +12,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.support.int8_models import int8_chain, quantize_sources
+from tests.support.int8_models import int8_chain, quantize_sources, spec
+from tests.support.stage_runner import run_stage
 from tests.support.toolchain import toolchain_python
 
 # Each op of the file with its input and output dtypes, and the boundary's, read by the
@@ -143,3 +145,25 @@ def test_a_pt2e_file_litert_torch_could_not_make_is_a_failed_attempt(
     assert pt2e["source_file"] == "model_int8_pt2e.tflite"
     assert run.result["info"]["failed"] == {}  # the others still give int8
     assert run.result["outputs"] == {"tflite_int8": "model_int8.tflite"}
+
+
+def test_a_pt2e_failure_leaves_the_float32_conversion_alone(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    chain = int8_chain("padded_pool", tmp_path_factory)
+    prepare = chain["prepare"]
+    calibration = tmp_path / "calibration.npz"
+    np.savez(calibration, image=np.zeros((2, 1, 3, 8, 8), np.float32))  # not the model's input shape
+    inputs = {
+        "model": chain["model"],
+        "calibration": calibration,
+        "samples": prepare.output("samples"),
+        "reference": prepare.output("reference"),
+    }
+    run = run_stage("torch", "convert.litert_torch", tmp_path / "convert", inputs, spec("padded_pool"))
+    assert run.ok, run.result
+    assert run.result["outputs"] == {"tflite_float32": "model_float32.tflite"}
+    pt2e = run.result["info"]["pt2e"]
+    assert pt2e["quantizer"] == "litert-torch-pt2e"
+    # The same words quantize.litert gives its int8 precision for this file.
+    assert pt2e["error"].startswith("the calibration file: input 'image': samples have shape [2, 1, 3, 8, 8]")
