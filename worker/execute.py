@@ -179,7 +179,9 @@ def _options_from_conversion(definition: StageDef, claim: Claim) -> dict[str, An
 def quantize_sources(claim: Claim, chosen: Candidate | None) -> list[dict[str, Any]]:
     """The float32 files the quantize stage tries, in selection order: the chosen one, then
     every other candidate that passed with builtin ops only (by rank under ``best``, by
-    priority otherwise); each ``{"input", "candidate", "passed", "input_transposes"}``."""
+    priority otherwise); each ``{"input", "candidate", "passed", "input_transposes"}``, and
+    ``pt2e_error`` where the candidate's convert stage could not make its PT2E int8 file (the
+    quantize stage lists that as a failed attempt)."""
     if chosen is None:
         return []
     others = [c for c in collect(claim.plan.spec, claim.previous) if c.deliverable and c.name != chosen.name]
@@ -190,14 +192,14 @@ def quantize_sources(claim: Claim, chosen: Candidate | None) -> list[dict[str, A
         convert = claim.previous.convert(candidate.name)
         if convert is None or convert.output("tflite_float32") is None:
             continue
-        sources.append(
-            {
-                "input": f"tflite_{candidate.name}",
-                "candidate": candidate.name,
-                "passed": candidate.deliverable,
-                "input_transposes": convert.info_as(ConvertInfo).input_transposes,
-            }
-        )
+        info = convert.info_as(ConvertInfo)
+        source = {
+            "input": f"tflite_{candidate.name}",
+            "candidate": candidate.name,
+            "passed": candidate.deliverable,
+            "input_transposes": info.input_transposes,
+        }
+        sources.append({**source, "pt2e_error": info.pt2e_error} if info.pt2e_error else source)
     return sources
 
 

@@ -4,7 +4,9 @@ A stage's inputs are ``(source, name)`` pairs: ``source`` is ``"upload"`` for th
 user's files, the name of an earlier stage whose output ``name`` it consumes, or
 ``"chosen"`` for the float32 .tflite of the candidate that won the selection. The
 quantize stage also gets every candidate's float32 file (``tflite_<candidate>``): it
-tries the passing ones in selection order.
+tries the passing ones in selection order; and litert-torch's PT2E int8 file
+(``tflite_int8_pt2e_<candidate>``), which its convert stage writes from the PyTorch module
+when the job asks for int8 (that stage then also gets the uploaded calibration).
 
 SavedModel candidates are the converters that write one (``saved_model=True``),
 in ``SAVED_MODEL_PRIORITY`` order; one that is not also a TFLite candidate gets a
@@ -31,6 +33,7 @@ from stages.kit.spec import PlanSpec
 
 CONTROL = "control"  # runs in the worker process itself: no framework
 FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
+PT2E_OUTPUT = "tflite_int8_pt2e"  # convert.litert_torch's int8 file (stages.convert.litert_torch_pt2e)
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,12 @@ REPORT = StageDef(names.REPORT, CONTROL, None, role="report")
 COMMON = {"samples": (names.EXPORT, "samples"), "reference": (names.EXPORT, "reference")}
 
 
-def convert_stage(converter: Converter) -> StageDef:
+def convert_stage(converter: Converter, int8: bool = False) -> StageDef:
+    """A converter's stage; one that converts the PyTorch module also gets the uploaded
+    calibration when the job asks for ``int8`` (it writes the PT2E int8 file too)."""
     source = {"onnx": (names.EXPORT, "onnx")} if converter.source == "onnx" else {"model": ("upload", "model")}
+    if int8 and converter.source == "model":
+        source["calibration"] = ("upload", "calibration")
     return StageDef(
         names.convert(converter.name),
         converter.env,
@@ -145,10 +152,17 @@ def candidates(spec: SpecLike) -> list[str]:
     return [name for name in order if name in available]
 
 
-def quantize_sources(converters: list[str]) -> dict[str, tuple[str, str]]:
+def quantize_sources(converters: list[str], int8: bool = False) -> dict[str, tuple[str, str]]:
     """The quantize stage's other float32 files: ``tflite_<candidate>`` for every candidate
-    (the worker names those that passed, in selection order, in its ``sources`` option)."""
-    return {f"tflite_{name}": (names.convert(name), "tflite_float32") for name in converters}
+    (the worker names those that passed, in selection order, in its ``sources`` option), and
+    with ``int8``, ``tflite_int8_pt2e_<candidate>`` for a converter of the PyTorch module
+    (litert-torch): the PT2E int8 file its convert stage writes then, one more int8 attempt on
+    that candidate's source."""
+    files = {f"tflite_{name}": (names.convert(name), "tflite_float32") for name in converters}
+    for name in converters:
+        if int8 and CONVERTERS[name].source == "model":
+            files[f"{PT2E_OUTPUT}_{name}"] = (names.convert(name), PT2E_OUTPUT)
+    return files
 
 
 def saved_model_candidates(spec: SpecLike) -> list[str]:
@@ -176,7 +190,7 @@ def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
     stages += [convert_stage(CONVERTERS[name]) for name in saved_model_candidates(spec) if name not in converters]
     flex = FLEX_ENV in (spec.available_toolchains or tuple(CONVERTERS))
     for name in converters:
-        stages += [convert_stage(CONVERTERS[name]), validate_stage(CONVERTERS[name])]
+        stages += [convert_stage(CONVERTERS[name], "int8" in spec.quantized), validate_stage(CONVERTERS[name])]
         if flex:
             stages.append(validate_flex_stage(CONVERTERS[name]))
     if tflite and spec.quantized:
@@ -187,7 +201,7 @@ def _stages(spec: PlanSpec) -> tuple[StageDef, ...]:
                 registry.entry("quantize"),
                 {
                     "tflite": ("chosen", "tflite_float32"),
-                    **quantize_sources(converters),
+                    **quantize_sources(converters, "int8" in spec.quantized),
                     "calibration": ("upload", "calibration"),
                     **COMMON,
                 },

@@ -2,7 +2,11 @@
 
 Inputs: ``model`` (the upload), ``samples`` and ``reference`` (from ``export.prepare``).
 Output: ``tflite_float32`` (model_float32.tflite). Google's direct path: no ONNX and
-no TensorFlow; the file keeps PyTorch's layout and holds builtin ops only.
+no TensorFlow; the file keeps PyTorch's layout and holds builtin ops only. When the job
+asks for int8 (and optional input ``calibration``, the upload): also ``tflite_int8_pt2e``
+(model_int8_pt2e.tflite), litert-torch's PT2E int8 file made from the loaded module
+(``stages.convert.litert_torch_pt2e``), which ``quantize.litert`` judges as one more int8
+attempt; ``info.pt2e`` says how it went (a PT2E failure is its ``error``, never the stage's).
 
 How litert-torch 0.10.0 is driven, and why (verified on this machine):
 
@@ -34,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stages.convert import litert_torch_pt2e
 from stages.export.formats import unpickle_module
 from stages.export.model import DEFAULT_ALLOWED, apply_state_dict, build_model, load_state_dict
 from stages.kit import samples as sample_io
@@ -118,8 +123,14 @@ def run(request: StageRequest) -> StageResult:
     if renames:
         _rename_inputs(target, renames)
     ops = _builtin_only(target)
+    outputs, pt2e = {"tflite_float32": TARGET}, None
+    if "int8" in spec.quantized:  # the second int8 quantizer, while the module is loaded
+        extra, pt2e = litert_torch_pt2e.produce(
+            request, litert_torch, wrapper, example, keys, samples, renames, CONVERTER_FLAGS
+        )
+        outputs.update(extra)
     return StageResult(
-        outputs={"tflite_float32": TARGET},
+        outputs=outputs,
         metrics={},
         info={
             "versions": versions("litert-torch", "torch", "torchvision", "ai-edge-litert", "litert-converter", "numpy"),
@@ -141,6 +152,7 @@ def run(request: StageRequest) -> StageResult:
             "signature": _signature(target, inputs, output_names),
             "model_format": _model_format(spec),
             "seconds": {"load": round(load_seconds, 3), "convert": round(convert_seconds, 3)},
+            "pt2e": pt2e,
         },
     )
 

@@ -166,16 +166,23 @@ class ExportInfo:
 
 @dataclass(frozen=True)
 class ConvertInfo:
-    """A converter's info: its flags, versions, layout and the inputs it moved to channel-last."""
+    """A converter's info: its flags, versions, layout, the inputs it moved to channel-last and,
+    for litert-torch in an int8 job, why its PT2E int8 file could not be made (``pt2e_error``)."""
 
     versions: dict[str, str] = field(default_factory=dict)
     converter: Any = None
     layout: str | None = None
     input_transposes: Any = None
+    pt2e_error: str | None = None
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConvertInfo:
-        return read_fields(cls, raw, input_transposes=nested(raw, "signature", "input_transposes"))
+        return read_fields(
+            cls,
+            raw,
+            input_transposes=nested(raw, "signature", "input_transposes"),
+            pt2e_error=nested(raw, "pt2e", "error"),
+        )
 
 
 @dataclass(frozen=True)

@@ -93,12 +93,17 @@ def rewrite(
     input_perms: dict[str, list[int]] | None = None,
     output_perms: dict[str, list[int]] | None = None,
     renames: dict[str, str] | None = None,
+    float_ports: bool = False,
 ) -> None:
     """Write ``target``: ``source`` with boundary transposes added and keys renamed.
 
     ``input_perms``/``output_perms`` and ``renames`` are keyed by the current signature
     key (or tensor name when the file has no signature). A renamed port's public
-    tensor takes the new name too.
+    tensor takes the new name too. With ``float_ports``, each quantized int8/uint8 port
+    (one with a scale) without a transpose becomes float32: a QUANTIZE op after the input,
+    a DEQUANTIZE op before the output, with the port's own scale and zero point
+    (litert-torch's PT2E files come with int8 ports; the service's int8 files keep float
+    ones unless ``int8_io``).
     """
     import flatbuffers
     import numpy as np
@@ -122,6 +127,23 @@ def rewrite(
             public_name = renames.get(port.key, port.name)
             perm = perms.get(port.key)
             public = port.tensor
+            if perm is None and float_ports and _quantized(subgraph.tensors[port.tensor], schema):
+                public = len(subgraph.tensors)
+                subgraph.tensors.append(_float_copy(model, schema, subgraph.tensors[port.tensor]))
+                subgraph.tensors[port.tensor].name = f"{public_name}_quantized".encode()
+                op = schema.OperatorT()
+                if kind == "input":
+                    op.opcodeIndex = _opcode(model, schema, schema.BuiltinOperator.QUANTIZE)
+                    op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
+                    op.builtinOptions = schema.QuantizeOptionsT()
+                    op.inputs, op.outputs = [public], [port.tensor]
+                    prepended.append(op)
+                else:
+                    op.opcodeIndex = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE)
+                    op.builtinOptionsType = schema.BuiltinOptions.DequantizeOptions
+                    op.builtinOptions = schema.DequantizeOptionsT()
+                    op.inputs, op.outputs = [port.tensor], [public]
+                    subgraph.operators.append(op)
             if perm is not None:
                 internal = subgraph.tensors[port.tensor]
                 if len(perm) != len(internal.shape) or sorted(perm) != list(range(len(perm))):
@@ -180,6 +202,19 @@ def _permuted_copy(model: Any, schema: Any, tensor: Any, perm: list[int], invers
     if tensor.shapeSignature is not None and len(tensor.shapeSignature):
         twin.shapeSignature = [int(tensor.shapeSignature[axis]) for axis in order]
     twin.quantization = copy.deepcopy(tensor.quantization)
+    twin.buffer = _empty_buffer(model, schema)
+    return twin
+
+
+def _quantized(tensor: Any, schema: Any) -> bool:
+    scale = getattr(tensor.quantization, "scale", None)
+    return tensor.type in (schema.TensorType.INT8, schema.TensorType.UINT8) and scale is not None and len(scale) > 0
+
+
+def _float_copy(model: Any, schema: Any, tensor: Any) -> Any:
+    twin = copy.copy(tensor)
+    twin.type = schema.TensorType.FLOAT32
+    twin.quantization = None
     twin.buffer = _empty_buffer(model, schema)
     return twin
 

@@ -4,7 +4,15 @@ An attempt quantizes one float32 file with one recipe in the quantizer child
 (``stages.quantize.child``), runs the result on the validation samples in stock LiteRT and
 judges it (``stages.quantize.verdict``). The sources are every passing candidate's float32
 file in selection order; int8 has two recipes per source (``RECIPES``: the full-integer
-one, then the one that keeps the numerically sensitive ops and the last layer float).
+one, then the one that keeps the numerically sensitive ops and the last layer float), and
+before them, on litert-torch's source, litert-torch's PT2E file (``PT2E``: made from the
+PyTorch module by ``convert.litert_torch``; here only copied, checked and judged). PT2E
+comes first because it beat the full-integer recipe on the same model's float32 file
+(cosine to PyTorch, 16 calibration / 4 validation samples, litert-torch 0.10.0,
+ai-edge-quantizer 0.10.0): ResNet-style block with a padded max-pool 0.99996 vs 0.99982,
+tiny CNN 0.99948 vs 0.99799; the float_sensitive recipe, which keeps the last layer float,
+reached 0.99998 / 0.99976. On a 2-layer ViT (torchvision, 32x32, hidden 32) PT2E passed
+at 0.9951 where both ai-edge-quantizer recipes failed (0.8653 / 0.8733).
 Outside ``toolchain: best`` the attempts stop at the first that passes; under ``best``
 all run. The file kept is the best by verdict, then min cosine (higher, to 4 digits),
 then single-thread latency; a file the runtime refuses is never kept. Every attempt is listed
@@ -20,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from stages.kit.tflite_boundary import Boundary
 from stages.kit.versions import version
 from stages.quantize import error_sources
 from stages.quantize.int8_io import describe, int8_io_gaps
+from stages.quantize.prebuilt import LIBRARIES, PT2E, PT2E_FILE, copy_file, quantizer_of
 from stages.quantize.verdict import ADVISORY, judge
 
 QUANTIZER_TIMEOUT = 1800
@@ -59,6 +68,10 @@ class Job:
     options: QuantizeOptions
     int8_io: bool = False  # int8 only: int8 inputs and outputs instead of float32
     candidate: str | None = None  # the converter that wrote the source file
+    # int8 files another stage already made from the same model, by variant (``pt2e``),
+    # and why the ones it could not make are missing (``stages.quantize.prebuilt``)
+    prebuilt: dict[str, Path] = field(default_factory=dict)
+    prebuilt_failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def spec(self) -> PlanSpec:
@@ -67,6 +80,17 @@ class Job:
     @property
     def source_label(self) -> str:
         return f"{self.candidate}'s float32 file" if self.candidate else self.tflite.name
+
+    def recipes(self, precision: str) -> tuple[str, ...]:
+        """This source's attempts at ``precision``, in order: for int8 a prebuilt file
+        (litert-torch's PT2E) first where the source has one, then ai-edge-quantizer's recipes."""
+        own = RECIPES.get(precision, ("default",))
+        return (*self.prebuilt, *self.prebuilt_failed, *own) if precision == "int8" else own
+
+    def file_for(self, recipe: str) -> str:
+        """The file an attempt quantized (the float32 source) or took (the PT2E file)."""
+        path = self.prebuilt.get(recipe)
+        return path.name if path else PT2E_FILE if recipe == PT2E else self.tflite.name
 
 
 @dataclass
@@ -78,6 +102,13 @@ class Attempt:
     entry: dict[str, Any] | None
     failure: dict[str, str] | None
     path: Path | None
+
+    @property
+    def label(self) -> str:
+        """How outcomes and reasons name this attempt."""
+        if self.recipe == PT2E:
+            return f"{self.job.candidate or 'litert-torch'}'s PT2E int8 file"
+        return f"{self.job.source_label} with the {self.recipe} recipe"
 
     def rank(self) -> tuple[int, float, float]:
         entry = self.entry or {}
@@ -92,12 +123,13 @@ class Attempt:
     def summary(self, outcome: str) -> dict[str, Any]:
         entry = self.entry or {}
         means = [o.get("mean_abs_over_scale") for o in entry.get("outputs", {}).values()]
+        library = quantizer_of(self.recipe)
         return {
-            "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer') or '?'}",
+            "quantizer": f"{library} {version(LIBRARIES[library]) or '?'}",
             "recipe": ((entry.get("quantizer") or {}).get("recipe") or {}).get("name") or self.recipe,
             "variant": self.recipe,
             "source": self.job.candidate,
-            "source_file": self.job.tflite.name,
+            "source_file": self.job.file_for(self.recipe),
             "outcome": outcome,
             "verdict": entry.get("verdict"),
             "reasons": list(entry.get("reasons") or [])[:4],
@@ -125,7 +157,7 @@ def best_of(
     attempts: list[Attempt] = []
     for job in jobs:
         calibration_file, calibration_info = calibrate(job) if precision == "int8" else (None, None)
-        for recipe in RECIPES.get(precision, ("default",)):
+        for recipe in job.recipes(precision):
             path = work / f"{precision}-{len(attempts)}.tflite"
             entry, failure = produce(job, precision, recipe, calibration_file, calibration_info, path, work)
             attempts.append(Attempt(job, recipe, entry, failure, path if failure is None else None))
@@ -143,18 +175,14 @@ def best_of(
             outcome = f"failed: {attempt.failure['code']}: {attempt.failure['reason']}"
         else:
             outcome = (
-                f"lost: {kept.job.source_label} with the {kept.recipe} recipe ranks higher (verdict, then min "
-                "cosine, then latency)"
+                f"lost: {kept.label} ranks higher (verdict, then min cosine, then latency)"
                 if kept is not None
                 else "lost"
             )
         summaries.append(attempt.summary(outcome))
     if kept is None or kept.path is None or kept.entry is None:
         first = next(a.failure for a in attempts if a.failure is not None) if attempts else None
-        reason = "; ".join(
-            f"{a.job.source_label} with the {a.recipe} recipe: {a.failure['reason'] if a.failure else '?'}"
-            for a in attempts
-        )
+        reason = "; ".join(f"{a.label}: {a.failure['reason'] if a.failure else '?'}" for a in attempts)
         code = first["code"] if first else StageCode.QUANTIZATION_FAILED
         if len(attempts) == 1:
             reason = attempts[0].failure["reason"] if attempts[0].failure else reason
@@ -169,7 +197,7 @@ def best_of(
         )
     shutil.move(str(kept.path), target)
     entry = kept.entry
-    entry["source"] = {"candidate": kept.job.candidate, "file": kept.job.tflite.name}
+    entry["source"] = {"candidate": kept.job.candidate, "file": kept.job.file_for(kept.recipe)}
     entry["attempts"] = summaries
     return entry, None, summaries
 
@@ -185,19 +213,34 @@ def produce(
 ) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """(the attempt's metrics, or None; its failure ``{code, reason}``, or None when usable)."""
     int8_io = job.int8_io and precision == "int8"
-    produced = quantize(
-        precision, recipe, job.tflite, target, calibration_file, job.boundary.signature_key, job.options, work, int8_io
-    )
+    if recipe in job.prebuilt_failed:
+        return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": job.prebuilt_failed[recipe]}
+    if recipe in job.prebuilt:
+        produced = copy_file(job.prebuilt[recipe], target)
+    else:
+        produced = quantize(
+            precision,
+            recipe,
+            job.tflite,
+            target,
+            calibration_file,
+            job.boundary.signature_key,
+            job.options,
+            work,
+            int8_io,
+        )
     if "error" in produced:
         target.unlink(missing_ok=True)
         return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": produced["error"]}
     entry, failure = validate(job, precision, target)
     size = target.stat().st_size
+    library = quantizer_of(recipe)
     entry.update(
         {
+            "toolchain": library,
             "quantizer": {
-                "library": "ai-edge-quantizer",
-                "version": version("ai-edge-quantizer"),
+                "library": LIBRARIES[library],
+                "version": version(LIBRARIES[library]),
                 "recipe": produced["recipe"],
             },
             "float_ops": produced["float_ops"],

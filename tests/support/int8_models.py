@@ -100,8 +100,8 @@ def spec(name: str, **changes: Any) -> dict[str, Any]:
 
 
 def int8_chain(name: str, factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """export.prepare -> convert.litert_torch for one model, and its calibration .npz
-    (``CALIBRATION_SAMPLES`` images); once per session."""
+    """export.prepare -> convert.litert_torch for one model (with its PT2E int8 file), and its
+    calibration .npz (``CALIBRATION_SAMPLES`` images); once per session."""
     if not _MODELS:
         _MODELS.update(make_torch_models(MAKE, factory.mktemp("int8-models")))
     if name not in _CHAINS:
@@ -110,18 +110,23 @@ def int8_chain(name: str, factory: pytest.TempPathFactory) -> dict[str, Any]:
         prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec(name))
         assert prepare.ok, prepare.result
         shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
-        convert = run_stage("torch", "convert.litert_torch", work / "convert", {"model": model, **shared}, spec(name))
-        assert convert.ok, convert.result
         calibration = work / "calibration.npz"
         side = SIDES[name]
         rng = np.random.default_rng(1)
         np.savez(calibration, image=rng.standard_normal((CALIBRATION_SAMPLES, 1, 3, side, side)).astype(np.float32))
+        # The job asks for int8: the stage also writes litert-torch's PT2E file, calibrated on it.
+        inputs = {"model": model, "calibration": calibration, **shared}
+        convert = run_stage("torch", "convert.litert_torch", work / "convert", inputs, spec(name))
+        assert convert.ok, convert.result
         _CHAINS[name] = {"prepare": prepare, "convert": convert, "calibration": calibration, "model": model}
     return _CHAINS[name]
 
 
-def quantize_int8(name: str, factory: pytest.TempPathFactory, work: Path, **options: Any) -> StageRun:
-    """quantize.litert at int8 on the chain's float32 file, with the uploaded calibration."""
+def quantize_int8(
+    name: str, factory: pytest.TempPathFactory, work: Path, pt2e: bool = False, **options: Any
+) -> StageRun:
+    """quantize.litert at int8 on the chain's float32 file, with the uploaded calibration (and
+    with ``pt2e``, litert-torch's PT2E file as one more attempt)."""
     runs = int8_chain(name, factory)
     inputs = {
         "tflite": runs["convert"].output("tflite_float32"),
@@ -129,6 +134,8 @@ def quantize_int8(name: str, factory: pytest.TempPathFactory, work: Path, **opti
         "reference": runs["prepare"].output("reference"),
         "calibration": runs["calibration"],
     }
+    if pt2e:
+        inputs["tflite_int8_pt2e"] = runs["convert"].output("tflite_int8_pt2e")
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name), {"precisions": ["int8"], **options})
     assert run.ok, run.result
     return run
@@ -158,10 +165,18 @@ def onnx2tf_file(name: str, factory: pytest.TempPathFactory) -> StageRun:
 
 
 def quantize_sources(
-    name: str, factory: pytest.TempPathFactory, work: Path, toolchain: str = "auto", precisions: list[str] | None = None
+    name: str,
+    factory: pytest.TempPathFactory,
+    work: Path,
+    toolchain: str = "auto",
+    precisions: list[str] | None = None,
+    pt2e: bool = False,
+    pt2e_error: str | None = None,
 ) -> StageRun:
     """quantize.litert as the worker runs it for a job with two passing candidates: onnx2tf's
-    float32 file (chosen) and litert-torch's, in that order, with the uploaded calibration."""
+    float32 file (chosen) and litert-torch's, in that order, with the uploaded calibration;
+    with ``pt2e`` also litert-torch's PT2E int8 file (the plan's ``tflite_int8_pt2e_<c>``), with
+    ``pt2e_error`` the worker's word that litert-torch could not make it."""
     runs = int8_chain(name, factory)
     onnx2tf = onnx2tf_file(name, factory)
     prepare = runs["prepare"]
@@ -173,11 +188,15 @@ def quantize_sources(
         "reference": prepare.output("reference"),
         "calibration": runs["calibration"],
     }
+    if pt2e:
+        inputs["tflite_int8_pt2e_litert-torch"] = runs["convert"].output("tflite_int8_pt2e")
     transposes = onnx2tf.result["info"].get("input_transposes")
     sources = [
         {"input": "tflite_onnx2tf", "candidate": "onnx2tf", "passed": True, "input_transposes": transposes},
         {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
     ]
+    if pt2e_error:
+        sources[1]["pt2e_error"] = pt2e_error
     options = {"precisions": precisions or ["int8"], "sources": sources}
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
     assert run.ok, run.result

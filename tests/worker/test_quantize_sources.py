@@ -74,3 +74,35 @@ def test_sources_are_the_passing_candidates_in_selection_order() -> None:
     # best: by rank (the faster litert-torch file first).
     assert [s["candidate"] for s in best["sources"]] == ["litert-torch", "onnx2tf"]
     assert "input_transposes" not in best
+
+
+def test_litert_torch_s_pt2e_file_reaches_the_quantize_stage_when_int8_is_asked() -> None:
+    claim = _claim("auto")
+    inputs = claim.definition.inputs
+    assert inputs["tflite_int8_pt2e_litert-torch"] == ("convert_litert_torch", "tflite_int8_pt2e")
+    # Only litert-torch converts the PyTorch module: the ONNX converters have no PT2E file.
+    assert sorted(name for name in inputs if name.startswith("tflite_int8_pt2e")) == ["tflite_int8_pt2e_litert-torch"]
+    stored = {"key": "jobs/j/stages/convert_litert_torch/model_int8_pt2e.tflite", "size": 1, "sha256": "0", "file": "m"}
+    results = {**RESULTS, "convert_litert_torch": {**RESULTS["convert_litert_torch"]}}
+    results["convert_litert_torch"]["outputs"] = {
+        **results["convert_litert_torch"]["outputs"],
+        "tflite_int8_pt2e": stored,
+    }
+    with_file = Claim(claim.definition, claim.plan, "model", None, None, Records.of(results))
+    assert _input_key(with_file, *inputs["tflite_int8_pt2e_litert-torch"]) == stored["key"]
+    assert _input_key(claim, *inputs["tflite_int8_pt2e_litert-torch"]) is None  # no file: the input is left out
+    # A PT2E file that could not be made reaches the stage as the source's reason (a failed attempt).
+    failed = {**results["convert_litert_torch"], "info": {"pt2e": {"quantizer": "litert-torch-pt2e", "error": "no"}}}
+    without = Claim(
+        claim.definition, claim.plan, "model", None, None, Records.of({**results, "convert_litert_torch": failed})
+    )
+    sources = _options_from_conversion(without.definition, without)["sources"]
+    assert {s["candidate"]: s.get("pt2e_error") for s in sources} == {"onnx2tf": None, "litert-torch": "no"}
+    # The convert stage calibrates PT2E on the uploaded calibration, only when int8 is asked.
+    assert claim.plan.stage("convert_litert_torch").inputs["calibration"] == ("upload", "calibration")
+    assert "calibration" not in claim.plan.stage("convert_onnx2tf").inputs
+    float16 = Plan.of(
+        {"targets": ["tflite"], "quantization": ["float32", "float16"], "available_toolchains": EVERYTHING}
+    )
+    assert "calibration" not in float16.stage("convert_litert_torch").inputs
+    assert not any(name.startswith("tflite_int8_pt2e") for name in float16.stage("quantize").inputs)
