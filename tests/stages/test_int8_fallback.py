@@ -7,9 +7,6 @@ litert-torch's PT2E file of the module (made by convert.litert_torch) is one mor
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ import pytest
 
 from tests.support.int8_models import int8_chain, quantize_sources, spec
 from tests.support.stage_runner import run_stage
-from tests.support.toolchain import toolchain_python
+from tests.support.toolchain import run_code
 
 # Each op of the file with its input and output dtypes, and the boundary's, read by the
 # LiteRT interpreter (not by the service's own flatbuffer readers).
@@ -114,15 +111,7 @@ def test_litert_torch_s_pt2e_file_is_one_more_int8_attempt(
     assert made["calibration"] == {"source": "uploaded", "samples": 16}  # the quantize stage's data
     assert made["calibrated_samples"] == 16
     assert "error" not in made
-    proc = subprocess.run(
-        [str(toolchain_python("torch")), "-c", TENSOR_TYPES, str(convert.output("tflite_int8_pt2e"))],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = run_code("torch", TENSOR_TYPES, str(convert.output("tflite_int8_pt2e")), timeout=120)
     assert seen["ports"] == ["float32", "float32"]  # int8 inside, float32 boundary (no int8_io)
     weighted = [op for op in seen["ops"] if op[0] in ("CONV_2D", "FULLY_CONNECTED")]
     assert len(weighted) == 4

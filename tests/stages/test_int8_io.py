@@ -11,8 +11,6 @@ point the stage reports, and checked again in ``validate.tflite``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from stages.kit.tflite_boundary import Boundary, Port
 from stages.quantize.int8_io import int8_io_gaps
 from tests.support.quantize_chains import INT8_MIN_COSINE, SEGMENTER_SPEC, quantize_segmenter, segmenter_chain
 from tests.support.stage_runner import StageRun, run_stage
-from tests.support.toolchain import toolchain_python
+from tests.support.toolchain import run_code
 
 # Feeds the file int8 by hand, as a user would from the report's numbers, and prints the
 # interpreter's own view of the boundary and the dequantized outputs' cosine to PyTorch.
@@ -124,23 +122,15 @@ def test_the_file_runs_when_fed_int8_by_hand(
 ) -> None:
     prepare = segmenter_chain(tmp_path_factory)["prepare"]
     signature = int8(runs["int8_io"])["signature"]
-    proc = subprocess.run(
-        [
-            str(toolchain_python("torch")),
-            "-c",
-            RUN_BY_HAND,
-            str(runs["int8_io"].output("tflite_int8")),
-            str(prepare.output("samples")),
-            str(prepare.output("reference")),
-            json.dumps(signature),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    seen = run_code(
+        "torch",
+        RUN_BY_HAND,
+        str(runs["int8_io"].output("tflite_int8")),
+        str(prepare.output("samples")),
+        str(prepare.output("reference")),
+        json.dumps(signature),
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
     image, out = signature["inputs"]["image"]["quantization"], signature["outputs"]["out"]["quantization"]
     assert seen["details"]["inputs"] == [
         {"dtype": "int8", "quantization": [pytest.approx(image["scale"]), image["zero_point"]]}

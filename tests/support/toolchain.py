@@ -11,23 +11,28 @@ from typing import Any
 
 from testkit.toolchains import ENV_OVERRIDES, toolchain_python
 
-__all__ = ["ENV_OVERRIDES", "run_script", "tf_script", "toolchain_python", "torch_script"]
+__all__ = ["ENV_OVERRIDES", "run_code", "run_script", "tf_script", "toolchain_python", "torch_script"]
 
 HERE = Path(__file__).resolve().parent
 
 
 def run_script(toolchain: str, script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
     """Run tests/support/<script> in a toolchain environment; returns its JSON answer (last line)."""
+    return _answer(toolchain, [str(HERE / script), *args], f"{script} {' '.join(args)}", timeout)
+
+
+def run_code(toolchain: str, code: str, *args: str, timeout: float = 600) -> Any:
+    """Run ``python -c code *args`` in a toolchain environment; returns its JSON answer (last line)."""
+    return _answer(toolchain, ["-c", code, *args], f"python -c <{code.strip().splitlines()[0]}...>", timeout)
+
+
+def _answer(toolchain: str, argv: list[str], label: str, timeout: float) -> Any:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [str(toolchain_python(toolchain)), str(HERE / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
+        [str(toolchain_python(toolchain)), *argv], capture_output=True, text=True, timeout=timeout, env=env
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{label} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
