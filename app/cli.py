@@ -20,6 +20,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     port = int(os.environ.get("PORT", "8000"))
+    if not port_is_free(port):
+        print(
+            f"[run] port {port} is already in use on 127.0.0.1: stop what listens there, or choose another "
+            f"with PORT=<port> make run (then export MODELPORT_URL=http://127.0.0.1:<port> for the client)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     env = dict(os.environ)
     key = env.get("MODELPORT_API_KEY") or load_or_create_api_key(data_dir)
     env["MODELPORT_API_KEY"] = key
@@ -41,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"  Web page:  http://127.0.0.1:{port}/   sign in with the API key: {key}\n"
             f"  Authenticate with:  Authorization: Bearer {key}\n"
             f"  e.g.  export KEY={key}\n"
+            f"        export MODELPORT_URL=http://127.0.0.1:{port} MODELPORT_API_KEY=$KEY   # for modelport convert\n"
             f'        curl -H "Authorization: Bearer $KEY" http://127.0.0.1:{port}/v1/jobs\n'
             f"  Broker: {env['REDIS_URL']}   Database: {database}\n"
             "  Ctrl-C stops everything this command started.\n",
@@ -56,6 +65,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         print("[run] stopping", flush=True)
         stack.stop()
+
+
+def port_is_free(port: int) -> bool:
+    """Whether the API could listen on 127.0.0.1:``port`` (checked before anything starts, so a
+    taken port is one clear line instead of workers started and stopped again)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -273,7 +273,7 @@ def list_jobs(
 
 def cancel_job(session: Session, job: Job) -> Job:
     if job.status in FINAL:
-        raise Conflict(f"job is already {job.status}", code=ErrorCode.JOB_FINISHED)
+        raise Conflict(f"job has already finished ({job.status})", code=ErrorCode.JOB_FINISHED)
     job.status = JobStatus.CANCELLED
     job.finished_at = utcnow()
     for stage in job.stages:

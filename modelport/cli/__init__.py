@@ -14,11 +14,13 @@ wait timed out, or a download did not match its sha256; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 SERVER_COMMANDS = ("run", "migrate", "create-key", "revoke-key")
 USAGE_ERROR, UNAVAILABLE = 2, 3
+NO_KEY = "no API key: pass --api-key KEY or set MODELPORT_API_KEY (`make run` prints one and saves it in var/api-key)"
 
 EXAMPLES = """\
 examples:
@@ -254,7 +256,10 @@ def run(args: argparse.Namespace) -> int:
             err.print(f"[dim]request id {error.request_id}[/]")
         return USAGE_ERROR if error.status < 500 else UNAVAILABLE
     except ConfigurationError as error:
-        err.print(f"[bold red]error[/]: {escape(str(error))}")
+        # The client's own words name its argument (api_key=...); the command's is --api-key.
+        missing_key = not (getattr(args, "api_key", None) or os.environ.get("MODELPORT_API_KEY"))
+        text = NO_KEY if missing_key else str(error)
+        err.print(f"[bold red]error[/]: {escape(text)}")
         return USAGE_ERROR
     except FileNotFoundError as error:
         err.print(f"[bold red]error[/]: {escape(str(error))}")

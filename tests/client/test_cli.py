@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +255,34 @@ def test_a_failed_jobs_message_is_printed_once() -> None:
     console = Console(file=StringIO(), width=300, highlight=False)
     describe_failure(info.model_copy(update={"stages": []}), console)
     assert console.file.getvalue().count(message) == 1  # type: ignore[attr-defined]
+
+
+def test_run_on_a_taken_port_says_so_before_starting_anything(tmp_path: Path) -> None:
+    script = "import sys; from app.cli import entry; sys.exit(entry(sys.argv[1:]))"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": os.environ["PATH"],
+            "PORT": str(port),
+            "MODELPORT_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", script, "run"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"port {port} is already in use" in result.stderr
+    assert "PORT=<port> make run" in result.stderr
+    assert "[run] starting" not in result.stdout  # no Redis, no worker was started and stopped
+
+
+def test_the_command_without_a_key_names_its_own_flag(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "MODELPORT_URL": "http://127.0.0.1:9"}
+    result = subprocess.run(
+        [sys.executable, "-m", "modelport", "jobs"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 2
+    assert "pass --api-key KEY or set MODELPORT_API_KEY" in result.stderr
+    assert "api_key=" not in result.stderr
