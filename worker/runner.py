@@ -23,6 +23,7 @@ import psutil
 
 from domain.toolchains import get_toolchain, stages_pythonpath
 from stages.kit.codes import StageCode
+from stages.kit.fields import finite_json
 
 
 class StageFailure(Exception):
@@ -335,7 +336,7 @@ def _outcome(
 
 def _read_result(path: Path) -> dict[str, Any] | None:
     try:
-        value = json.loads(path.read_text())
+        value = finite_json(json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None

@@ -26,6 +26,7 @@ from domain.models import Artifact, Job, StageRun
 from domain.models.base import utcnow
 from domain.storage import ObjectStore
 from stages.kit.codes import StageCode
+from stages.kit.fields import finite_json
 from stages.kit.results import ConvertInfo, ExportInfo, QuantizeInfo, RunNote, ValidateInfo
 from stages.kit.spec import PlanSpec
 
@@ -178,6 +179,13 @@ def _reasons(spec: PlanSpec, artifacts: list[dict[str, Any]], precisions: dict[s
 
 
 def _report(
+    job: Job, spec: PlanSpec, records: Records, artifacts: list[dict[str, Any]], precisions: dict[str, PrecisionState]
+) -> dict[str, Any]:
+    # Strict JSON (the API and report.json refuse NaN/Infinity), whatever a stage measured.
+    return finite_json(_report_fields(job, spec, records, artifacts, precisions))
+
+
+def _report_fields(
     job: Job, spec: PlanSpec, records: Records, artifacts: list[dict[str, Any]], precisions: dict[str, PrecisionState]
 ) -> dict[str, Any]:
     reasons = _reasons(spec, artifacts, precisions)

@@ -8,6 +8,7 @@ every toolchain environment.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -36,3 +37,20 @@ def nested(raw: Any, *path: str) -> Any:
             return None
         raw = raw.get(key)
     return raw
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` (JSON-shaped: dicts, lists, scalars) with every NaN or infinite float made None.
+
+    A stage's numbers may be non-finite (an error over a scale of 0; a channel whose float32
+    range is 0 in ``error_sources``) and Python's ``json`` writes and reads them as
+    ``NaN``/``Infinity``, which strict JSON (RFC 8259), PostgreSQL's ``json`` type and the
+    API's responses refuse. The worker applies this to every stage result it reads, and the
+    report to itself."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value

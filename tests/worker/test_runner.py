@@ -171,3 +171,15 @@ def test_stage_has_no_network_and_its_own_pid_space(tmp_path: Path) -> None:
     assert "network_namespace" in outcome.isolation, outcome.isolation
     assert "unreachable" in outcome.result["info"]["network"]
     assert outcome.result["info"]["pid"] < 10  # a fresh PID namespace
+
+
+def test_a_stage_result_with_nan_or_infinity_is_read_as_strict_json(tmp_path: Path) -> None:
+    """Python's json writes NaN/Infinity (an error over a scale of 0, a constant channel in
+    error_sources); PostgreSQL's json type and the API refuse them. The one reader of stage
+    results (both runners) makes them None, nested values included; the report does the same
+    to itself (domain.jobs.report)."""
+    from worker.runner import _read_result
+
+    path = tmp_path / "result.json"
+    path.write_text('{"ok": true, "metrics": {"e": Infinity, "rows": [NaN, 1.5, {"x": -Infinity}]}}')
+    assert _read_result(path) == {"ok": True, "metrics": {"e": None, "rows": [None, 1.5, {"x": None}]}}
