@@ -9,7 +9,6 @@ No framework here: the stages measured everything; this module arranges their nu
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +56,6 @@ class PrecisionState:
         if self.status == "not_produced":
             return {"status": self.status, "code": self.code, "reason": self.reason, **tried}
         return {"status": self.status, "reason": self.reason}
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _outcome(run: StageRun | None, validate_run: StageRun | None) -> str | None:
@@ -111,7 +106,7 @@ def _attempts(job: Job, spec: PlanSpec, records: Records) -> list[dict[str, Any]
                 "requires_flex": candidate.requires_flex if check else None,
                 "latency_ms": check.latency_ms if check else None,
                 "runtime": records.validation(candidate.name).info_as(ValidateInfo).runtime,
-                "max_abs_over_scale": _finite(candidate.error) if check else None,
+                "max_abs_over_scale": candidate.error if check else None,  # inf -> null: finite_json
                 "reasons": list(check.reasons or []) if check else [],
                 "size": out.size if out is not None else None,
                 "operators": check.operators if check else None,

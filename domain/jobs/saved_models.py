@@ -9,7 +9,6 @@ tried it and why, the targets that did pass, and what to change.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from domain.jobs import names
@@ -20,10 +19,6 @@ from domain.models import Job, StageRun
 from stages.kit.fields import nested
 from stages.kit.results import ConvertInfo, ExportInfo, RunNote
 from stages.kit.spec import PlanSpec
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _ended(run: StageRun | None) -> str | None:
@@ -65,7 +60,7 @@ def saved_model_attempts(job: Job, spec: PlanSpec, records: Records) -> list[dic
                 "chosen": outcome == "chosen",
                 "verdict": candidate.verdict if check else None,
                 "runtime": _runtime(convert.info) if check else None,
-                "max_abs_over_scale": _finite(candidate.error) if check else None,
+                "max_abs_over_scale": candidate.error if check else None,  # inf -> null: finite_json
                 "reasons": list(check.reasons or []) if check else [],
                 "size": out.size if out is not None else None,
                 "signature": nested(convert.info, "saved_model", "signature") or nested(convert.info, "signature"),

@@ -156,3 +156,21 @@ def test_a_saved_model_that_fails_at_a_probe_size_says_why_in_its_attempt(
     assert job_out(client, auth, job_id)["status"] == "failed"
     (saved,) = report_of(client, auth, job_id)["saved_model_attempts"]
     assert (saved["outcome"], saved["verdict"], saved["reasons"]) == ("chosen", "fail", [why])
+
+
+def test_an_unknown_error_is_null_in_the_report_not_infinity(
+    settings: Settings, client: TestClient, auth: dict[str, str]
+) -> None:
+    """A check without ``max_abs`` has an unknown (infinite) error: the report, strict JSON
+    (stages.kit.fields.finite_json), says null, and the report stage does not fail."""
+    ctx = build_context(settings)
+    job_id = make_job(ctx, {**EINSUM, "toolchain": "onnx-tf"})
+    run(ctx, job_id, "export_onnx", exported())
+    result = onnx_tf_kept_saved_model()
+    result["metrics"]["saved_model"]["outputs"] = {"y": {"scale": 2.0}}
+    run(ctx, job_id, "convert_onnx_tf", result)
+    run(ctx, job_id, "report")
+
+    assert job_out(client, auth, job_id)["error"]["code"] != "internal_error"
+    (saved,) = report_of(client, auth, job_id)["saved_model_attempts"]
+    assert (saved["outcome"], saved["max_abs_over_scale"]) == ("chosen", None)
