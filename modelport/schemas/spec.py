@@ -34,6 +34,11 @@ class Architecture(BaseModel):
     @field_validator("name")
     @classmethod
     def _dotted(cls, value: str) -> str:
+        if _NAME.match(value):  # a bare name: say what its dotted path would be
+            raise ValueError(
+                f"must be a dotted path: 'torchvision.models.{value}' for a torchvision model, "
+                f"'transformers.{value}' for a transformers class"
+            )
         if not _DOTTED.match(value):
             raise ValueError("must be a dotted path such as 'torchvision.models.resnet18'")
         return value

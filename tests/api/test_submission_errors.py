@@ -76,6 +76,12 @@ def post(client: TestClient, auth: dict[str, str], files: Any) -> httpx.Response
             "webhooks only call public addresses unless the operator allows the host",
         ),
         (ONNX, {"quantization": ["int8"], "targets": ["onnx"]}, "unsupported_option", "add 'tflite' to targets"),
+        (
+            SAFETENSORS,
+            {**STATE_DICT_SPEC, "architecture": {"name": "resnet18"}},
+            "invalid_spec",
+            "'torchvision.models.resnet18' for a torchvision model, 'transformers.resnet18' for a transformers",
+        ),
     ],
 )
 def test_spec_refusals(
