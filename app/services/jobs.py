@@ -113,6 +113,14 @@ def check_spec(spec: JobSpec, model_format: str, settings: Settings) -> PlanSpec
                 f"{missing} (checked against the torchvision and transformers the torch toolchain pins)",
                 code=ErrorCode.ARCHITECTURE_NOT_FOUND,
             )
+    elif spec.architecture is not None:
+        # Only a state dict is built from an architecture; echoing it in the report of an upload
+        # that carries its own model would claim it played a part.
+        raise InvalidRequest(
+            f"'architecture' builds the model of a state dict; this upload is {model_format!r}, which "
+            "carries its own model: drop 'architecture' from the spec",
+            code=ErrorCode.UNSUPPORTED_OPTION,
+        )
     if model_format in ("state_dict", "torchscript", "pickled_module") and not spec.inputs:
         # ONNX files and ExportedPrograms carry their signature; the others do not.
         raise InvalidRequest(

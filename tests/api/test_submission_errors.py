@@ -77,6 +77,12 @@ def post(client: TestClient, auth: dict[str, str], files: Any) -> httpx.Response
         ),
         (ONNX, {"quantization": ["int8"], "targets": ["onnx"]}, "unsupported_option", "add 'tflite' to targets"),
         (
+            ONNX,
+            {"architecture": {"name": "torchvision.models.resnet18"}},
+            "unsupported_option",
+            "this upload is 'onnx', which carries its own model: drop 'architecture'",
+        ),
+        (
             SAFETENSORS,
             {**STATE_DICT_SPEC, "architecture": {"name": "resnet18"}},
             "invalid_spec",
