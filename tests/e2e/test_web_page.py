@@ -127,6 +127,15 @@ def test_the_page_converts_a_model_and_draws_its_report(
             assert sorted(cosine) == sorted(PRECISIONS[1:])
             assert page.locator("#agreement-svg line.threshold").count() >= 1
             expect(page.locator("#precision-table tbody tr")).to_have_count(len(PRECISIONS))
+            # Every quantizer run, one row each, in the report's order; the kept ones' cosines.
+            runs = [(p, a) for p, state in report["precisions"].items() for a in state.get("attempts") or []]
+            assert len(runs) >= len(PRECISIONS) - 1
+            expect(page.locator("#quantizer-attempts tbody tr")).to_have_count(len(runs))
+            assert attrs(page, "#quantizer-attempts tbody tr", "data-precision") == [p for p, _ in runs]
+            kept = page.locator("#quantizer-attempts tbody tr[data-outcome=kept] td.cosine").all_inner_texts()
+            cosines = [a["min_cosine"] for _, a in runs if a["outcome"] == "kept"]
+            assert kept == ["" if c is None else f"{c:.4f}" for c in cosines]
+            assert any(c is not None for c in cosines)  # int8 and dynamic_range are judged by cosine
             page.screenshot(path=str(shots / "job-report.png"), full_page=True)
 
             # Artifacts: listed, and a download is the artifact's bytes.

@@ -443,11 +443,30 @@ async function loadReport(main, jobId) {
     ([precision, p]) => h('tr', { 'data-precision': precision }, h('td', {}, precision), h('td', {}, p.status),
       h('td', { class: 'mono' }, p.artifact || ''), h('td', {}, p.verdict ? badge(p.verdict) : ''),
       h('td', {}, p.code ? `${p.code}: ${p.reason || ''}` : ''))));
+  main.querySelector('#quantizer-attempts tbody').replaceChildren(...quantizerRows(report));
   main.querySelector('#attempts tbody').replaceChildren(...(report.attempts || []).map((a) => h('tr', {},
     h('td', {}, a.toolchain), h('td', {}, a.outcome), h('td', {}, a.verdict ? badge(a.verdict) : ''),
     h('td', {}, a.requires_flex ? 'yes' : 'no'), h('td', {}, a.latency_ms ? num(a.latency_ms.median_1_thread) : ''),
     h('td', {}, bytes(a.size)))));
   main.querySelector('#report-body').hidden = false;
+}
+
+// Every quantizer run of every quantized precision (the report's precisions[p].attempts), in order;
+// for a degraded or failed file, the op whose output drifts most from the float32 file.
+function quantizerRows(report) {
+  const rows = [];
+  for (const [precision, p] of Object.entries(report.precisions || {})) {
+    for (const a of p.attempts || []) {
+      const floatOps = Object.entries(a.float_ops || {}).map(([op, n]) => `${op} ×${n}`).join(', ');
+      const top = ((a.error_sources || {}).ops || [])[0];
+      rows.push(h('tr', { 'data-precision': precision, 'data-outcome': a.outcome.split(':')[0] },
+        h('td', {}, precision), h('td', {}, a.quantizer), h('td', {}, a.recipe || a.variant),
+        h('td', {}, a.source || ''), h('td', {}, a.outcome), h('td', {}, a.verdict ? badge(a.verdict) : ''),
+        h('td', { class: 'cosine' }, a.min_cosine == null ? '' : a.min_cosine.toFixed(4)),
+        h('td', {}, floatOps), h('td', {}, top ? `${top.op} ${top.tensor || ''}` : '')));
+    }
+  }
+  return rows;
 }
 
 // ---- the report's pictures --------------------------------------------------------------------
