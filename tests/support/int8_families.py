@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.matrix import INT8_FAMILIES
 from tests.support.models import MASK, TOKENS, image, spec_of
 from tests.support.plan_chain import PlanRun, run_plan
 from tests.support.quantize_chains import CALIBRATION_SAMPLES
@@ -75,21 +76,20 @@ def _static(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**item, "shape": [1, *item["shape"][1:]]} for item in inputs]
 
 
-# family -> its TINY_MODELS row (tests/support/models.py) and its inputs at batch 1.
-ROWS: dict[str, tuple[tuple[str, str], list[dict[str, Any]]]] = {
-    "segmentation": (("exported_program", "lraspp"), image(64, batch=1)),
-    "vit": (("state_dict", "vit"), image(32, batch=1)),
-    "bert": (("state_dict", "bert"), _static([TOKENS, MASK])),
-    "gpt2": (("state_dict", "gpt2"), _static([TOKENS])),
+# family -> its inputs at batch 1 (its TINY_MODELS row is tests/support/matrix.py's INT8_FAMILIES).
+INPUTS: dict[str, list[dict[str, Any]]] = {
+    "segmentation": image(64, batch=1),
+    "vit": image(32, batch=1),
+    "bert": _static([TOKENS, MASK]),
+    "gpt2": _static([TOKENS]),
 }
 
 
 def family_spec(family: str) -> dict[str, Any]:
     """The job's normalized spec: ``toolchain: best``, float32 and int8, tflite only."""
-    key, inputs = ROWS[family]
     return spec_of(
-        key,
-        inputs=inputs,
+        INT8_FAMILIES[family].tiny,
+        inputs=INPUTS[family],
         toolchain="best",
         targets=["tflite"],
         quantization=["float32", "int8"],
@@ -104,7 +104,7 @@ def calibration_file(family: str, path: Path) -> Path:
     vocabulary and a 0/1 mask, as the synthetic samples draw them."""
     rng = np.random.default_rng(1)
     arrays: dict[str, np.ndarray] = {}
-    for item in ROWS[family][1]:
+    for item in INPUTS[family]:
         shape = (CALIBRATION_SAMPLES, *item["shape"])
         if item["dtype"] == "float32":
             arrays[item["name"]] = rng.standard_normal(shape).astype(np.float32)
@@ -144,6 +144,6 @@ def family_jobs(factory: pytest.TempPathFactory) -> dict[str, FamilyJob]:
             return FamilyJob(family, plan, round(time.monotonic() - started, 1))
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {family: pool.submit(job, family) for family in ROWS}
+            futures = {family: pool.submit(job, family) for family in INT8_FAMILIES}
             _JOBS.update({family: future.result() for family, future in futures.items()})
     return _JOBS
