@@ -88,7 +88,9 @@ def run_plan(
     the operator options the worker adds to every stage (``allowed_architectures``, ...).
     A stage whose candidate's conversion failed, a flex validation of a file that needs no
     flex ops, and a quantize stage without a chosen file are skipped (``PlanRun.skipped``),
-    as the worker skips them. Each stage's request, result and log stay in
+    as the worker skips them. Every candidate runs: the ``auto`` rule that skips the later ones
+    once one passes (``domain.jobs.selection.auto_satisfied``) is not modelled, so a spec here
+    is one with ``toolchain: best`` or one that asks for int8. Each stage's request, result and log stay in
     ``work/<stage name>``. Raises nothing for a failed stage: its ``StageRun`` says so.
     """
     done = PlanRun(Plan.of(spec))
