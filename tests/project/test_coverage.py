@@ -24,9 +24,16 @@ from modelport.schemas import spec as spec_schema
 from modelport.schemas.spec import DEFAULT_TOLERANCE
 from stages.export.prepare import SUPPORTED_FORMATS as PREPARED_FORMATS
 from stages.registry import STAGES
-from tests.stages import test_conversions, test_families, test_quantize
+from tests.stages import test_conversions, test_families, test_int8_families, test_quantize
 from tests.support import matrix
-from tests.support.matrix import LITERT, QUANTIZATIONS, UPLOAD_CONVERSIONS, Conversion, all_conversions
+from tests.support.matrix import (
+    INT8_FAMILIES,
+    LITERT,
+    QUANTIZATIONS,
+    UPLOAD_CONVERSIONS,
+    Conversion,
+    all_conversions,
+)
 from tests.support.models import TINY_MODELS
 
 # The tests that run a row and assert that it passes, each with the row name of a parameter.
@@ -35,6 +42,7 @@ SUCCESS_TESTS: list[tuple[Callable[..., None], Callable[[Any], str]]] = [
     (test_families.test_flex_cells_pass_in_tensorflows_interpreter, lambda cell: "family_{}_{}".format(*cell)),
     (test_conversions.test_the_upload_converts_to_a_tflite_within_tolerance, lambda name: name),
     (test_quantize.test_every_precision_is_produced_with_float32_io, lambda case: f"quantize_{case}"),
+    (test_int8_families.test_int8_is_produced_by_the_measured_attempt, lambda family: f"int8_{family}"),
 ]
 
 
@@ -140,6 +148,7 @@ def test_the_conversion_tables_are_the_ones_the_tests_run() -> None:
     assert sorted(test_families.EXPECTED) == sorted(test_families.CELLS)
     assert test_conversions.UPLOAD_CONVERSIONS is UPLOAD_CONVERSIONS
     assert test_quantize.QUANTIZATIONS is QUANTIZATIONS
+    assert list(test_int8_families.EXPECTED) == list(INT8_FAMILIES)
     assert list(test_quantize.PRECISIONS) == [p for p in QUANTIZATIONS["mobilenet_v2"].precisions if p != "float32"]
 
 

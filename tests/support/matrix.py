@@ -105,9 +105,22 @@ QUANTIZATIONS: dict[str, Conversion] = {
 }
 
 
+# tests/stages/test_int8_families.py: each family's int8 job (toolchain best over onnx2tf and
+# litert-torch, tflite only), under the converter whose file the kept int8 attempt came from
+# (litert-torch for its PT2E file).
+INT8 = ("float32", "int8")
+INT8_FAMILIES: dict[str, Conversion] = {
+    "segmentation": Conversion(("exported_program", "lraspp"), "onnx2tf", precisions=INT8, targets=("tflite",)),
+    "vit": Conversion(("state_dict", "vit"), "litert-torch", precisions=INT8, targets=("tflite",)),
+    "bert": Conversion(("state_dict", "bert"), "litert-torch", precisions=INT8, targets=("tflite",)),
+    "gpt2": Conversion(("state_dict", "gpt2"), "litert-torch", precisions=INT8, targets=("tflite",)),
+}
+
+
 def all_conversions() -> dict[str, Conversion]:
     return {
         **family_conversions(),
         **UPLOAD_CONVERSIONS,
         **{f"quantize_{case}": row for case, row in QUANTIZATIONS.items()},
+        **{f"int8_{family}": row for family, row in INT8_FAMILIES.items()},
     }

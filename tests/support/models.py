@@ -84,6 +84,9 @@ TINY_MODELS: dict[tuple[str, str], TinyModel] = {
     ("onnx", "cnn"): TinyModel(None),
     ("exported_program", "cnn"): TinyModel(None),
     ("pickled_module", "cnn"): TinyModel(None, image(32)),
+    # The segmentation stand-in of the int8 tests (make_models.py's tiny LR-ASPP), an
+    # ExportedProgram at 1x3x64x64 (tests/support/int8_families.py).
+    ("exported_program", "lraspp"): TinyModel(None, image(64, batch=1)),
 }
 
 
