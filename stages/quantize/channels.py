@@ -154,18 +154,21 @@ def _indices(indices: list[int], limit: int = 12) -> str:
     return shown + (f" (+{len(indices) - limit} more)" if len(indices) > limit else "")
 
 
-def agreement(ref: np.ndarray, act: np.ndarray) -> dict[str, float]:
+def agreement(name: str, ref: np.ndarray, act: np.ndarray) -> dict[str, float]:
     """Argmax agreement of dense outputs: ``pixel_class_agreement`` for segmentation maps
     (per sample ``[1, C, H, W]``, C > 1: the class axis is 1) and ``next_token_agreement``
     for token logits (per sample ``[1, T, V]`` with V >= 32: the argmax of the last
-    position). Classifier outputs keep top-1/top-5 from ``stages.kit.metrics``."""
+    position), told apart from hidden states of the same shape by the output's name:
+    ``logits`` or ``*_logits`` (transformers' ModelOutput field; a BERT ``last_hidden_state``
+    [1, 8, 32] had been given a next-token figure). Classifier outputs keep top-1/top-5
+    from ``stages.kit.metrics``."""
     ref64, act64 = np.asarray(ref), np.asarray(act)
     if ref64.shape != act64.shape or ref64.size == 0:
         return {}
     if ref64.ndim == 5 and ref64.shape[2] > 1:
         same = np.argmax(ref64, axis=2) == np.argmax(act64, axis=2)
         return {"pixel_class_agreement": float(np.mean(same))}
-    if ref64.ndim == 4 and ref64.shape[-1] >= 32:
+    if ref64.ndim == 4 and ref64.shape[-1] >= 32 and (name == "logits" or name.endswith("_logits")):
         same = np.argmax(ref64[:, :, -1, :], axis=-1) == np.argmax(act64[:, :, -1, :], axis=-1)
         return {"next_token_agreement": float(np.mean(same))}
     return {}

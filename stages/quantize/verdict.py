@@ -66,7 +66,7 @@ def judge(precision: str, expected: dict[str, Any], actual: dict[str, Any], spec
     for name, entry in result["outputs"].items():
         if name not in actual or "cosine" not in entry:
             continue
-        entry.update(agreement(expected[name], actual[name]))
+        entry.update(agreement(name, expected[name], actual[name]))
         channels = judge_channels(name, expected[name], actual[name])
         if channels["verdict"] is None:
             continue

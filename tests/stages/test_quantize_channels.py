@@ -94,10 +94,12 @@ def test_segmentation_and_token_agreement() -> None:
     seg = rng.standard_normal((2, 1, 4, 8, 8)).astype(np.float32)
     flipped = seg.copy()
     flipped[0, 0] = -flipped[0, 0]  # the first sample's classes reorder
-    pixels = agreement(seg, flipped)["pixel_class_agreement"]
+    pixels = agreement("out", seg, flipped)["pixel_class_agreement"]
     assert 0.3 < pixels < 0.75
-    assert agreement(seg, seg) == {"pixel_class_agreement": 1.0}
+    assert agreement("out", seg, seg) == {"pixel_class_agreement": 1.0}
     tokens = rng.standard_normal((4, 1, 5, 64)).astype(np.float32)
     wrong = tokens.copy()
     wrong[:2, :, -1] = -wrong[:2, :, -1]
-    assert agreement(tokens, wrong) == {"next_token_agreement": 0.5}
+    assert agreement("logits", tokens, wrong) == {"next_token_agreement": 0.5}
+    # Hidden states of the same shape are not token logits: no next-token figure for them.
+    assert agreement("last_hidden_state", tokens, wrong) == {}
