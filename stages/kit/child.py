@@ -141,6 +141,7 @@ class ChildReport:
     output_map: dict[str, str] | None = None
     boundary_quantization: dict[str, Any] | None = None
     mapping_error: str | None = None
+    signature_error: str | None = None  # a signature output the runtime cannot keep
     dynamic_batch: dict[str, Any] | None = None
     latency_ms: dict[str, Any] | None = None
     crashed: str | None = None
@@ -170,7 +171,7 @@ def run_litert(job: RuntimeJob, work: Path) -> RuntimeRun:
     if (work / "child.json").is_file():
         report = ChildReport.from_json(json.loads((work / "child.json").read_text()))
     outputs = sample_io.load(work / "outputs.npz") if (work / "outputs.npz").is_file() else None
-    failure = report.mapping_error
+    failure = report.mapping_error or report.signature_error
     if child.code is None:
         failure = "runtime timed out"
     elif child.signal is not None:

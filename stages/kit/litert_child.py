@@ -6,7 +6,8 @@ writes (every key present): ``tflite``, ``samples``,
 ``threads_all``, ``xnnpack``, ``runtime`` (``litert``: stock ai-edge-litert;
 ``tensorflow``: TensorFlow's interpreter, which runs flex ops). It writes
 ``outputs.npz`` (keyed by the stable output names) as soon as the samples have run, then
-``child.json`` after the latency runs. It exists so that a runtime crash (SIGABRT,
+``child.json`` after the latency runs. A file whose signature names an output that is not
+one of its graph's outputs is not run: ``signature_error`` says which and why. It exists so that a runtime crash (SIGABRT,
 SIGSEGV in a kernel) kills this process and not the stage, which then reports the signal
 as the artifact's verdict.
 """
@@ -120,6 +121,28 @@ def _boundary_quantization(runner: Runner) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _detached_outputs(tflite: Path, signature_key: str | None) -> str | None:
+    """Why the signature cannot be read after invoke, in words, or None: the outputs it names
+    that are not outputs of its subgraph (``Boundary.detached_outputs``). The runtime would
+    raise "Tensor data is null" for them (XNNPACK) or hand back whatever a later op wrote
+    into their memory (reference kernels), so no number read from them can be trusted."""
+    from stages.kit.tflite_boundary import read
+
+    if signature_key is None:  # without a signature the graph's outputs are read directly
+        return None
+    boundary = read(tflite, signature_key)
+    detached = boundary.detached_outputs()
+    if not detached:
+        return None
+    names = ", ".join(f"{port.key!r} (tensor {port.tensor} {port.name!r})" for port in detached)
+    return (
+        f"the file is malformed: its signature {signature_key!r} reads output {names}, which is not "
+        f"an output of its graph (the graph's outputs are tensors {boundary.graph_outputs}); LiteRT "
+        "keeps no value for such a tensor after it runs (XNNPACK: 'Tensor data is null', reference "
+        "kernels: memory reused by later ops), so that output cannot be read"
+    )
+
+
 def _batch_probe(
     runner: Runner,
     samples: dict[str, np.ndarray],
@@ -192,6 +215,11 @@ def main(job_path: str) -> int:
     quantized = _boundary_quantization(runner)
     if quantized:
         report["boundary_quantization"] = quantized
+    detached = _detached_outputs(Path(job["tflite"]), runner.signature_key)
+    if detached:
+        report["signature_error"] = detached
+        (work / "child.json").write_text(json.dumps(report))
+        return 0
     # Inputs onnx pruned (unused by the graph) are legitimately absent from the file.
     if out_left or len(in_map) != len(runner.inputs):
         report["mapping_error"] = (

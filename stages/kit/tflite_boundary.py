@@ -43,19 +43,33 @@ class Boundary:
     subgraph: int
     inputs: list[Port] = field(default_factory=list)
     outputs: list[Port] = field(default_factory=list)
+    graph_outputs: list[int] = field(default_factory=list)  # the subgraph's own output tensors
+
+    def detached_outputs(self) -> list[Port]:
+        """The signature's outputs whose tensor is not one of its subgraph's outputs. The
+        runtime keeps no value for such a tensor after invoke (it is an intermediate: XNNPACK
+        may leave it unallocated, the reference kernels reuse its memory), so reading it
+        through the signature fails ("Tensor data is null") or returns stale data.
+        ai-edge-quantizer writes such files (``stages.quantize.swapped_outputs``)."""
+        return [port for port in self.outputs if port.tensor not in self.graph_outputs]
 
 
-def read(path: Path) -> Boundary:
-    """The boundary of the first signature (``serving_default`` if present), else of subgraph 0."""
-    from ai_edge_litert import schema_py_generated as schema
+def read(path: Path, signature_key: str | None = None) -> Boundary:
+    """The boundary of signature ``signature_key``, by default the first signature
+    (``serving_default`` if present), else of subgraph 0. Reads the file with the schema
+    module of ai-edge-litert, or of TensorFlow where that is absent (``tflite_ops``)."""
+    from stages.kit.tflite_ops import schema_module
 
+    schema = schema_module()
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
     dtypes = _dtype_names(schema)
     signatures = [model.SignatureDefs(i) for i in range(model.SignatureDefsLength())]
     chosen = next(
-        (s for s in signatures if _text(s.SignatureKey()) == "serving_default"),
-        signatures[0] if signatures else None,
+        (s for s in signatures if _text(s.SignatureKey()) == (signature_key or "serving_default")),
+        signatures[0] if signatures and signature_key is None else None,
     )
+    if signature_key is not None and chosen is None:
+        raise ValueError(f"{path.name} has no signature {signature_key!r}")
 
     def port(subgraph: Any, key: str, index: int) -> Port:
         tensor = subgraph.Tensors(index)
@@ -72,7 +86,7 @@ def read(path: Path) -> Boundary:
         subgraph = model.Subgraphs(0)
         inputs = [port(subgraph, _text(subgraph.Tensors(i).Name()), int(i)) for i in subgraph.InputsAsNumpy()]
         outputs = [port(subgraph, _text(subgraph.Tensors(i).Name()), int(i)) for i in subgraph.OutputsAsNumpy()]
-        return Boundary(None, 0, inputs, outputs)
+        return Boundary(None, 0, inputs, outputs, [port.tensor for port in outputs])
     index = int(chosen.SubgraphIndex())
     subgraph = model.Subgraphs(index)
     inputs = [
@@ -83,7 +97,8 @@ def read(path: Path) -> Boundary:
         port(subgraph, _text(chosen.Outputs(i).Name()), chosen.Outputs(i).TensorIndex())
         for i in range(chosen.OutputsLength())
     ]
-    return Boundary(_text(chosen.SignatureKey()), index, inputs, outputs)
+    graph_outputs = [int(i) for i in subgraph.OutputsAsNumpy()] if subgraph.OutputsLength() else []
+    return Boundary(_text(chosen.SignatureKey()), index, inputs, outputs, graph_outputs)
 
 
 def rewrite(

@@ -16,7 +16,8 @@ from typing import Any
 FLEX_PREFIX = "Flex"
 
 
-def _schema() -> Any:
+def schema_module() -> Any:
+    """LiteRT's generated flatbuffer schema module: ai-edge-litert's, else TensorFlow's."""
     try:
         from ai_edge_litert import schema_py_generated
     except ImportError:  # the TensorFlow environment: the same generated module ships with TF
@@ -26,7 +27,7 @@ def _schema() -> Any:
 
 def operators(path: Path) -> dict[str, Any]:
     """``{"builtin": [...], "flex": [...], "custom": [...], "counts": {...}, "transpose_count": n}``."""
-    schema = _schema()
+    schema = schema_module()
     buffer = path.read_bytes()
     # Without the "TFL3" identifier the offsets below would be read from garbage.
     if len(buffer) < 8 or not schema.Model.ModelBufferHasIdentifier(buffer, 0):

@@ -242,6 +242,8 @@ def produce(
                 "library": LIBRARIES[library],
                 "version": version(LIBRARIES[library]),
                 "recipe": produced["recipe"],
+                # graph outputs ai-edge-quantizer had swapped for int8 copies (swapped_outputs)
+                "restored_outputs": produced["restored_outputs"],
             },
             "float_ops": produced["float_ops"],
             "calibration": calibration_info

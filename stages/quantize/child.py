@@ -4,7 +4,8 @@
 ``precision``, ``output``, ``calibration`` (an .npz keyed by the file's signature input
 keys, ``[N, *input shape]``, already in the file's layout and dtypes; only int8 needs
 it), ``int8_io`` (int8 only), ``signature_key``, ``threads``, ``report``. It writes the
-quantized file and a JSON report (the recipe, how many samples were calibrated). It is
+quantized file and a JSON report (the recipe, how many samples were calibrated, the graph
+outputs ``stages.quantize.swapped_outputs`` put back in float). It is
 a child because calibration runs the float model in the LiteRT interpreter and the
 quantizer edits flatbuffers in native code: a crash there costs one precision, not the
 stage.
@@ -50,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stages.quantize.swapped_outputs import restore_outputs
 
 RECIPE_SUMMARIES = {
     "dynamic_range": (
@@ -191,7 +194,10 @@ def main(job_path: str) -> int:
         calibration_result = q.calibrate({job["signature_key"]: dataset}, num_threads=max(1, int(job["threads"])))
         calibrated = count
     result = q.quantize(calibration_result)
-    model_bytes = bytes(result.quantized_model)
+    model = bytearray(result.quantized_model)
+    # ai-edge-quantizer can swap a float graph output for its int8 copy (swapped_outputs says when).
+    restored = restore_outputs(model)
+    model_bytes = bytes(model)
     Path(job["output"]).write_bytes(model_bytes)
     name, summary = RECIPE_SUMMARIES["int8_io" if int8_io else precision]
     if variant == "float_sensitive":
@@ -204,6 +210,7 @@ def main(job_path: str) -> int:
             "entries": q.get_quantization_recipe(),
         },
         "float_ops": float_ops(model_bytes),
+        "restored_outputs": restored,
         "calibrated_samples": calibrated,
         "seconds": round(time.monotonic() - started, 3),
     }

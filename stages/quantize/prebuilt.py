@@ -28,7 +28,7 @@ def quantizer_of(variant: str) -> str:
 
 
 def copy_file(source: Path, target: Path) -> dict[str, Any]:
-    """The file copied to ``target``: ``{"recipe", "float_ops", "wall_seconds"}`` as the
+    """The file copied to ``target``: ``{"recipe", "float_ops", "restored_outputs", "wall_seconds"}`` as the
     quantizer child reports them, or ``{"error": reason}``. Its boundary already follows
     ``int8_io`` (its convert stage read the same spec)."""
     from stages.quantize.child import float_ops
@@ -39,4 +39,9 @@ def copy_file(source: Path, target: Path) -> dict[str, Any]:
         ops = float_ops(target.read_bytes())
     except Exception as exc:  # noqa: BLE001 - not a flatbuffer the quantizer's reader takes
         return {"error": f"litert-torch's PT2E file cannot be read: {exc}"}
-    return {"recipe": dict(RECIPE), "float_ops": ops, "wall_seconds": round(time.monotonic() - started, 3)}
+    return {
+        "recipe": dict(RECIPE),
+        "float_ops": ops,
+        "restored_outputs": [],
+        "wall_seconds": round(time.monotonic() - started, 3),
+    }
