@@ -7,9 +7,9 @@ writes (every key present): ``tflite``, ``samples``,
 ``tensorflow``: TensorFlow's interpreter, which runs flex ops). It writes
 ``outputs.npz`` (keyed by the stable output names) as soon as the samples have run, then
 ``child.json`` after the latency runs. A file whose signature names an output that is not
-one of its graph's outputs is not run: ``signature_error`` says which and why. It exists so that a runtime crash (SIGABRT,
-SIGSEGV in a kernel) kills this process and not the stage, which then reports the signal
-as the artifact's verdict.
+one of its graph's outputs is not run: ``signature_error`` says which and why. It exists
+so that a runtime crash (SIGABRT, SIGSEGV in a kernel) kills this process and not the
+stage, which then reports the signal as the artifact's verdict.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ inputs than the validation samples.
 - ``cnn``: a clean tiny CNN classifier, ``[1, 3, 16, 16] -> [1, 10]``.
 - ``padded_pool``: a ResNet-style stem and block whose max-pool pads (``MaxPool2d(3, 2,
   padding=1)``, as torchvision's resnet18), ``[1, 3, 32, 32] -> [1, 10]``.
+- ``two_heads``: BERT's outputs in small, ``[1, 3, 8, 8]`` (64 tokens of 3 features) ->
+  a layer-normed hidden state ``[1, 64, 16]`` and ``tanh(linear(hidden[:, 0]))`` ``[1, 16]``:
+  a graph output that also feeds the layers after it.
 """
 
 from __future__ import annotations
@@ -50,10 +53,25 @@ class Block(nn.Module):
         return torch.relu(x + self.b(self.a(x)))
 
 
+class TwoHeads(nn.Module):  # BERT's two outputs in small: a hidden state, and a head reading it
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.norm, self.pool = nn.Linear(3, 16), nn.LayerNorm(16), nn.Linear(16, 16)
+
+    def forward(self, image):
+        hidden = self.norm(self.proj(image.flatten(2).transpose(1, 2)))  # [1, 64, 16]
+        return hidden, torch.tanh(self.pool(hidden[:, 0]))
+
+
 def classifier(stem, width):
     return nn.Sequential(*stem, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
 
 
+with torch.random.fork_rng():  # the other models' weights stay what they were measured with
+    torch.manual_seed(7)
+    two_heads = TwoHeads()
+    nn.init.normal_(two_heads.norm.weight, 1.0, 0.2); nn.init.normal_(two_heads.norm.bias, std=0.2)
 models = {
     "detector": (Detector(), 16),
     "cnn": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()], 16), 16),
@@ -65,6 +83,7 @@ models = {
         ),
         32,
     ),
+    "two_heads": (two_heads, 8),
 }
 files = {}
 for name, (model, side) in models.items():
@@ -77,7 +96,7 @@ for name, (model, side) in models.items():
     files[name] = str(path)
 print(json.dumps(files))
 """
-SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32}
+SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32, "two_heads": 8}
 _MODELS: dict[str, Path] = {}
 _CHAINS: dict[str, dict[str, Any]] = {}
 
