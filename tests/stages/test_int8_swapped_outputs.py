@@ -61,7 +61,7 @@ for name in ("main", "upstream"):
     files[name] = {"signature": sorted(signature.values()), "graph": graph, "error": error, "outputs": out}
 float_run = Interpreter(model_path=str(source)).get_signature_runner("serving_default")
 files["float32"] = {k: v.tolist() for k, v in float_run(**feed).items()}
-files["restored"] = json.loads((work / "main.json").read_text())["restored_outputs"]
+files["restored"] = json.loads((work / "main.json").read_text()).get("restored_outputs")
 print(json.dumps(files))
 """
 
