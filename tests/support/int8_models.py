@@ -77,6 +77,18 @@ for name, (model, side) in models.items():
     files[name] = str(path)
 print(json.dumps(files))
 """
+# Each op of the file with its input and output dtypes, and the boundary's, read by the
+# LiteRT interpreter (not by the service's own flatbuffer readers).
+TENSOR_TYPES = """
+import json, sys
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1])
+dtype = {d["index"]: d["dtype"].__name__ for d in it.get_tensor_details()}
+ops = [[op["op_name"], [dtype[i] for i in op["inputs"] if i >= 0], [dtype[i] for i in op["outputs"]]]
+       for op in it._get_ops_details()]
+ports = [d["dtype"].__name__ for d in [*it.get_input_details(), *it.get_output_details()]]
+print(json.dumps({"ops": ops, "ports": ports}))
+"""
 SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32}
 _MODELS: dict[str, Path] = {}
 _CHAINS: dict[str, dict[str, Any]] = {}
