@@ -21,6 +21,7 @@ lists the attempt as failed.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ VARIANT = "tf_ptq"  # the attempt's variant in quantize.litert
 QUANTIZER = "tf-lite-converter"  # as the report names it, followed by the TensorFlow version
 TIMEOUT = 1800.0  # seconds; the stage option ``quantizer_timeout_seconds`` overrides it
 CHILD = "stages.convert.tf_ptq_child"
+NO_INT8_BUILTIN = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 RECIPE = {
     "name": "tf.lite full-integer post-training quantization",
     "variant": VARIANT,
@@ -134,7 +136,12 @@ def _unrunnable(target: Path) -> str | None:
 
 
 def _reason(log: str) -> str:
-    """The converter's own words: its last error line (MLIR names the op it could not quantize)."""
+    """The converter's own words: the TensorFlow ops it found no int8 builtin for (MLIR says
+    "'tf.Erf' op is neither a custom op nor a flex op" once per node, then only "failed while
+    converting: 'main'"), else its last error line."""
+    ops = sorted(set(NO_INT8_BUILTIN.findall(log)))
+    if ops:
+        return f"no int8 TFLite builtin for the TensorFlow ops {', '.join(ops)} (TFLITE_BUILTINS_INT8 only)"
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     for line in reversed(lines):
         if "error" in line.lower() and not line.startswith(("File ", "Traceback")):

@@ -208,7 +208,7 @@ def quantize_sources(
         {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
     ]
     if pt2e_error:
-        sources[1]["pt2e_error"] = pt2e_error
+        sources[1]["prebuilt_errors"] = {"pt2e": pt2e_error}
     options = {"precisions": precisions or ["int8"], "sources": sources}
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
     assert run.ok, run.result
