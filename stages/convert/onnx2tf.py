@@ -263,7 +263,7 @@ def _tf_ptq(
             traceback.print_exc()
             reason = f"onnx2tf's SavedModel cannot be used: {type(exc).__name__}: {str(exc).strip()[:300]}"
     if directory is None:
-        return {}, {"quantizer": tf_ptq.QUANTIZER, "error": reason}
+        return {}, tf_ptq.entry(reason)
     return tf_ptq.produce(request, directory, samples, plan.input_transposes)
 
 

@@ -50,6 +50,15 @@ def wanted(request: Any) -> bool:
     return bool(request.options.get("tf_ptq"))
 
 
+def entry(error: str | None = None) -> dict[str, Any]:
+    """The stage info's ``tf_ptq`` entry before the converter ran: ``{"quantizer", "version"}``
+    (this environment's TensorFlow), with ``error`` when the file cannot be made at all."""
+    from stages.kit.versions import version
+
+    made: dict[str, Any] = {"quantizer": QUANTIZER, "version": version("tensorflow") or version("tensorflow-cpu")}
+    return {**made, "error": error} if error else made
+
+
 def produce(
     request: Any,
     saved_model: Path,
@@ -70,13 +79,9 @@ def produce(
     from stages.kit import samples as sample_io
     from stages.kit.child import run_child
     from stages.kit.contract import StageError
-    from stages.kit.versions import version
     from stages.quantize.calibration import DEFAULT_LIMIT, calibration_arrays
 
-    info: dict[str, Any] = {
-        "quantizer": QUANTIZER,
-        "version": version("tensorflow") or version("tensorflow-cpu"),
-    }
+    info = entry()
     limit = int(request.options.get("calibration_limit") or DEFAULT_LIMIT)
     try:
         arrays, info["calibration"] = calibration_arrays(
