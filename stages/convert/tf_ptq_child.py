@@ -18,8 +18,10 @@ fails the conversion instead of staying float), and ``inference_input_type`` /
 ``inference_output_type`` float32 (int8 with ``int8_io``). TensorFlow's defaults are kept:
 int8 weights symmetric per output channel for convolutions and dense layers, int8
 activations affine per tensor from min/max over the calibration samples, int32 biases.
-Inputs that are not float (token ids) stay as they are: the converter only puts a
-QUANTIZE after float inputs.
+Inputs that are not float (token ids) stay as they are, with ``int8_io`` too: the converter
+puts a QUANTIZE after float inputs only, and ``inference_input_type`` changes only inputs
+with one ("... the `inference_input_type` attribute will default to the original type",
+``_modify_model_input_type_per_subgraph`` in tensorflow/lite/python/util.py, 2.15.1).
 
 The representative dataset yields one dict per sample keyed by the signature's input
 names, not a list: a list is matched to the inputs by position, and the order of a

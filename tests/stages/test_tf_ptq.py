@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support.int8_models import TENSOR_TYPES
-from tests.support.tf_ptq_chains import converted, quantize_with_tf_ptq
+from tests.support.tf_ptq_chains import converted, gelu_through_onnx_tf, quantize_with_tf_ptq
 from tests.support.toolchain import run_code
 
 # Measured on the CNN (16 calibration, 4 validation samples): onnx-tf's file 0.99948, onnx2tf's
@@ -112,3 +112,19 @@ def test_with_int8_io_tensorflow_s_file_takes_and_returns_int8(
     names = [op[0] for op in seen["ops"]]
     assert "QUANTIZE" not in names
     assert "DEQUANTIZE" not in names
+
+
+def test_an_op_without_an_int8_builtin_is_the_reason_and_the_float32_file_stays(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    run = gelu_through_onnx_tf(tmp_path_factory, tmp_path)
+    assert "tflite_float32" in run.result["outputs"]  # with Select-TF ops for Erf, flagged
+    assert "tflite_int8_tf_ptq" not in run.result["outputs"]
+    made = run.result["info"]["tf_ptq"]
+    assert made["error"] == (
+        "TensorFlow's full-integer quantization failed: no int8 TFLite builtin for the TensorFlow ops Erf "
+        "(TFLITE_BUILTINS_INT8 only)"
+    )
+    assert made["version"] == "2.15.1"
+    assert made["calibration"]["source"] == "synthetic"  # no upload: the validation samples, flagged
+    assert not (run.output_dir / "model_int8_tf_ptq.tflite").exists()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.int8_models import int8_chain, spec
+from tests.support.int8_models import int8_chain, model_file, spec
 from tests.support.stage_runner import StageRun, run_stage
 
 MODEL = "cnn"
@@ -93,5 +93,17 @@ def quantize_with_tf_ptq(factory: pytest.TempPathFactory, work: Path, errors: di
     inputs["tflite"] = inputs["tflite_onnx2tf"]
     options = {"precisions": ["int8"], "sources": sources}
     run = run_stage("torch", "quantize.litert", work, inputs, tf_spec(), options)
+    assert run.ok, run.result
+    return run
+
+
+def gelu_through_onnx_tf(factory: pytest.TempPathFactory, work: Path) -> StageRun:
+    """convert.onnx_tf with ``tf_ptq`` on the ``gelu`` model (exact GELU: ONNX Erf), calibrated on
+    its validation samples; the float32 file needs flex ops, TensorFlow's int8 file cannot be made."""
+    gelu = spec("gelu", toolchain="onnx-tf")
+    prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model_file("gelu", factory)}, gelu)
+    assert prepare.ok, prepare.result
+    inputs = {name: prepare.output(name) for name in ("onnx", "samples", "reference")}
+    run = run_stage("onnx-tf", "convert.onnx_tf", work / "convert", inputs, gelu, {"tf_ptq": True})
     assert run.ok, run.result
     return run
