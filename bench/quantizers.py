@@ -5,10 +5,12 @@
 Starts the embedded stack once (as ``bench.precisions`` does, with its stand-ins and
 models) and submits one job per family with ``targets: [tflite]``, ``toolchain: best``
 (every candidate converts, and the quantize stage tries every passing candidate's
-float32 file with both int8 recipes) and ``quantization: [float32, int8]``, on the
-seeded synthetic calibration. Each attempt is one quantizer alone (ai-edge-quantizer
-with one recipe on one float32 file) on the same calibration data; the service keeps
-the best. Prints per family and attempt: source file, recipe, outcome, verdict, min
+float32 file with both int8 recipes, and the int8 files the convert stages made besides:
+litert-torch's PT2E file, onnx-tf's and onnx2tf's TensorFlow full-integer file) and
+``quantization: [float32, int8]``, on the seeded synthetic calibration. Each attempt is
+one quantizer alone (ai-edge-quantizer with one recipe on one float32 file, or one
+prebuilt file) on the same calibration data; the service keeps the best. Prints per
+family and attempt: source file, quantizer, recipe, outcome, verdict, min
 cosine to PyTorch, mean error / scale, top-1 agreement, size, latency, the ops left
 float; then one markdown table.
 """
@@ -57,10 +59,16 @@ def run_family(client: httpx.Client, family: str, data: Path) -> list[dict[str, 
         print(f"  {attempt['source']}/{attempt['variant']}: {outcome[:300]}")
         for reason in attempt.get("reasons") or []:
             print(f"    {reason[:300]}")
+        sources = attempt.get("error_sources") or {}
+        if sources.get("reason"):
+            print(f"    error_sources: {sources['reason'][:300]}")
+        for op in (sources.get("ops") or [])[:3]:  # where the error comes from, worst first
+            print(f"    drifts: {op.get('op')} {op.get('tensor')} cosine {_number(op.get('cosine'), '.4f')}")
         rows.append(
             {
                 "family": family,
                 "source": str(attempt["source"]),
+                "quantizer": str(attempt.get("quantizer") or "—"),
                 "recipe": str(attempt["variant"]),
                 "outcome": outcome.split(":")[0],
                 "verdict": str(attempt.get("verdict") or "—"),

@@ -180,8 +180,9 @@ def quantize_sources(claim: Claim, chosen: Candidate | None) -> list[dict[str, A
     """The float32 files the quantize stage tries, in selection order: the chosen one, then
     every other candidate that passed with builtin ops only (by rank under ``best``, by
     priority otherwise); each ``{"input", "candidate", "passed", "input_transposes"}``, and
-    ``pt2e_error`` where the candidate's convert stage could not make its PT2E int8 file (the
-    quantize stage lists that as a failed attempt)."""
+    where the candidate's convert stage made (or tried) an int8 file besides,
+    ``prebuilt_errors`` (variant -> why it could not be made: the quantize stage lists that
+    as a failed attempt) and ``prebuilt_versions`` (variant -> the quantizer's version)."""
     if chosen is None:
         return []
     others = [c for c in collect(claim.plan.spec, claim.previous) if c.deliverable and c.name != chosen.name]
@@ -199,7 +200,11 @@ def quantize_sources(claim: Claim, chosen: Candidate | None) -> list[dict[str, A
             "passed": candidate.deliverable,
             "input_transposes": info.input_transposes,
         }
-        sources.append({**source, "pt2e_error": info.pt2e_error} if info.pt2e_error else source)
+        if info.prebuilt_errors:
+            source["prebuilt_errors"] = dict(info.prebuilt_errors)
+        if info.prebuilt_versions:
+            source["prebuilt_versions"] = dict(info.prebuilt_versions)
+        sources.append(source)
     return sources
 
 

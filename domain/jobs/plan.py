@@ -4,9 +4,11 @@ A stage's inputs are ``(source, name)`` pairs: ``source`` is ``"upload"`` for th
 user's files, the name of an earlier stage whose output ``name`` it consumes, or
 ``"chosen"`` for the float32 .tflite of the candidate that won the selection. The
 quantize stage also gets every candidate's float32 file (``tflite_<candidate>``): it
-tries the passing ones in selection order; and litert-torch's PT2E int8 file
-(``tflite_int8_pt2e_<candidate>``), which its convert stage writes from the PyTorch module
-when the job asks for int8 (that stage then also gets the uploaded calibration).
+tries the passing ones in selection order; and, when the job asks for int8, the int8 file
+each candidate's convert stage writes besides (``INT8_OUTPUTS``; that stage then also gets
+the uploaded calibration): litert-torch's PT2E file from the PyTorch module
+(``tflite_int8_pt2e_<candidate>``), TensorFlow's full-integer quantization of an ONNX
+converter's SavedModel (``tflite_int8_tf_ptq_<candidate>``, stage option ``tf_ptq``).
 
 SavedModel candidates are the converters that write one (``saved_model=True``),
 in ``SAVED_MODEL_PRIORITY`` order; one that is not also a TFLite candidate gets a
@@ -34,6 +36,9 @@ from stages.kit.spec import PlanSpec
 CONTROL = "control"  # runs in the worker process itself: no framework
 FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
 PT2E_OUTPUT = "tflite_int8_pt2e"  # convert.litert_torch's int8 file (stages.convert.litert_torch_pt2e)
+TF_PTQ_OUTPUT = "tflite_int8_tf_ptq"  # convert.onnx_tf's / convert.onnx2tf's (stages.convert.tf_ptq)
+# The int8 file a convert stage writes when the job asks for int8, by what it converts.
+INT8_OUTPUTS = {"model": PT2E_OUTPUT, "onnx": TF_PTQ_OUTPUT}
 
 
 @dataclass(frozen=True)
@@ -94,16 +99,22 @@ COMMON = {"samples": (names.EXPORT, "samples"), "reference": (names.EXPORT, "ref
 
 
 def convert_stage(converter: Converter, int8: bool = False) -> StageDef:
-    """A converter's stage; one that converts the PyTorch module also gets the uploaded
-    calibration when the job asks for ``int8`` (it writes the PT2E int8 file too)."""
+    """A converter's stage; with ``int8`` (the job asks for it and the converter is a TFLite
+    candidate) it also gets the uploaded calibration and writes its ``INT8_OUTPUTS`` file:
+    the PT2E file from the PyTorch module, or (option ``tf_ptq``) TensorFlow's from the
+    SavedModel of an ONNX converter."""
     source = {"onnx": (names.EXPORT, "onnx")} if converter.source == "onnx" else {"model": ("upload", "model")}
-    if int8 and converter.source == "model":
+    options: dict[str, Any] = {}
+    if int8:
         source["calibration"] = ("upload", "calibration")
+        if converter.source == "onnx":
+            options["tf_ptq"] = True
     return StageDef(
         names.convert(converter.name),
         converter.env,
         converter.entry,
         {**source, **COMMON},
+        options,
         candidate=converter.name,
         role="convert",
     )
@@ -155,13 +166,13 @@ def candidates(spec: SpecLike) -> list[str]:
 def quantize_sources(converters: list[str], int8: bool = False) -> dict[str, tuple[str, str]]:
     """The quantize stage's other float32 files: ``tflite_<candidate>`` for every candidate
     (the worker names those that passed, in selection order, in its ``sources`` option), and
-    with ``int8``, ``tflite_int8_pt2e_<candidate>`` for a converter of the PyTorch module
-    (litert-torch): the PT2E int8 file its convert stage writes then, one more int8 attempt on
-    that candidate's source."""
+    with ``int8``, ``<INT8_OUTPUTS file>_<candidate>`` for every candidate: the int8 file its
+    convert stage writes then (``tflite_int8_pt2e_litert-torch``, ``tflite_int8_tf_ptq_onnx2tf``,
+    ...), one more int8 attempt on that candidate's source."""
     files = {f"tflite_{name}": (names.convert(name), "tflite_float32") for name in converters}
-    for name in converters:
-        if int8 and CONVERTERS[name].source == "model":
-            files[f"{PT2E_OUTPUT}_{name}"] = (names.convert(name), PT2E_OUTPUT)
+    for name in converters if int8 else []:
+        output = INT8_OUTPUTS[CONVERTERS[name].source]
+        files[f"{output}_{name}"] = (names.convert(name), output)
     return files
 
 

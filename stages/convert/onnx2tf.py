@@ -2,8 +2,12 @@
 
 Inputs: ``onnx``, ``samples``, ``reference`` (from ``export.prepare``). Output:
 ``tflite_float32``, and ``saved_model`` when the job's targets include it
-(``stages.convert.onnx2tf_saved_model``: only then is TensorFlow imported). onnx2tf
-2.6.9's default backend (``flatbuffer_direct``) writes the .tflite itself, builtin ops
+(``stages.convert.onnx2tf_saved_model``: only then is TensorFlow imported). With the
+stage option ``tf_ptq`` (the job asks for int8; optional input ``calibration``) onnx2tf
+writes the SavedModel too, and ``tflite_int8_tf_ptq`` is TensorFlow's full-integer
+quantization of it (``stages.convert.tf_ptq``; ``info.tf_ptq``, a failure never the
+stage's); without the ``saved_model`` target that SavedModel is neither validated nor
+delivered. onnx2tf 2.6.9's default backend (``flatbuffer_direct``) writes the .tflite itself, builtin ops
 only. Its float16
 twin is not kept (see ``FLOAT16_NOT_KEPT``); nor is int8, which 2.6.9 gets wrong.
 
@@ -92,6 +96,8 @@ def run(request: StageRequest) -> StageResult:
         arguments, keep, opset, plan, log, tool_seconds, check_seconds, saved_model_error = winner.details
         sanity = winner.check
         saved_model = onnx2tf_saved_model.SavedModelResult()
+        int8_outputs: dict[str, str] = {}
+        int8: dict[str, Any] | None = None
         if onnx2tf_saved_model.wanted(request):
             started = time.monotonic()
             saved_model = onnx2tf_saved_model.collect(
@@ -105,6 +111,9 @@ def run(request: StageRequest) -> StageResult:
                 probes_from=request.input_path("reference"),
             )
             check_seconds += time.monotonic() - started
+        int8_outputs, int8 = _tf_ptq(
+            request, winner.target.parent / "out", plan, samples, reference, saved_model, saved_model_error
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -164,10 +173,11 @@ def run(request: StageRequest) -> StageResult:
         "warnings": _warnings(log),
         "float16": FLOAT16_NOT_KEPT,
         "saved_model": saved_model.info or None,
+        "tf_ptq": int8,
         "failed": saved_model.failed,
         "seconds": {"onnx2tf": round(tool_seconds, 3), "boundary_and_sanity_check": round(check_seconds, 3)},
     }
-    outputs = {"tflite_float32": target.name, **saved_model.outputs}
+    outputs = {"tflite_float32": target.name, **saved_model.outputs, **int8_outputs}
     if unrunnable is not None:
         # Artifacts are independent (issue 9, item 2): the SavedModel stands on its own check;
         # the .tflite's failure is recorded against the .tflite (selection.tflite_failure).
@@ -200,7 +210,7 @@ def _attempt(
     keep = [name for name, rank in onnx_inputs.items() if rank in (3, 5) or (rank == 4 and layout == "nchw")]
     arguments = ["-i", model.name, "-o", "out", "-v", "info", *(["-k", *keep] if keep else []), *flags]
     started = time.monotonic()
-    if onnx2tf_saved_model.wanted(request):
+    if onnx2tf_saved_model.needed(request):
         log, saved_model_error = onnx2tf_saved_model.convert(work, arguments, _run_onnx2tf)
     else:
         log, saved_model_error = _run_onnx2tf(work, arguments), None
@@ -224,6 +234,37 @@ def _attempt(
     check_seconds = time.monotonic() - started
     details = (arguments, keep, opset, plan, log, tool_seconds, check_seconds, saved_model_error)
     return retry.Attempt(name, flags, target=target, check=check, details=details)
+
+
+def _tf_ptq(
+    request: StageRequest,
+    out: Path,
+    plan: boundary.Plan,
+    samples: dict[str, Any],
+    reference: dict[str, Any],
+    saved_model: onnx2tf_saved_model.SavedModelResult,
+    run_error: str | None,
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """TensorFlow's int8 file from onnx2tf's SavedModel when the plan asks for it
+    (``stages.convert.tf_ptq``): (outputs, ``info.tf_ptq``); a failure is the entry's error."""
+    from stages.convert import tf_ptq
+
+    if not tf_ptq.wanted(request):
+        return {}, None
+    directory, reason = saved_model.directory, None
+    if run_error is not None:
+        reason = f"onnx2tf could not write the SavedModel ({onnx2tf_saved_model.FLAG}): {run_error}"
+    elif directory is None and "saved_model" in saved_model.failed:
+        reason = f"onnx2tf's SavedModel: {saved_model.failed['saved_model']['reason']}"
+    elif directory is None:
+        try:
+            directory = onnx2tf_saved_model.for_int8(out, plan, samples, reference)
+        except Exception as exc:  # TensorFlow raises anything while loading or re-tracing a graph
+            traceback.print_exc()
+            reason = f"onnx2tf's SavedModel cannot be used: {type(exc).__name__}: {str(exc).strip()[:300]}"
+    if directory is None:
+        return {}, tf_ptq.entry(reason)
+    return tf_ptq.produce(request, directory, samples, plan.input_transposes)
 
 
 def _onnx_inputs(path: Path) -> tuple[dict[str, int], int | None]:

@@ -47,6 +47,14 @@ def wanted(request: StageRequest) -> bool:
     return "saved_model" in request.spec.targets
 
 
+def needed(request: StageRequest) -> bool:
+    """onnx2tf runs with ``FLAG``: the job asks for the SavedModel, or for TensorFlow's int8
+    file, which is quantized from it (``stages.convert.tf_ptq``)."""
+    from stages.convert import tf_ptq
+
+    return wanted(request) or tf_ptq.wanted(request)
+
+
 @dataclass
 class SavedModelResult:
     """What the stage adds for the SavedModel: its output, its check, its info and, when
@@ -56,6 +64,7 @@ class SavedModelResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    directory: Path | None = None  # the SavedModel on disk (until the stage's work folder goes)
 
 
 def convert(
@@ -123,6 +132,7 @@ def collect(
     check["seconds"] = round(time.monotonic() - started, 3)
     result.outputs["saved_model"] = TARGET
     result.metrics["saved_model"] = check
+    result.directory = final if rewrite else raw
     result.info = {
         "tensorflow": tf.__version__,
         "flag": FLAG,
@@ -131,6 +141,17 @@ def collect(
         "signature_rewrite": rewrite,
     }
     return result
+
+
+def for_int8(out: Path, plan: Plan, samples: dict[str, Any], reference: dict[str, Any]) -> Path:
+    """The SavedModel onnx2tf wrote under ``out`` with PyTorch's boundary, for a job that asks
+    for int8 and not for the SavedModel: wrapped as ``collect`` does, not validated, not
+    zipped (the int8 file made from it is judged by ``quantize.litert``). Raises what
+    TensorFlow raises, and ``StageError`` when onnx2tf wrote none."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raw = _find(out)
+    final = out.parent / "saved_model_final"
+    return final if _wrap(raw, final, plan, samples, reference) else raw
 
 
 def _find(out: Path) -> Path:

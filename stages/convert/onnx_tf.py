@@ -15,6 +15,12 @@ When the SavedModel was written but the TFLite converter fails on it, a job that
 for ``saved_model`` keeps it: the stage succeeds without ``tflite_float32`` and records
 that failure as ``info.failed.tflite_float32 = {code, reason}`` (the .tflite's, not the
 candidate's); a job without that target fails the stage as before.
+
+With the stage option ``tf_ptq`` (the job asks for int8; optional input ``calibration``,
+the upload): also ``tflite_int8_tf_ptq`` (model_int8_tf_ptq.tflite), TensorFlow's
+full-integer quantization of the same SavedModel (``stages.convert.tf_ptq``), which
+``quantize.litert`` judges as one more int8 attempt; ``info.tf_ptq`` says how it went
+(its failure is its ``error``, never the stage's).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages.convert import onnx_tf_known
+from stages.convert import onnx_tf_known, tf_ptq
 from stages.kit import samples as sample_io
 from stages.kit import saved_model as saved_model_kit
 from stages.kit.codes import StageCode
@@ -82,7 +88,11 @@ def run(request: StageRequest) -> StageResult:
         del outputs["tflite_float32"]
         failed["tflite_float32"] = {"code": str(exc.code), "reason": exc.message}
     tflite_seconds = time.monotonic() - started
-    # Only the zip is an output; the directory was needed by the TFLite converter.
+    int8: dict[str, Any] | None = None
+    if tf_ptq.wanted(request):  # TensorFlow's int8 file, from the same SavedModel (in a child)
+        made, int8 = tf_ptq.produce(request, saved_model_dir, samples)
+        outputs.update(made)
+    # Only the zip is an output; the directory was needed by the TFLite converters.
     shutil.rmtree(saved_model_dir, ignore_errors=True)
 
     info: dict[str, Any] = {
@@ -94,6 +104,7 @@ def run(request: StageRequest) -> StageResult:
         "onnx_tf_patched_handlers": patched,
         "signature": signature,
         "failed": failed,
+        "tf_ptq": int8,
         "seconds": {
             "onnx_to_saved_model": round(convert_seconds, 3),
             "saved_model_to_tflite": round(tflite_seconds, 3),

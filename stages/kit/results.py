@@ -164,24 +164,35 @@ class ExportInfo:
         return [{"name": name, "shape": shape} for name, shape in zip(self.output_names, shapes, strict=False)]
 
 
+# The convert stages' info entries for the int8 files they make besides the float32 one:
+# litert-torch's PT2E file, TensorFlow's full-integer quantization of a SavedModel.
+PREBUILT_VARIANTS = ("pt2e", "tf_ptq")
+
+
 @dataclass(frozen=True)
 class ConvertInfo:
     """A converter's info: its flags, versions, layout, the inputs it moved to channel-last and,
-    for litert-torch in an int8 job, why its PT2E int8 file could not be made (``pt2e_error``)."""
+    in an int8 job, about the int8 file it made besides (info entries ``PREBUILT_VARIANTS``:
+    litert-torch's ``pt2e``, an ONNX converter's ``tf_ptq``), by variant: why it could not be
+    made (``prebuilt_errors``) and the version of the quantizer that made it
+    (``prebuilt_versions``, where the entry names one)."""
 
     versions: dict[str, str] = field(default_factory=dict)
     converter: Any = None
     layout: str | None = None
     input_transposes: Any = None
-    pt2e_error: str | None = None
+    prebuilt_errors: dict[str, str] = field(default_factory=dict)
+    prebuilt_versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ConvertInfo:
+        entries = {variant: nested(raw, variant) or {} for variant in PREBUILT_VARIANTS}
         return read_fields(
             cls,
             raw,
             input_transposes=nested(raw, "signature", "input_transposes"),
-            pt2e_error=nested(raw, "pt2e", "error"),
+            prebuilt_errors={v: str(e["error"]) for v, e in entries.items() if e.get("error")},
+            prebuilt_versions={v: str(e["version"]) for v, e in entries.items() if e.get("version")},
         )
 
 

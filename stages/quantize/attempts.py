@@ -13,6 +13,17 @@ ai-edge-quantizer 0.10.0): ResNet-style block with a padded max-pool 0.99996 vs 
 tiny CNN 0.99948 vs 0.99799; the float_sensitive recipe, which keeps the last layer float,
 reached 0.99998 / 0.99976. On a 2-layer ViT (torchvision, 32x32, hidden 32) PT2E passed
 at 0.9951 where both ai-edge-quantizer recipes failed (0.8653 / 0.8733).
+On onnx-tf's and onnx2tf's sources TensorFlow's full-integer file (``TF_PTQ``: made from
+the converter's SavedModel by its convert stage, ``stages.convert.tf_ptq``) comes first for
+the same reason (``bench.quantizers``, 8 synthetic calibration / validation samples,
+TensorFlow 2.15.1 / 2.21.0, ai-edge-quantizer 0.10.0): torchvision MLP 16-32-10 passed at
+0.9998 (onnx-tf) / 0.9997 (onnx2tf) where both recipes were only degraded (0.9526-0.9530 /
+0.9855-0.9858); tiny CNN (16 uploaded calibration samples) 0.99948 vs 0.99799 (float_sensitive
+0.99976); 2-layer ViT (onnx2tf) fail 0.7569, no better recipe (default: the runtime's int8
+DIV fails; float_sensitive -0.6387). Where it loses, the recipes still run: on
+mobilenet_v2 (224) it fails at 0.0000 as PT2E does and the recipes pass (0.9997 / 0.9998);
+on a 2-layer BERT onnx2tf could not write the SavedModel, a failed attempt. PT2E and
+TF_PTQ never share a source (one converts the module, the other an ONNX file).
 Outside ``toolchain: best`` the attempts stop at the first that passes; under ``best``
 all run. The file kept is the best by verdict, then min cosine (higher, to 4 digits),
 then single-thread latency; a file the runtime refuses is never kept. Every attempt is listed
@@ -38,14 +49,15 @@ from stages.kit.contract import StageRequest
 from stages.kit.options import QuantizeOptions, RuntimeOptions
 from stages.kit.spec import PlanSpec
 from stages.kit.tflite_boundary import Boundary
-from stages.kit.versions import version
-from stages.quantize import error_sources
+from stages.quantize import error_sources, prebuilt
 from stages.quantize.int8_io import describe, int8_io_gaps
-from stages.quantize.prebuilt import LIBRARIES, PT2E, PT2E_FILE, copy_file, quantizer_of
 from stages.quantize.verdict import ADVISORY, judge
 
 QUANTIZER_TIMEOUT = 1800
 RECIPES: dict[str, tuple[str, ...]] = {"int8": ("default", "float_sensitive")}
+# Every int8 attempt on one source, in order: a prebuilt file (``stages.quantize.prebuilt``)
+# only where the source has one (see the module docstring for the measurements behind it).
+INT8_ORDER = (prebuilt.PT2E, prebuilt.TF_PTQ, "default", "float_sensitive")
 VERDICT_RANK = {"pass": 0, "degraded": 1, "fail": 2}
 COSINE_DIGITS = 4  # cosines equal to 4 digits are a tie: latency decides
 
@@ -68,10 +80,12 @@ class Job:
     options: QuantizeOptions
     int8_io: bool = False  # int8 only: int8 inputs and outputs instead of float32
     candidate: str | None = None  # the converter that wrote the source file
-    # int8 files another stage already made from the same model, by variant (``pt2e``),
-    # and why the ones it could not make are missing (``stages.quantize.prebuilt``)
+    # int8 files another stage already made from the same model, by variant (``pt2e``,
+    # ``tf_ptq``), why the ones it could not make are missing, and the versions of the
+    # quantizers that made them where this environment has none (``stages.quantize.prebuilt``)
     prebuilt: dict[str, Path] = field(default_factory=dict)
     prebuilt_failed: dict[str, str] = field(default_factory=dict)
+    prebuilt_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def spec(self) -> PlanSpec:
@@ -82,15 +96,19 @@ class Job:
         return f"{self.candidate}'s float32 file" if self.candidate else self.tflite.name
 
     def recipes(self, precision: str) -> tuple[str, ...]:
-        """This source's attempts at ``precision``, in order: for int8 a prebuilt file
-        (litert-torch's PT2E) first where the source has one, then ai-edge-quantizer's recipes."""
+        """This source's attempts at ``precision``, in order: for int8 ``INT8_ORDER``, the
+        prebuilt files (PT2E, TensorFlow's) where the source has them and ai-edge-quantizer's recipes."""
         own = RECIPES.get(precision, ("default",))
-        return (*self.prebuilt, *self.prebuilt_failed, *own) if precision == "int8" else own
+        if precision != "int8":
+            return own
+        made = {*self.prebuilt, *self.prebuilt_failed}
+        return tuple(recipe for recipe in INT8_ORDER if recipe in own or recipe in made)
 
     def file_for(self, recipe: str) -> str:
-        """The file an attempt quantized (the float32 source) or took (the PT2E file)."""
+        """The file an attempt quantized (the float32 source) or took (a prebuilt file)."""
         path = self.prebuilt.get(recipe)
-        return path.name if path else PT2E_FILE if recipe == PT2E else self.tflite.name
+        made = prebuilt.VARIANTS.get(recipe)
+        return path.name if path else made.file if made else self.tflite.name
 
 
 @dataclass
@@ -106,8 +124,9 @@ class Attempt:
     @property
     def label(self) -> str:
         """How outcomes and reasons name this attempt."""
-        if self.recipe == PT2E:
-            return f"{self.job.candidate or 'litert-torch'}'s PT2E int8 file"
+        made = prebuilt.VARIANTS.get(self.recipe)
+        if made is not None:
+            return f"{self.job.candidate or 'the converter'}'s {made.label}"
         return f"{self.job.source_label} with the {self.recipe} recipe"
 
     def rank(self) -> tuple[int, float, float]:
@@ -123,9 +142,9 @@ class Attempt:
     def summary(self, outcome: str) -> dict[str, Any]:
         entry = self.entry or {}
         means = [o.get("mean_abs_over_scale") for o in entry.get("outputs", {}).values()]
-        library = quantizer_of(self.recipe)
+        name, _, release = prebuilt.quantizer(self.recipe, self.job.prebuilt_versions)
         return {
-            "quantizer": f"{library} {version(LIBRARIES[library]) or '?'}",
+            "quantizer": f"{name} {release or '?'}",
             "recipe": ((entry.get("quantizer") or {}).get("recipe") or {}).get("name") or self.recipe,
             "variant": self.recipe,
             "source": self.job.candidate,
@@ -215,8 +234,11 @@ def produce(
     int8_io = job.int8_io and precision == "int8"
     if recipe in job.prebuilt_failed:
         return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": job.prebuilt_failed[recipe]}
+    runtime = job.runtime
     if recipe in job.prebuilt:
-        produced = copy_file(job.prebuilt[recipe], target)
+        produced = prebuilt.copy_file(recipe, job.prebuilt[recipe], target)
+        if "error" not in produced:
+            runtime = prebuilt.runtime_for(job.runtime, target, job.samples, job.input_names)
     else:
         produced = quantize(
             precision,
@@ -232,15 +254,15 @@ def produce(
     if "error" in produced:
         target.unlink(missing_ok=True)
         return None, {"code": StageCode.QUANTIZATION_FAILED, "reason": produced["error"]}
-    entry, failure = validate(job, precision, target)
+    entry, failure = validate(job, precision, target, runtime)
     size = target.stat().st_size
-    library = quantizer_of(recipe)
+    name, library, release = prebuilt.quantizer(recipe, job.prebuilt_versions)
     entry.update(
         {
-            "toolchain": library,
+            "toolchain": name,
             "quantizer": {
-                "library": LIBRARIES[library],
-                "version": version(LIBRARIES[library]),
+                "library": library,
+                "version": release,
                 "recipe": produced["recipe"],
                 # graph outputs ai-edge-quantizer had swapped for int8 copies (swapped_outputs)
                 "restored_outputs": produced["restored_outputs"],
@@ -315,8 +337,11 @@ def quantize(
     return report
 
 
-def validate(job: Job, precision: str, target: Path) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """(the file's metrics, its failure when the runtime refused it)."""
+def validate(
+    job: Job, precision: str, target: Path, runtime: RuntimeOptions | None = None
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """(the file's metrics, its failure when the runtime refused it); ``runtime``: how the file
+    runs when not as its float32 source (``job.runtime``)."""
     from stages.kit.tflite_ops import operators
 
     started = time.monotonic()
@@ -327,7 +352,7 @@ def validate(job: Job, precision: str, target: Path) -> tuple[dict[str, Any], di
     if ops["flex"]:
         failure = f"requires_flex: the file uses Select-TF ops {ops['flex']}, which stock ai-edge-litert cannot run"
     else:
-        ran = run_runtime(job.runtime, target, job.samples_path, job.input_names, list(job.reference))
+        ran = run_runtime(runtime or job.runtime, target, job.samples_path, job.input_names, list(job.reference))
         report, actual, failure = ran.report, ran.outputs, ran.failure
     entry = judge(precision, job.reference, actual or {}, job.spec)
     if failure:

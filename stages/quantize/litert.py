@@ -2,25 +2,27 @@
 
 Inputs: ``tflite`` (the float32 file that won, from any toolchain), ``tflite_<candidate>``
 (every candidate's float32 file, named in the ``sources`` option), ``samples``,
-``reference``, optional ``calibration`` (the upload), optional ``tflite_int8_pt2e_<candidate>``
-(``tflite_int8_pt2e`` beside the lone ``tflite``): litert-torch's PT2E int8 file of that
-candidate's model (``convert.litert_torch`` makes it from the PyTorch module), one more int8
-attempt on that source, judged like the others. Options: ``sources`` (the float32
-files to try, in selection order: ``{"input", "candidate", "passed",
-"input_transposes"}``, and ``pt2e_error`` where litert-torch could not make its PT2E
-file: a failed attempt; without it the ``tflite`` input alone), ``precisions`` (any of
+``reference``, optional ``calibration`` (the upload), optional ``tflite_int8_<variant>_<candidate>``
+(``tflite_int8_<variant>`` beside the lone ``tflite``): an int8 file of that candidate's model
+made by its convert stage (``stages.quantize.prebuilt``: ``pt2e``, litert-torch's PT2E file
+from the PyTorch module; ``tf_ptq``, TensorFlow's full-integer quantization of onnx-tf's or
+onnx2tf's SavedModel), one more int8 attempt on that source, judged like the others.
+Options: ``sources`` (the float32 files to try, in selection order: ``{"input",
+"candidate", "passed", "input_transposes"}``, and ``prebuilt_errors`` (variant -> why the
+convert stage could not make that file: a failed attempt) and ``prebuilt_versions``
+(variant -> its quantizer's version); without it the ``tflite`` input alone), ``precisions`` (any of
 ``dynamic_range``, ``float16``, ``int8``), ``threads``, and as for ``validate.tflite``:
 ``runs``, ``warmup``, ``threads_all``, ``xnnpack``, ``timeout_seconds``,
 ``input_transposes`` (inferred for channel-last files when not given);
 ``calibration_limit`` (default 500 samples), ``quantizer_timeout_seconds`` (1800).
 From the spec: ``int8_io`` (default false).
 
-Per precision, every source file in turn, and for int8 two recipes per file (and first the
-PT2E file where the source has one), until one passes (all of them under ``toolchain:
-best``; ``stages.quantize.attempts`` keeps the best and lists every attempt in
-``info.attempts`` and the kept file's ``attempts``). Each attempt: ai-edge-quantizer
-writes the file in a child process (``stages.quantize.child``; recipes there; a PT2E
-attempt copies litert-torch's file instead), then the file runs on the validation samples
+Per precision, every source file in turn, and for int8 two recipes per file (and the
+prebuilt files where the source has them, in ``attempts.INT8_ORDER``), until one passes
+(all of them under ``toolchain: best``; ``stages.quantize.attempts`` keeps the best and
+lists every attempt in ``info.attempts`` and the kept file's ``attempts``). Each attempt:
+ai-edge-quantizer writes the file in a child process (``stages.quantize.child``; recipes
+there; a prebuilt file's attempt copies it instead), then the file runs on the validation samples
 in ai-edge-litert in another child (``validate.tflite``'s, so a runtime crash is that
 precision's result) and is compared with the PyTorch reference and with the float32
 file's own outputs (``stages.quantize.verdict``). The inputs and outputs stay float32,
@@ -54,10 +56,9 @@ from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.options import QuantizeOptions
 from stages.kit.versions import version, versions
-from stages.quantize import attempts, calibration
+from stages.quantize import attempts, calibration, prebuilt
 
 PRECISIONS = ("dynamic_range", "float16", "int8")
-PT2E_INPUT = "tflite_int8_pt2e"
 
 
 def run(request: StageRequest) -> StageResult:
@@ -209,7 +210,8 @@ def _prepare(shared: _Shared, source: dict[str, Any], primary: bool) -> _Prepare
         request.spec.int8_io,
         source.get("candidate"),
         _prebuilt(request, str(source["input"])),
-        {attempts.PT2E: str(source["pt2e_error"])} if source.get("pt2e_error") else {},
+        {str(k): str(v) for k, v in (source.get("prebuilt_errors") or {}).items()},
+        {str(k): str(v) for k, v in (source.get("prebuilt_versions") or {}).items()},
         warnings=warnings,
         float_info={
             "size_bytes": tflite.stat().st_size,
@@ -222,11 +224,11 @@ def _prepare(shared: _Shared, source: dict[str, Any], primary: bool) -> _Prepare
 
 
 def _prebuilt(request: StageRequest, float_input: str) -> dict[str, Path]:
-    """The int8 files made elsewhere from the same model as float32 input ``float_input``:
-    litert-torch's PT2E file, input ``tflite_int8_pt2e_<candidate>`` next to
-    ``tflite_<candidate>`` (``tflite_int8_pt2e`` next to the lone ``tflite``)."""
-    pt2e = request.optional_input(PT2E_INPUT + float_input.removeprefix("tflite"))
-    return {attempts.PT2E: pt2e} if pt2e is not None else {}
+    """The int8 files made elsewhere from the same model as float32 input ``float_input``, by
+    variant: input ``tflite_int8_<variant>_<candidate>`` next to ``tflite_<candidate>``
+    (``tflite_int8_<variant>`` next to the lone ``tflite``; ``prebuilt.input_name``)."""
+    found = {name: request.optional_input(prebuilt.input_name(name, float_input)) for name in prebuilt.VARIANTS}
+    return {variant: path for variant, path in found.items() if path is not None}
 
 
 def _precisions(requested: Any) -> tuple[list[str], dict[str, dict[str, str]]]:

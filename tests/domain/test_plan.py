@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.jobs.plan import dependencies, plan_stages
+from domain.jobs.plan import Plan, dependencies, plan_stages
 from tests.support.plans import EVERY_CANDIDATE
 
 
@@ -54,3 +54,34 @@ def test_best_waits_only_for_what_a_stage_consumes() -> None:
     # auto decides after each candidate whether the next runs: everything earlier.
     auto = {**spec, "toolchain": "auto"}
     assert dependencies(auto, "convert_onnx_tf") == [s.name for s in plan_stages(auto)][:7]
+
+
+def test_onnx_converters_get_the_calibration_and_hand_tensorflow_s_int8_file_on_only_for_int8() -> None:
+    everything = ["onnx-tf", "onnx2tf", "litert-torch"]
+    int8 = Plan.of({"targets": ["tflite"], "quantization": ["float32", "int8"], "available_toolchains": everything})
+    quantize = int8.stage("quantize").inputs
+    for name, stage in (("onnx2tf", "convert_onnx2tf"), ("onnx-tf", "convert_onnx_tf")):
+        convert = int8.stage(stage)
+        assert convert.inputs["calibration"] == ("upload", "calibration")
+        assert convert.options == {"tf_ptq": True}
+        assert quantize[f"tflite_int8_tf_ptq_{name}"] == (stage, "tflite_int8_tf_ptq")
+    assert int8.stage("convert_litert_torch").options == {}  # its int8 file is PT2E's
+    assert "tflite_int8_tf_ptq_litert-torch" not in quantize
+    for quantization in (["float32"], ["float32", "float16", "dynamic_range"]):
+        plan = Plan.of({"targets": ["tflite"], "quantization": quantization, "available_toolchains": everything})
+        for stage in ("convert_onnx2tf", "convert_onnx_tf"):
+            assert "calibration" not in plan.stage(stage).inputs
+            assert plan.stage(stage).options == {}
+        inputs = plan.stage("quantize").inputs if "float16" in quantization else {}
+        assert not any(name.startswith("tflite_int8_") for name in inputs)
+    # A converter that writes only the SavedModel makes no int8 file: nothing would judge it.
+    saved = Plan.of(
+        {
+            "targets": ["tflite", "saved_model"],
+            "toolchain": "litert-torch",
+            "quantization": ["float32", "int8"],
+            "available_toolchains": everything,
+        }
+    )
+    assert saved.stage("convert_onnx2tf").options == {}
+    assert "calibration" not in saved.stage("convert_onnx2tf").inputs

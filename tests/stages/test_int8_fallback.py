@@ -12,22 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support.int8_models import int8_chain, quantize_sources, spec
+from tests.support.int8_models import TENSOR_TYPES, int8_chain, quantize_sources, spec
 from tests.support.stage_runner import run_stage
 from tests.support.toolchain import run_code
 
-# Each op of the file with its input and output dtypes, and the boundary's, read by the
-# LiteRT interpreter (not by the service's own flatbuffer readers).
-TENSOR_TYPES = """
-import json, sys
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=sys.argv[1])
-dtype = {d["index"]: d["dtype"].__name__ for d in it.get_tensor_details()}
-ops = [[op["op_name"], [dtype[i] for i in op["inputs"] if i >= 0], [dtype[i] for i in op["outputs"]]]
-       for op in it._get_ops_details()]
-ports = [d["dtype"].__name__ for d in [*it.get_input_details(), *it.get_output_details()]]
-print(json.dumps({"ops": ops, "ports": ports}))
-"""
 # Measured (16 calibration, 4 validation samples): PT2E 0.99996, ai-edge-quantizer's full-integer
 # recipe on litert-torch's float32 file 0.99982; a lost residual scale or channel drops below.
 PT2E_MIN_COSINE = 0.9995

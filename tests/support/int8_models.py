@@ -5,6 +5,8 @@ inputs than the validation samples.
 - ``detector``: a detection-style head, ``[1, 3, 16, 16] -> [1, 7, 256]``: rows 0-3 are box
   coordinates (sigmoid x 640), rows 4-6 sigmoid scores, concatenated in one output.
 - ``cnn``: a clean tiny CNN classifier, ``[1, 3, 16, 16] -> [1, 10]``.
+- ``gelu``: a convolution and exact GELU (ONNX ``Erf``, no TFLite int8 builtin),
+  ``[1, 3, 16, 16] -> [1, 10]``.
 - ``padded_pool``: a ResNet-style stem and block whose max-pool pads (``MaxPool2d(3, 2,
   padding=1)``, as torchvision's resnet18), ``[1, 3, 32, 32] -> [1, 10]``.
 - ``two_heads``: BERT's outputs in small, ``[1, 3, 8, 8]`` (64 tokens of 3 features) ->
@@ -75,6 +77,7 @@ with torch.random.fork_rng():  # the other models' weights stay what they were m
 models = {
     "detector": (Detector(), 16),
     "cnn": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()], 16), 16),
+    "gelu": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.GELU()], 8), 16),
     "padded_pool": (
         classifier(
             [nn.Conv2d(3, 16, 7, 2, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
@@ -96,7 +99,19 @@ for name, (model, side) in models.items():
     files[name] = str(path)
 print(json.dumps(files))
 """
-SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32, "two_heads": 8}
+# Each op of the file with its input and output dtypes, and the boundary's, read by the
+# LiteRT interpreter (not by the service's own flatbuffer readers).
+TENSOR_TYPES = """
+import json, sys
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=sys.argv[1])
+dtype = {d["index"]: d["dtype"].__name__ for d in it.get_tensor_details()}
+ops = [[op["op_name"], [dtype[i] for i in op["inputs"] if i >= 0], [dtype[i] for i in op["outputs"]]]
+       for op in it._get_ops_details()]
+ports = [d["dtype"].__name__ for d in [*it.get_input_details(), *it.get_output_details()]]
+print(json.dumps({"ops": ops, "ports": ports}))
+"""
+SIDES = {"detector": 16, "cnn": 16, "gelu": 16, "padded_pool": 32, "two_heads": 8}
 _MODELS: dict[str, Path] = {}
 _CHAINS: dict[str, dict[str, Any]] = {}
 
@@ -118,14 +133,19 @@ def spec(name: str, **changes: Any) -> dict[str, Any]:
     }
 
 
+def model_file(name: str, factory: pytest.TempPathFactory) -> Path:
+    """The model's ExportedProgram (.pt2); the models are made once per session."""
+    if not _MODELS:
+        _MODELS.update(make_torch_models(MAKE, factory.mktemp("int8-models")))
+    return _MODELS[name]
+
+
 def int8_chain(name: str, factory: pytest.TempPathFactory) -> dict[str, Any]:
     """export.prepare -> convert.litert_torch for one model (with its PT2E int8 file), and its
     calibration .npz (``CALIBRATION_SAMPLES`` images); once per session."""
-    if not _MODELS:
-        _MODELS.update(make_torch_models(MAKE, factory.mktemp("int8-models")))
     if name not in _CHAINS:
         work = factory.mktemp(f"int8-{name}")
-        model = _MODELS[name]
+        model = model_file(name, factory)
         prepare = run_stage("torch", "export.prepare", work / "prepare", {"model": model}, spec(name))
         assert prepare.ok, prepare.result
         shared = {"samples": prepare.output("samples"), "reference": prepare.output("reference")}
@@ -215,7 +235,7 @@ def quantize_sources(
         {"input": "tflite_litert-torch", "candidate": "litert-torch", "passed": True, "input_transposes": None},
     ]
     if pt2e_error:
-        sources[1]["pt2e_error"] = pt2e_error
+        sources[1]["prebuilt_errors"] = {"pt2e": pt2e_error}
     options = {"precisions": precisions or ["int8"], "sources": sources}
     run = run_stage("torch", "quantize.litert", work, inputs, spec(name, toolchain=toolchain), options)
     assert run.ok, run.result

@@ -97,12 +97,41 @@ def test_litert_torch_s_pt2e_file_reaches_the_quantize_stage_when_int8_is_asked(
         claim.definition, claim.plan, "model", None, None, Records.of({**results, "convert_litert_torch": failed})
     )
     sources = _options_from_conversion(without.definition, without)["sources"]
-    assert {s["candidate"]: s.get("pt2e_error") for s in sources} == {"onnx2tf": None, "litert-torch": "no"}
+    assert {s["candidate"]: s.get("prebuilt_errors") for s in sources} == {
+        "onnx2tf": None,
+        "litert-torch": {"pt2e": "no"},
+    }
     # The convert stage calibrates PT2E on the uploaded calibration, only when int8 is asked.
     assert claim.plan.stage("convert_litert_torch").inputs["calibration"] == ("upload", "calibration")
-    assert "calibration" not in claim.plan.stage("convert_onnx2tf").inputs
     float16 = Plan.of(
         {"targets": ["tflite"], "quantization": ["float32", "float16"], "available_toolchains": EVERYTHING}
     )
     assert "calibration" not in float16.stage("convert_litert_torch").inputs
     assert not any(name.startswith("tflite_int8_pt2e") for name in float16.stage("quantize").inputs)
+
+
+def test_an_onnx_converter_s_tensorflow_int8_file_reaches_the_quantize_stage_with_its_version() -> None:
+    claim = _claim("auto")
+    inputs = claim.definition.inputs
+    assert sorted(name for name in inputs if name.startswith("tflite_int8_tf_ptq")) == [
+        "tflite_int8_tf_ptq_onnx-tf",
+        "tflite_int8_tf_ptq_onnx2tf",
+    ]
+    assert inputs["tflite_int8_tf_ptq_onnx2tf"] == ("convert_onnx2tf", "tflite_int8_tf_ptq")
+    made = {"quantizer": "tf-lite-converter", "version": "2.21.0"}
+    failed = {"quantizer": "tf-lite-converter", "version": "2.15.1", "error": "the converter aborted"}
+    results = {
+        **RESULTS,
+        "convert_onnx2tf": {**RESULTS["convert_onnx2tf"], "info": {"tf_ptq": made}},
+        "convert_litert_torch": {**RESULTS["convert_litert_torch"], "info": {"pt2e": {"error": "no"}}},
+        # onnx-tf's file passes without flex here, so it is a source too.
+        "validate_onnx_tf": _validated("pass", 9.0),
+        "convert_onnx_tf": {**RESULTS["convert_onnx_tf"], "info": {"tf_ptq": failed}},
+    }
+    records = Claim(claim.definition, claim.plan, "model", None, None, Records.of(results))
+    sources = {s["candidate"]: s for s in _options_from_conversion(records.definition, records)["sources"]}
+    assert sources["onnx2tf"]["prebuilt_versions"] == {"tf_ptq": "2.21.0"}
+    assert "prebuilt_errors" not in sources["onnx2tf"]
+    assert sources["onnx-tf"]["prebuilt_errors"] == {"tf_ptq": "the converter aborted"}
+    assert sources["onnx-tf"]["prebuilt_versions"] == {"tf_ptq": "2.15.1"}
+    assert sources["litert-torch"]["prebuilt_errors"] == {"pt2e": "no"}
