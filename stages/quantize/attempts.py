@@ -13,17 +13,8 @@ ai-edge-quantizer 0.10.0): ResNet-style block with a padded max-pool 0.99996 vs 
 tiny CNN 0.99948 vs 0.99799; the float_sensitive recipe, which keeps the last layer float,
 reached 0.99998 / 0.99976. On a 2-layer ViT (torchvision, 32x32, hidden 32) PT2E passed
 at 0.9951 where both ai-edge-quantizer recipes failed (0.8653 / 0.8733).
-On onnx-tf's and onnx2tf's sources TensorFlow's full-integer file (``TF_PTQ``: made from
-the converter's SavedModel by its convert stage, ``stages.convert.tf_ptq``) comes first for
-the same reason (``bench.quantizers``, 8 synthetic calibration / validation samples,
-TensorFlow 2.15.1 / 2.21.0, ai-edge-quantizer 0.10.0): torchvision MLP 16-32-10 passed at
-0.9998 (onnx-tf) / 0.9997 (onnx2tf) where both recipes were only degraded (0.9526-0.9530 /
-0.9855-0.9858); tiny CNN (16 uploaded calibration samples) 0.99948 vs 0.99799 (float_sensitive
-0.99976); 2-layer ViT (onnx2tf) fail 0.7569, no better recipe (default: the runtime's int8
-DIV fails; float_sensitive -0.6387). Where it loses, the recipes still run: on
-mobilenet_v2 (224) it fails at 0.0000 as PT2E does and the recipes pass (0.9997 / 0.9998);
-on a 2-layer BERT onnx2tf could not write the SavedModel, a failed attempt. PT2E and
-TF_PTQ never share a source (one converts the module, the other an ONNX file).
+On onnx-tf's and onnx2tf's sources TensorFlow's full-integer file (``TF_PTQ``) comes first
+too; the measurements behind that order are in ``stages.quantize.prebuilt``.
 Outside ``toolchain: best`` the attempts stop at the first that passes; under ``best``
 all run. The file kept is the best by verdict, then min cosine (higher, to 4 digits),
 then single-thread latency; a file the runtime refuses is never kept. Every attempt is listed

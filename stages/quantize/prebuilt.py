@@ -17,6 +17,21 @@ files (``stages.quantize.attempts``). When its stage could not make it, the work
 the reason in the source's ``prebuilt_errors`` and the attempt is listed as failed. Its
 layout may differ from the float32 file of the same candidate (TensorFlow's file keeps the
 SavedModel's inputs): ``runtime_for`` runs it in its own.
+
+On onnx-tf's and onnx2tf's sources TensorFlow's full-integer file (``TF_PTQ``: made from
+the converter's SavedModel by its convert stage, ``stages.convert.tf_ptq``) comes before
+ai-edge-quantizer's recipes, as PT2E does on litert-torch's (``bench.quantizers``, 8
+synthetic calibration / validation samples, TensorFlow 2.15.1 / 2.21.0, ai-edge-quantizer
+0.10.0): torchvision MLP 16-32-10 passed at
+0.9998 (onnx-tf) / 0.9997 (onnx2tf) where both recipes were only degraded (0.9526-0.9530 /
+0.9855-0.9858); tiny CNN (16 uploaded calibration samples) 0.99948 vs 0.99799 (float_sensitive
+0.99976); 2-layer ViT (onnx2tf) fail 0.7569, no better recipe (default: the runtime's int8
+DIV fails; float_sensitive -0.6387). Where it loses, the recipes still run: on
+mobilenet_v2 (224) it fails at 0.0000 as PT2E does and the recipes pass (0.9997 / 0.9998);
+on a 2-layer BERT onnx2tf could not write the SavedModel, a failed attempt. PT2E and
+TF_PTQ never share a source (one converts the module, the other an ONNX file). In the
+family tests (``tests/stages/test_int8_families.py``) it passes on the GPT-2 stand-in
+(0.99937) where ai-edge-quantizer's files of onnx2tf's abort LiteRT.
 """
 
 from __future__ import annotations
