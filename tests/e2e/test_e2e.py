@@ -267,6 +267,14 @@ def test_every_precision_with_uploaded_calibration(service: Service, mobilenet_p
         # Calibrated on the uploaded file: no "accuracy unknown" warning.
         assert not any("synthetic" in warning for warning in entry.get("warnings") or []), entry.get("warnings")
     assert entries["int8"]["size"] < entries["float32"]["size"] / 2
+    # TensorFlow's PTQ of onnx2tf's SavedModel is onnx2tf's first int8 attempt, through the real
+    # workers: the convert stage made it from the uploaded calibration, the quantize stage judged it.
+    int8_runs = report["precisions"]["int8"]["attempts"]
+    tf_ptq = int8_runs[0]
+    assert (tf_ptq["source"], tf_ptq["variant"]) == ("onnx2tf", "tf_ptq")
+    assert tf_ptq["quantizer"].startswith("tf-lite-converter 2.")
+    assert not tf_ptq["outcome"].startswith("failed"), tf_ptq["outcome"]  # made, ran, judged
+    assert tf_ptq["min_cosine"] is not None
 
 
 def test_torchscript_and_onnx_uploads(service: Service, models_dir: Path, tmp_path: Path) -> None:
