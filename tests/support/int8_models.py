@@ -7,6 +7,9 @@ inputs than the validation samples.
 - ``cnn``: a clean tiny CNN classifier, ``[1, 3, 16, 16] -> [1, 10]``.
 - ``padded_pool``: a ResNet-style stem and block whose max-pool pads (``MaxPool2d(3, 2,
   padding=1)``, as torchvision's resnet18), ``[1, 3, 32, 32] -> [1, 10]``.
+- ``faint``: ``cnn``'s architecture with no biases and its first convolution's weights scaled
+  by 1e-5, so every activation stays below 1e-4, as an untrained mobilenet_v2's do after a
+  few inverted residuals (``stages.convert.litert_torch_pt2e``: under PT2E's scale floor).
 """
 
 from __future__ import annotations
@@ -65,7 +68,14 @@ models = {
         ),
         32,
     ),
+    "faint": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()], 16), 16),
 }
+with torch.no_grad():
+    faint = models["faint"][0]
+    faint[0].weight.mul_(1e-5)
+    for module in faint.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.bias.zero_()
 files = {}
 for name, (model, side) in models.items():
     model.eval()
@@ -77,7 +87,7 @@ for name, (model, side) in models.items():
     files[name] = str(path)
 print(json.dumps(files))
 """
-SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32}
+SIDES = {"detector": 16, "cnn": 16, "padded_pool": 32, "faint": 16}
 _MODELS: dict[str, Path] = {}
 _CHAINS: dict[str, dict[str, Any]] = {}
 
