@@ -26,8 +26,9 @@ The flow runs in a fork of the stage (``stages.kit.forked_cli.call_forked``), at
 or a hang, is this attempt's ``{"error": ...}``, and the float32 conversion still runs. The
 fork is made before the stage's first ``litert_torch.convert``: after it the process holds
 16 more native threads (measured on mobilenet_v2: ``llvm-worker-*`` of MLIR and
-``tf_XLAEigen`` of XLA, 2 -> 18 threads), whose pools and locks a fork would inherit
-without their threads; before it, only torch's OpenMP pool is running, and the fork sets
+``tf_XLAEigen`` of XLA, 2 -> 18 threads), whose pools and locks a fork inherits without
+their threads (measured: a fork made then hangs in litert-torch's "Create MLIR Module" step
+until killed); before it, only torch's OpenMP pool is running, and the fork sets
 torch to one thread before any op (measured: with the parent at 2 threads, the fork's first
 forward pass hangs in libgomp otherwise; with one thread it converts mobilenet_v2 as the
 parent does).
@@ -44,7 +45,9 @@ constant zeros - cosine 0.0 to PyTorch already in PyTorch (``convert_pt2e``'s gr
 any lowering; the .tflite, with int8 or float32 ports, agrees. Depthwise convolutions, ReLU6
 and the boundary rewrite are not at fault: with random batch-norm statistics
 (``tests/support/torch_init.randomize_batch_norm``, activations of order 1) the same network
-gives 0.99984 in PyTorch, in the .tflite and after the boundary rewrite. The same graph
+gives 0.99984 in PyTorch, in the .tflite and after the boundary rewrite, and alone (32
+channels, 32x32) a depthwise convolution gives 0.99988, a depthwise conv + BN + ReLU6 0.99984
+and an inverted residual 0.99999 at all three points. The same graph
 calibrated with ``eps=2**-64`` gives 0.99955 (the .tflite 0.99955), but the floor is what
 keeps int32 biases in range (bias scale = input scale x weight scale): on a biased
 convolution fed by activations of 1e-4 it takes the .tflite from 0.99999 to 0.717 (the
