@@ -7,6 +7,9 @@ asks for int8 (and optional input ``calibration``, the upload): also ``tflite_in
 (model_int8_pt2e.tflite), litert-torch's PT2E int8 file made from the loaded module
 (``stages.convert.litert_torch_pt2e``), which ``quantize.litert`` judges as one more int8
 attempt; ``info.pt2e`` says how it went (a PT2E failure is its ``error``, never the stage's).
+The PT2E flow runs first, in a fork of this process made before the stage's first
+``litert_torch.convert`` (thread safety: see that module), so a crash or hang in it is its
+own error and the float32 conversion runs after it as it would alone.
 
 How litert-torch 0.10.0 is driven, and why (verified on this machine):
 
@@ -101,6 +104,14 @@ def run(request: StageRequest) -> StageResult:
 
     import litert_torch
 
+    renames = {key: name for name, key in keys.items() if key != name}
+    outputs, pt2e = {"tflite_float32": TARGET}, None
+    if "int8" in spec.quantized:  # the second int8 quantizer, in a fork made before any conversion
+        extra, pt2e = litert_torch_pt2e.produce(
+            request, litert_torch, wrapper, example, keys, samples, renames, CONVERTER_FLAGS
+        )
+        outputs.update(extra)
+
     started = time.monotonic()
     # The spec's named dimensions first (litert-torch's dynamic_shapes), static when that fails.
     dynamic = _convert_dynamic(litert_torch, wrapper, inputs, keys, samples, target)
@@ -119,16 +130,9 @@ def run(request: StageRequest) -> StageResult:
         ) from None
     convert_seconds = time.monotonic() - started
 
-    renames = {key: name for name, key in keys.items() if key != name}
     if renames:
         _rename_inputs(target, renames)
     ops = _builtin_only(target)
-    outputs, pt2e = {"tflite_float32": TARGET}, None
-    if "int8" in spec.quantized:  # the second int8 quantizer, while the module is loaded
-        extra, pt2e = litert_torch_pt2e.produce(
-            request, litert_torch, wrapper, example, keys, samples, renames, CONVERTER_FLAGS
-        )
-        outputs.update(extra)
     return StageResult(
         outputs=outputs,
         metrics={},

@@ -14,6 +14,10 @@ fork stays in the stage's process group, so the worker's watchdog (timeout, memo
 cancellation) kills it with the stage, and it is killed when the stage process dies
 (``PR_SET_PDEATHSIG``). A cold stage (a fresh interpreter) runs the same code: its fork
 then imports the tool itself, as the fresh interpreter did.
+
+``call_forked`` is the same isolation for a function of the stage (litert-torch's PT2E
+flow in ``convert.litert_torch``), with a time limit: a native abort or a hang in it costs
+that function's result, never the stage.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
@@ -54,6 +59,44 @@ def run_module(module: str, arguments: list[str], cwd: Path, env: Mapping[str, s
         os.waitpid(pid, 0)
         raise
     return os.waitstatus_to_exitcode(status)
+
+
+def call_forked(body: Callable[[], int], log: Path, timeout: float) -> int | None:
+    """Run ``body`` in a fork of this process and wait at most ``timeout`` seconds for it.
+
+    The fork is set up by ``finish_fork`` (dies with this process, stdout and stderr on
+    ``log``, overwritten) and ends with ``body``'s return value as its exit code
+    (``EXIT_SETUP_FAILED`` and the traceback in ``log`` when ``body`` raises). Returns the
+    exit code as ``subprocess`` does (minus the signal number when a signal killed it), or
+    None when it was still running after ``timeout`` seconds and was killed (SIGKILL).
+    What ``body`` produces travels back through files it writes. A failure to fork raises
+    ``OSError``. Only this thread exists in the fork: ``body`` must not rely on a thread
+    pool the caller had running (torch's OpenMP pool hangs there unless ``body`` first
+    sets one thread).
+    """
+    sys.stdout.flush()  # what the stage printed must not be written twice (once by the fork)
+    sys.stderr.flush()
+    parent = os.getpid()
+    with open(log, "wb") as out:
+        pid = os.fork()
+        if pid == 0:
+            finish_fork(parent, out.fileno(), body)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return None
+            time.sleep(0.05)
+    except BaseException:
+        # The stage itself is being torn down (an exception in this thread): take the fork along.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def _become(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: int, parent: int) -> None:

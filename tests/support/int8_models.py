@@ -12,6 +12,9 @@ inputs than the validation samples.
 - ``two_heads``: BERT's outputs in small, ``[1, 3, 8, 8]`` (64 tokens of 3 features) ->
   a layer-normed hidden state ``[1, 64, 16]`` and ``tanh(linear(hidden[:, 0]))`` ``[1, 16]``:
   a graph output that also feeds the layers after it.
+- ``faint``: ``cnn``'s architecture with no biases and its first convolution's weights scaled
+  by 1e-5, so every activation stays below 1e-4, as an untrained mobilenet_v2's do after a
+  few inverted residuals (``stages.convert.litert_torch_pt2e``: under PT2E's scale floor).
 """
 
 from __future__ import annotations
@@ -87,7 +90,14 @@ models = {
         32,
     ),
     "two_heads": (two_heads, 8),
+    "faint": (classifier([nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.ReLU()], 16), 16),
 }
+with torch.no_grad():
+    faint = models["faint"][0]
+    faint[0].weight.mul_(1e-5)
+    for module in faint.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.bias.zero_()
 files = {}
 for name, (model, side) in models.items():
     model.eval()
@@ -111,7 +121,7 @@ ops = [[op["op_name"], [dtype[i] for i in op["inputs"] if i >= 0], [dtype[i] for
 ports = [d["dtype"].__name__ for d in [*it.get_input_details(), *it.get_output_details()]]
 print(json.dumps({"ops": ops, "ports": ports}))
 """
-SIDES = {"detector": 16, "cnn": 16, "gelu": 16, "padded_pool": 32, "two_heads": 8}
+SIDES = {"detector": 16, "cnn": 16, "gelu": 16, "padded_pool": 32, "two_heads": 8, "faint": 16}
 _MODELS: dict[str, Path] = {}
 _CHAINS: dict[str, dict[str, Any]] = {}
 
