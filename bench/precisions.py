@@ -117,11 +117,17 @@ for seed, (family, arch) in enumerate(families.items()):
     else:
         model = constructor(**arch.get("kwargs", {}))
     # Stand-in for trained weights: a layer a builder zero-initialises (ViT's head) would
-    # make every output 0 and every comparison vacuous.
+    # make every output 0 and every comparison vacuous; fresh batch norms are the identity, and
+    # through an untrained mobilenet_v2's 17 blocks they shrink the activations to ~1e-9, below
+    # any int8 scale floor (stages/convert/litert_torch_pt2e.py), which no trained model does.
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 torch.nn.init.normal_(p, std=0.02)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1); m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5); m.bias.normal_(0.0, 0.1)
     torch.save(model.eval().state_dict(), f"{out}/{family}.pth")
 """
 
