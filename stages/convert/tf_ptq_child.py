@@ -55,16 +55,14 @@ def signature_inputs(
     ``specs``: signature input name -> ``tf.TensorSpec``. Raises ``ValueError`` when the names
     cannot be matched or a sample does not fit its input's shape."""
     from stages.kit.naming import match_names
+    from stages.quantize.calibration import to_layout
 
     keys, left = match_names(list(arrays), list(specs))
     if left:
         raise ValueError(f"the SavedModel's inputs {sorted(specs)} do not match the model's {list(arrays)}")
     fitted: dict[str, np.ndarray] = {}
     for name, key in keys.items():
-        array = arrays[name]
-        perm = transposes.get(name)
-        if perm is not None:
-            array = np.transpose(array, [0, *(axis + 1 for axis in perm)])
+        array = to_layout(arrays[name], transposes.get(name))
         spec = specs[key]
         if not spec.shape.is_compatible_with(array.shape[1:]):
             raise ValueError(

@@ -44,25 +44,21 @@ def run_module(module: str, arguments: list[str], cwd: Path, env: Mapping[str, s
     1), 1 after an uncaught exception (its traceback in the log), minus the signal number
     when a signal killed it. A failure to fork raises ``OSError``.
     """
-    sys.stdout.flush()  # what the stage printed must not be written twice (once by the fork)
-    sys.stderr.flush()
-    parent = os.getpid()
-    with open(log, "wb") as out:
-        pid = os.fork()
-        if pid == 0:
-            _become(module, arguments, cwd, env, out.fileno(), parent)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        # The stage itself is being torn down (an exception in this thread): take the fork along.
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    return os.waitstatus_to_exitcode(status)
+
+    def body() -> int:
+        os.chdir(cwd)
+        os.environ.update(env)
+        sys.argv = [module, *arguments]
+        return _run_as_main(module)
+
+    code = call_forked(body, log, None)
+    assert code is not None  # no time limit: it ran to its end
+    return code
 
 
-def call_forked(body: Callable[[], int], log: Path, timeout: float) -> int | None:
-    """Run ``body`` in a fork of this process and wait at most ``timeout`` seconds for it.
+def call_forked(body: Callable[[], int], log: Path, timeout: float | None) -> int | None:
+    """Run ``body`` in a fork of this process and wait at most ``timeout`` seconds for it
+    (``None``: until it ends).
 
     The fork is set up by ``finish_fork`` (dies with this process, stdout and stderr on
     ``log``, overwritten) and ends with ``body``'s return value as its exit code
@@ -81,8 +77,10 @@ def call_forked(body: Callable[[], int], log: Path, timeout: float) -> int | Non
         pid = os.fork()
         if pid == 0:
             finish_fork(parent, out.fileno(), body)
-    deadline = time.monotonic() + timeout
     try:
+        if timeout is None:
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        deadline = time.monotonic() + timeout
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -97,18 +95,6 @@ def call_forked(body: Callable[[], int], log: Path, timeout: float) -> int | Non
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
-
-
-def _become(module: str, arguments: list[str], cwd: Path, env: Mapping[str, str], log: int, parent: int) -> None:
-    """In the fork: become ``python -m module``, run it, never return."""
-
-    def body() -> int:
-        os.chdir(cwd)
-        os.environ.update(env)
-        sys.argv = [module, *arguments]
-        return _run_as_main(module)
-
-    finish_fork(parent, log, body)
 
 
 def finish_fork(parent: int, log: int, body: Callable[[], int]) -> NoReturn:

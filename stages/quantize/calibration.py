@@ -56,6 +56,12 @@ def input_transposes(
     return inferred, "inferred from the file's input shapes" if inferred else "none"
 
 
+def to_layout(array: np.ndarray, perm: list[int] | None) -> np.ndarray:
+    """``[N, *shape]`` samples with each sample's axes permuted by ``perm`` (``[0, 2, 3, 1]``:
+    NCHW to NHWC), the sample axis left first; unchanged for ``None``."""
+    return array if perm is None else np.transpose(array, [0, *(axis + 1 for axis in perm)])
+
+
 def to_file_inputs(
     arrays: dict[str, np.ndarray], boundary: Boundary, keys: dict[str, str], transposes: dict[str, list[int]]
 ) -> dict[str, np.ndarray]:
@@ -63,10 +69,7 @@ def to_file_inputs(
     ports = {port.key: port for port in boundary.inputs}
     fitted: dict[str, np.ndarray] = {}
     for name, key in keys.items():
-        array = arrays[name]
-        perm = transposes.get(name)
-        if perm is not None:
-            array = np.transpose(array, [0, *(axis + 1 for axis in perm)])
+        array = to_layout(arrays[name], transposes.get(name))
         port = ports[key]
         if not shape_fits(port.shape, list(array.shape[1:])):
             raise StageError(
