@@ -5,7 +5,8 @@ Where calibration data comes from, best first:
 1. ``uploaded``: the job's ``calibration`` file (.npy for one input, .npz keyed by input
    name, sample axis first, PyTorch's layout), read with the same rules as uploaded
    validation samples (``stages.kit.samples.load_uploaded``). A file that does not fit the
-   spec's inputs is an error for int8 alone: falling back silently would hide it.
+   spec's inputs, or holds NaN or infinite values, is an error for int8 alone: falling
+   back silently would hide it.
 2. ``validation samples``: the samples the job validates on, when the user uploaded
    them - real data, but the int8 numbers are then measured on the data the ranges
    were calibrated on.
@@ -84,12 +85,18 @@ def to_file_inputs(
 def calibration_arrays(
     spec: PlanSpec, uploaded: Path | None, samples: dict[str, np.ndarray], limit: int = DEFAULT_LIMIT
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays keyed by input name, ``{"source", "samples", "warning"?, "available"?}``)."""
+    """(arrays keyed by input name, ``{"source", "samples", "warning"?, "available"?}``).
+
+    Arrays are ``[N, *input_shape]`` in the spec's dtypes, at most ``limit`` samples.
+    Raises ``StageError(INVALID_CALIBRATION)`` when the uploaded file does not fit the
+    spec's inputs or holds a NaN or infinite value in a float input.
+    """
     if uploaded is not None:
         try:
             arrays = sample_io.load_uploaded(uploaded, sample_io.input_specs(spec))
         except StageError as exc:
             raise StageError(StageCode.INVALID_CALIBRATION, f"the calibration file: {exc.message}") from None
+        _refuse_non_finite(arrays)
         info: dict[str, Any] = {"source": "uploaded"}
     else:
         arrays = samples
@@ -105,6 +112,22 @@ def calibration_arrays(
         info["available"] = available
         arrays = {name: array[:limit] for name, array in arrays.items()}
     return arrays, info
+
+
+def _refuse_non_finite(arrays: dict[str, np.ndarray]) -> None:
+    # Activation ranges from NaN/inf samples are meaningless: ai-edge-quantizer's files
+    # then crash LiteRT (SIGSEGV) and TensorFlow's converter still writes a file, so a
+    # job would keep an int8 file calibrated on nothing. Refuse the file by name instead.
+    for name, array in arrays.items():
+        if array.dtype.kind != "f":
+            continue
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise StageError(
+                StageCode.INVALID_CALIBRATION,
+                f"the calibration file: input {name!r}: {bad} of {array.size} values are NaN or infinite; "
+                "calibration samples must be finite",
+            )
 
 
 def _is_synthetic(spec: PlanSpec, samples: dict[str, np.ndarray]) -> bool:
