@@ -96,10 +96,11 @@ class Job:
         return tuple(recipe for recipe in INT8_ORDER if recipe in own or recipe in made)
 
     def file_for(self, recipe: str) -> str:
-        """The file an attempt quantized (the float32 source) or took (a prebuilt file)."""
-        path = self.prebuilt.get(recipe)
+        """The file an attempt quantized (the float32 source) or took (a prebuilt file, by the
+        name its convert stage writes, ``model_int8_tf_ptq.tflite``: the same whether or not the
+        stage made it, not the stage input it arrived as, ``tflite_int8_tf_ptq_onnx-tf``)."""
         made = prebuilt.VARIANTS.get(recipe)
-        return path.name if path else made.file if made else self.tflite.name
+        return made.file if made else self.tflite.name
 
 
 @dataclass
@@ -134,9 +135,12 @@ class Attempt:
         entry = self.entry or {}
         means = [o.get("mean_abs_over_scale") for o in entry.get("outputs", {}).values()]
         name, _, release = prebuilt.quantizer(self.recipe, self.job.prebuilt_versions)
+        made = prebuilt.VARIANTS.get(self.recipe)
+        # A prebuilt variant that failed has no entry: name its recipe as a made one does.
+        fallback = str(made.recipe["name"]) if made else self.recipe
         return {
             "quantizer": f"{name} {release or '?'}",
-            "recipe": ((entry.get("quantizer") or {}).get("recipe") or {}).get("name") or self.recipe,
+            "recipe": ((entry.get("quantizer") or {}).get("recipe") or {}).get("name") or fallback,
             "variant": self.recipe,
             "source": self.job.candidate,
             "source_file": self.job.file_for(self.recipe),
