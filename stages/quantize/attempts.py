@@ -189,7 +189,7 @@ def best_of(
             outcome = f"failed: {attempt.failure['code']}: {attempt.failure['reason']}"
         else:
             outcome = (
-                f"lost: {kept.label} ranks higher (verdict, then min cosine, then latency)"
+                f"lost: {kept.label} ranks higher (verdict, then min cosine to 4 decimals, then latency)"
                 if kept is not None
                 else "lost"
             )
