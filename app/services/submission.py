@@ -102,6 +102,13 @@ def accept(
             pickled_module_enabled=settings.conversion.enable_pickled_module,
         )
         normalized = jobs.check_spec(spec, model_format, settings)
+        if "calibration" in parts and "int8" not in normalized.quantization:
+            # Only int8 reads it: accepting it would leave the user believing it was used.
+            raise InvalidRequest(
+                f"the 'calibration' part calibrates int8 only and quantization is {list(normalized.quantization)}: "
+                "add 'int8' to quantization, or drop the 'calibration' part",
+                code=ErrorCode.UNSUPPORTED_OPTION,
+            )
         digests = {name: p.stored.sha256 for name, p in parts.items() if p.stored is not None}
         for field in ("inputs", "calibration"):
             if field in parts and parts[field].stored is not None:

@@ -4,6 +4,7 @@ no framework is needed."""
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
@@ -173,6 +175,22 @@ def test_a_cut_multipart_body_is_malformed_multipart(
     # The whole body is accepted: the refusal was about the cut.
     whole = client.post("/v1/jobs", headers={**auth, "Content-Type": content_type}, content=body)
     assert whole.status_code == 202, whole.text
+
+
+def test_a_calibration_part_without_int8_is_unsupported_option(
+    client: TestClient, auth: dict[str, str], db_url: str, settings: Settings
+) -> None:
+    # Before, the part was stored and silently never read (only int8 calibrates).
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 1, 3, 8, 8), np.float32))  # a usable file: the refusal is about int8
+    calibration = ("calib.npy", buffer.getvalue())
+    spec = {"targets": ["tflite"], "quantization": ["float32", "dynamic_range"]}
+    files = {"model": ("m.onnx", ONNX), "spec": (None, json.dumps(spec)), "calibration": calibration}
+    response = post(client, auth, files)
+    assert_refused_and_nothing_kept(
+        response, "unsupported_option", "add 'int8' to quantization, or drop the 'calibration' part", db_url, settings
+    )
+    assert "['float32', 'dynamic_range']" in response.json()["detail"]
 
 
 def test_strict_quantization_is_not_refused_at_submission(client: TestClient, auth: dict[str, str]) -> None:
