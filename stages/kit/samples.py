@@ -249,14 +249,18 @@ def _fit(item: dict[str, Any], array: np.ndarray) -> np.ndarray:
     name, shape = item["name"], item["shape"]
     dtype = np.dtype(DTYPES[item["dtype"]])
     expected = "[N, " + ", ".join(str(d) for d in shape) + "]"
-    if array.ndim == len(shape) and shape and (not isinstance(shape[0], int) or shape[0] == 1):
+    given = list(array.shape)  # as uploaded, before a batch axis is added
+    rows = bool(shape) and (not isinstance(shape[0], int) or shape[0] == 1)
+    if rows:
+        expected += " or [N, " + ", ".join(str(d) for d in shape[1:]) + "]"
+    if array.ndim == len(shape) and rows:
         array = array[:, None, ...]  # one row per sample, batch 1
     if array.ndim != len(shape) + 1 or not all(
         not isinstance(want, int) or got == want for got, want in zip(array.shape[1:], shape, strict=True)
     ):
         raise StageError(
             StageCode.INVALID_SAMPLES,
-            f"input {name!r}: samples have shape {list(array.shape)}, expected {expected} (sample axis first)",
+            f"input {name!r}: samples have shape {given}, expected {expected} (sample axis first)",
         )
     if not _castable(array.dtype, dtype):
         raise StageError(

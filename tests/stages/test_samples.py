@@ -107,6 +107,15 @@ def test_bad_uploads_name_the_input(tmp_path: Path, arrays: dict[str, np.ndarray
     assert fragment in caught.value.message
 
 
+def test_a_misfit_names_the_shape_as_uploaded_and_both_accepted_forms(tmp_path: Path) -> None:
+    path = tmp_path / "inputs.npy"
+    np.save(path, np.zeros((4, 3, 9, 9), np.float32))  # rows of batch 1, wrong size
+    with pytest.raises(StageError) as caught:
+        samples.load_uploaded(path, inputs(spec(inputs=[spec()["inputs"][0]])))
+    assert caught.value.code == "invalid_samples"
+    assert "samples have shape [4, 3, 9, 9], expected [N, batch, 3, 8, 8] or [N, 3, 8, 8]" in caught.value.message
+
+
 def test_npy_for_several_inputs_and_pickles_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "inputs.npy"
     np.save(path, np.zeros((2, 1, 3, 8, 8), np.float32))
