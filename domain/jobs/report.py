@@ -167,9 +167,14 @@ def _reasons(spec: PlanSpec, artifacts: list[dict[str, Any]], precisions: dict[s
         if entry["precision"] == "float32" and entry["verdict"] != "pass":
             reasons.append(f"{entry['name']}: " + "; ".join(entry["reasons"] or [entry["verdict"]]))
     if spec.strict:
+        missed = {entry["name"]: entry.get("reasons") or [] for entry in artifacts}
         for precision, state in precisions.items():
-            if state.status == "not_produced" or state.verdict == "fail":
-                reasons.append(f"{precision}: {state.reason or state.verdict} (strict)")
+            if state.status == "not_produced":
+                reasons.append(f"{precision}: {state.reason} (strict)")
+            elif state.verdict == "fail":
+                # Produced but failing: the artifact's own words (which output, which number).
+                why = "; ".join(missed.get(state.artifact or "", [])[:2])
+                reasons.append(f"{precision}: fail{': ' + why if why else ''} (strict)")
     return reasons
 
 

@@ -210,6 +210,7 @@ def test_a_quantized_precision_not_produced_fails_the_job_only_when_strict(
         "accuracy_check_failed",
         "quantize",
     )
+    assert "int8: fail: min cosine 0.5 below 0.9 (strict)" in job["error"]["message"]
     assert artifact_names(client, auth, missed) == ["model_float32.tflite", "model_int8.tflite"]
     lenient = run_quantized(ctx, QUANTIZED, INT8_MISSED)
     assert job_out(client, auth, lenient)["status"] == "succeeded"
