@@ -31,12 +31,13 @@ from typing import Any
 
 from domain.jobs import names
 from stages import registry
+from stages.kit.results import PT2E, TF_PTQ, prebuilt_output
 from stages.kit.spec import PlanSpec
 
 CONTROL = "control"  # runs in the worker process itself: no framework
 FLEX_ENV = "onnx-tf"  # the environment with TensorFlow, whose interpreter runs flex ops
-PT2E_OUTPUT = "tflite_int8_pt2e"  # convert.litert_torch's int8 file (stages.convert.litert_torch_pt2e)
-TF_PTQ_OUTPUT = "tflite_int8_tf_ptq"  # convert.onnx_tf's / convert.onnx2tf's (stages.convert.tf_ptq)
+PT2E_OUTPUT = prebuilt_output(PT2E)  # convert.litert_torch's int8 file (stages.convert.litert_torch_pt2e)
+TF_PTQ_OUTPUT = prebuilt_output(TF_PTQ)  # convert.onnx_tf's / convert.onnx2tf's (stages.convert.tf_ptq)
 # The int8 file a convert stage writes when the job asks for int8, by what it converts.
 INT8_OUTPUTS = {"model": PT2E_OUTPUT, "onnx": TF_PTQ_OUTPUT}
 
@@ -108,7 +109,7 @@ def convert_stage(converter: Converter, int8: bool = False) -> StageDef:
     if int8:
         source["calibration"] = ("upload", "calibration")
         if converter.source == "onnx":
-            options["tf_ptq"] = True
+            options[TF_PTQ] = True  # the stage option stages.convert.tf_ptq.wanted reads
     return StageDef(
         names.convert(converter.name),
         converter.env,

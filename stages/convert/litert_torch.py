@@ -49,6 +49,7 @@ from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
 from stages.kit.failures import first_line
 from stages.kit.options import OperatorOptions, read_options
+from stages.kit.results import PT2E
 from stages.kit.spec import PlanSpec
 from stages.kit.versions import versions
 
@@ -156,7 +157,7 @@ def run(request: StageRequest) -> StageResult:
             "signature": _signature(target, inputs, output_names),
             "model_format": _model_format(spec),
             "seconds": {"load": round(load_seconds, 3), "convert": round(convert_seconds, 3)},
-            "pt2e": pt2e,
+            PT2E: pt2e,  # the entry ConvertInfo reads (stages.kit.results)
         },
     )
 

@@ -76,13 +76,14 @@ import numpy as np
 
 from stages.kit.failures import first_line
 from stages.kit.options import read_options
+from stages.kit.results import PT2E, prebuilt_output
 
 TARGET = "model_int8_pt2e.tflite"
-OUTPUT = "tflite_int8_pt2e"
+OUTPUT = prebuilt_output(PT2E)
 QUANTIZER = "litert-torch-pt2e"
 RECIPE = {
     "name": "pt2e symmetric per-channel, static",
-    "variant": "pt2e",
+    "variant": PT2E,
     "summary": "PT2EQuantizer with get_symmetric_quantization_config(is_per_channel=True): int8 weights "
     "(symmetric, per channel) and int8 activations (affine, per tensor, histogram calibration) on "
     "conv2d, linear, add, max_pool2d and adaptive_avg_pool2d patterns; float32 inputs/outputs "

@@ -62,6 +62,7 @@ from stages.kit import tflite_boundary as boundary_io
 from stages.kit.child import signal_name
 from stages.kit.codes import StageCode
 from stages.kit.contract import StageError, StageRequest, StageResult
+from stages.kit.results import TF_PTQ
 from stages.kit.versions import versions
 
 LAYOUTS = ("nchw", "nhwc")
@@ -173,7 +174,7 @@ def run(request: StageRequest) -> StageResult:
         "warnings": _warnings(log),
         "float16": FLOAT16_NOT_KEPT,
         "saved_model": saved_model.info or None,
-        "tf_ptq": int8,
+        TF_PTQ: int8,  # the entry ConvertInfo reads (stages.kit.results)
         "failed": saved_model.failed,
         "seconds": {"onnx2tf": round(tool_seconds, 3), "boundary_and_sanity_check": round(check_seconds, 3)},
     }

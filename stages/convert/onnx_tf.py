@@ -104,7 +104,7 @@ def run(request: StageRequest) -> StageResult:
         "onnx_tf_patched_handlers": patched,
         "signature": signature,
         "failed": failed,
-        "tf_ptq": int8,
+        tf_ptq.VARIANT: int8,  # the entry ConvertInfo reads (stages.kit.results)
         "seconds": {
             "onnx_to_saved_model": round(convert_seconds, 3),
             "saved_model_to_tflite": round(tflite_seconds, 3),

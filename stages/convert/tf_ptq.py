@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from stages.kit.failures import first_line
+from stages.kit.results import TF_PTQ, prebuilt_output
 
 TARGET = "model_int8_tf_ptq.tflite"
-OUTPUT = "tflite_int8_tf_ptq"
-VARIANT = "tf_ptq"  # the attempt's variant in quantize.litert
+VARIANT = TF_PTQ  # the attempt's variant in quantize.litert
+OUTPUT = prebuilt_output(VARIANT)
 QUANTIZER = "tf-lite-converter"  # as the report names it, followed by the TensorFlow version
 TIMEOUT = 1800.0  # seconds; the stage option ``quantizer_timeout_seconds`` overrides it
 CHILD = "stages.convert.tf_ptq_child"
@@ -47,7 +48,7 @@ RECIPE = {
 
 def wanted(request: Any) -> bool:
     """The plan asks this stage for TensorFlow's int8 file (stage option ``tf_ptq``)."""
-    return bool(request.options.get("tf_ptq"))
+    return bool(request.options.get(VARIANT))
 
 
 def entry(error: str | None = None) -> dict[str, Any]:

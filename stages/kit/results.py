@@ -164,9 +164,20 @@ class ExportInfo:
         return [{"name": name, "shape": shape} for name, shape in zip(self.output_names, shapes, strict=False)]
 
 
-# The convert stages' info entries for the int8 files they make besides the float32 one:
-# litert-torch's PT2E file, TensorFlow's full-integer quantization of a SavedModel.
-PREBUILT_VARIANTS = ("pt2e", "tf_ptq")
+# The int8 files convert stages make besides the float32 one, by variant (the name of their
+# stage info entry and of their quantize.litert attempt): litert-torch's PT2E file
+# (stages.convert.litert_torch_pt2e), TensorFlow's full-integer quantization of a SavedModel
+# (stages.convert.tf_ptq). The one place these names are spelt; the plan, the stages and
+# quantize.litert take them from here.
+PT2E = "pt2e"
+TF_PTQ = "tf_ptq"
+PREBUILT_VARIANTS = (PT2E, TF_PTQ)
+
+
+def prebuilt_output(variant: str) -> str:
+    """The convert stage's output name of ``variant``'s int8 file (``tflite_int8_pt2e``); the
+    quantize stage's input is that name with ``_<candidate>`` appended."""
+    return f"tflite_int8_{variant}"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from typing import Any
 
 from stages.convert import litert_torch_pt2e, tf_ptq
 from stages.kit.options import RuntimeOptions
+from stages.kit.results import PT2E, TF_PTQ, prebuilt_output
 from stages.kit.versions import version
 
 AI_EDGE_QUANTIZER = "ai-edge-quantizer"
@@ -63,8 +64,6 @@ class Variant:
     label: str
 
 
-PT2E = "pt2e"
-TF_PTQ = tf_ptq.VARIANT
 VARIANTS = {
     PT2E: Variant(
         litert_torch_pt2e.QUANTIZER,
@@ -81,7 +80,7 @@ def input_name(variant: str, float_input: str) -> str:
     """The stage input of ``variant``'s file beside float32 input ``float_input``:
     ``tflite_int8_tf_ptq_onnx2tf`` next to ``tflite_onnx2tf``, ``tflite_int8_pt2e`` next to
     the lone ``tflite``."""
-    return f"tflite_int8_{variant}" + float_input.removeprefix("tflite")
+    return prebuilt_output(variant) + float_input.removeprefix("tflite")
 
 
 def quantizer(variant: str, versions: Mapping[str, str]) -> tuple[str, str, str | None]:
